@@ -1,0 +1,688 @@
+/* The settings table and its three readers (YAML, environment, flags).
+ * Invariant: every string field of struct ibex_config is heap-owned (or NULL) so dispose can
+ * free them all; a failed load frees what it allocated before returning. */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include "../core/alloc.h"
+#include "../core/log.h"
+
+enum kind {
+    K_STRING = 1,
+    K_INT,
+    K_BOOL,
+    K_DURATION,
+    K_SIZE,
+};
+
+struct setting {
+    const char *name;
+    enum kind kind;
+    const char *def;
+    uint64_t min, max;
+    size_t off;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct ibex_config, f)
+#define KiB 1024ull
+#define MiB (1024ull * 1024ull)
+#define SEC 1000ull
+#define MIN (60ull * 1000ull)
+
+static const struct setting settings[] = {
+    {"listen", K_STRING, "127.0.0.1:8080", 0, 0, OFF(listen),
+     "address to listen on, host:port ([::1]:port for IPv6)"},
+    {"workers", K_INT, "0", 0, 256, OFF(workers),
+     "worker threads, each with its own event loop, listener and upstream pool; 0 = one per CPU"},
+    {"log_level", K_STRING, "info", 0, 0, OFF(log_level), "debug, info, warn or error"},
+    {"access_log", K_BOOL, "true", 0, 0, OFF(access_log), "one JSON line per request on stderr"},
+    {"max_header_bytes", K_SIZE, "16k", KiB, MiB, OFF(max_header_bytes),
+     "request line plus headers; larger requests get 431"},
+    {"max_headers", K_INT, "100", 1, 1000, OFF(max_headers), "header count; more get 400"},
+    {"max_body_bytes", K_SIZE, "4m", KiB, 256 * MiB, OFF(max_body_bytes),
+     "request body; larger bodies get 413"},
+    {"header_timeout", K_DURATION, "10s", 100, 10 * MIN, OFF(header_timeout_ms),
+     "time to receive a request's line and headers; slower clients get 408"},
+    {"body_timeout", K_DURATION, "30s", 100, 60 * MIN, OFF(body_timeout_ms),
+     "time to receive a request body after its headers; slower clients get 408"},
+    {"idle_timeout", K_DURATION, "60s", 100, 60 * MIN, OFF(idle_timeout_ms),
+     "how long a keep-alive connection may wait for its next request"},
+    {"drain_timeout", K_DURATION, "30s", 0, 60 * MIN, OFF(drain_timeout_ms),
+     "on SIGTERM/SIGINT, how long in-flight requests and streams may take to finish"},
+    {"stream_buffer", K_SIZE, "256k", 4 * KiB, 64 * MiB, OFF(stream_buffer),
+     "per-connection write buffer; above it the upstream transfer is paused"},
+    {"max_upstream_response", K_SIZE, "16m", 64 * KiB, 1024 * MiB, OFF(max_upstream_response),
+     "largest non-streaming upstream response accepted (502 above it)"},
+    {"forward_headers", K_STRING, "", 0, 0, OFF(forward_headers),
+     "comma-separated request headers passed to the upstream; a trailing * matches a prefix"},
+    {"upstream_connect_timeout", K_DURATION, "10s", 100, 10 * MIN, OFF(upstream.connect_ms),
+     "TCP and TLS connect to a provider"},
+    {"upstream_header_timeout", K_DURATION, "60s", 100, 60 * MIN, OFF(upstream.header_ms),
+     "from sending the request to the provider's response headers"},
+    {"upstream_first_token_timeout", K_DURATION, "60s", 100, 60 * MIN, OFF(upstream.first_token_ms),
+     "streaming: from response headers to the first body byte"},
+    {"upstream_idle_timeout", K_DURATION, "60s", 100, 60 * MIN, OFF(upstream.idle_ms),
+     "longest silence between two pieces of an upstream response"},
+    {"upstream_total_timeout", K_DURATION, "10m", 100, 24 * 60 * MIN, OFF(upstream.total_ms),
+     "whole upstream exchange, streaming included"},
+    {"mock", K_BOOL, "true", 0, 0, OFF(mock),
+     "serve model \"mock\" from the built-in deterministic mock provider"},
+    {"default_provider", K_STRING, "", 0, 0, OFF(default_provider),
+     "provider for model names no alias claims; empty = \"openai\" when it is configured"},
+};
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int ibex_config_parse_duration(const char *s, uint64_t *ms)
+{
+    char *end;
+    errno = 0;
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    uint64_t mult;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "s") == 0)
+        mult = SEC;
+    else if (strcmp(end, "m") == 0)
+        mult = MIN;
+    else if (strcmp(end, "h") == 0)
+        mult = 60 * MIN;
+    else
+        return -1;
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *ms = v * mult;
+    return 0;
+}
+
+int ibex_config_parse_size(const char *s, uint64_t *bytes)
+{
+    char *end;
+    errno = 0;
+    if (s == NULL || !isdigit((unsigned char)s[0]))
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    uint64_t mult = 1;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'k':
+        mult = KiB;
+        end++;
+        break;
+    case 'm':
+        mult = MiB;
+        end++;
+        break;
+    case 'g':
+        mult = 1024 * MiB;
+        end++;
+        break;
+    case 'b':
+        break;
+    default:
+        return -1;
+    }
+    if (strcasecmp(end, "") != 0 && strcasecmp(end, "b") != 0 && strcasecmp(end, "ib") != 0)
+        return -1;
+    if (v > UINT64_MAX / mult)
+        return -1;
+    *bytes = v * mult;
+    return 0;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (!strcasecmp(s, "true") || !strcmp(s, "1") || !strcasecmp(s, "yes") || !strcasecmp(s, "on"))
+        *out = true;
+    else if (!strcasecmp(s, "false") || !strcmp(s, "0") || !strcasecmp(s, "no") ||
+             !strcasecmp(s, "off"))
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+static const struct setting *find_setting(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (strlen(settings[i].name) == len && strncmp(settings[i].name, name, len) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+static const char *kind_hint(enum kind k)
+{
+    switch (k) {
+    case K_INT:
+        return "a whole number";
+    case K_BOOL:
+        return "true or false";
+    case K_DURATION:
+        return "a duration like 500ms, 30s or 5m";
+    case K_SIZE:
+        return "a size like 4096, 16k or 4m";
+    default:
+        return "a string";
+    }
+}
+
+static int set_value(struct ibex_config *cfg, const struct setting *st, const char *val,
+                     const char *source, char *err, size_t errlen)
+{
+    char *base = (char *)cfg + st->off;
+    uint64_t u;
+    bool b;
+    switch (st->kind) {
+    case K_STRING:
+        free(*(char **)base);
+        *(char **)base = ibex_xstrdup(val);
+        return 0;
+    case K_BOOL:
+        if (parse_bool(val, &b))
+            goto bad;
+        *(bool *)base = b;
+        return 0;
+    case K_INT: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno || *end || end == val || v < 0 || (uint64_t)v < st->min || (uint64_t)v > st->max)
+            goto bad;
+        *(int64_t *)base = v;
+        return 0;
+    }
+    case K_DURATION:
+        if (ibex_config_parse_duration(val, &u) || u < st->min || u > st->max)
+            goto bad;
+        *(uint64_t *)base = u;
+        return 0;
+    case K_SIZE:
+        if (ibex_config_parse_size(val, &u) || u < st->min || u > st->max)
+            goto bad;
+        *(uint64_t *)base = u;
+        return 0;
+    }
+bad:
+    if (st->max)
+        return errf(err, errlen,
+                    "setting '%s' (from %s): must be %s between %llu and %llu%s, got '%s'",
+                    st->name, source, kind_hint(st->kind), (unsigned long long)st->min,
+                    (unsigned long long)st->max,
+                    st->kind == K_DURATION ? " ms"
+                    : st->kind == K_SIZE   ? " bytes"
+                                           : "",
+                    val);
+    return errf(err, errlen, "setting '%s' (from %s): must be %s, got '%s'", st->name, source,
+                kind_hint(st->kind), val);
+}
+
+/* ---- YAML ---- */
+
+static const char *scalar(yaml_document_t *doc, yaml_node_t *n)
+{
+    (void)doc;
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int yaml_timeouts(const char *key, const char *val, struct ibex_upstream_timeouts *t,
+                         int *matched)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+    } keys[] = {
+        {"connect_timeout", offsetof(struct ibex_upstream_timeouts, connect_ms)},
+        {"header_timeout", offsetof(struct ibex_upstream_timeouts, header_ms)},
+        {"first_token_timeout", offsetof(struct ibex_upstream_timeouts, first_token_ms)},
+        {"idle_timeout", offsetof(struct ibex_upstream_timeouts, idle_ms)},
+        {"total_timeout", offsetof(struct ibex_upstream_timeouts, total_ms)},
+    };
+    *matched = 0;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        if (strcmp(key, keys[i].key) == 0) {
+            *matched = 1;
+            uint64_t ms;
+            if (ibex_config_parse_duration(val, &ms) || ms == 0)
+                return -1;
+            *(uint64_t *)((char *)t + keys[i].off) = ms;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int yaml_provider(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t *map,
+                         const char *path, char *err, size_t errlen)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return errf(err, errlen, "%s: each entry of 'providers' must be a mapping", path);
+    cfg->providers = ibex_xrealloc(cfg->providers, (cfg->nproviders + 1) * sizeof(*cfg->providers));
+    struct ibex_provider_config *p = &cfg->providers[cfg->nproviders++];
+    memset(p, 0, sizeof(*p));
+    char *key_env = NULL;
+    int rc = 0;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = scalar(doc, yaml_document_get_node(doc, pr->key));
+        const char *v = scalar(doc, yaml_document_get_node(doc, pr->value));
+        int matched;
+        if (k == NULL || v == NULL) {
+            rc = errf(err, errlen, "%s: provider keys and values must be scalars", path);
+            break;
+        }
+        if (!strcmp(k, "name")) {
+            free(p->name);
+            p->name = ibex_xstrdup(v);
+        } else if (!strcmp(k, "type")) {
+            if (!strcmp(v, "openai"))
+                p->type = IBEX_PROVIDER_OPENAI;
+            else if (!strcmp(v, "mock"))
+                p->type = IBEX_PROVIDER_MOCK;
+            else {
+                rc =
+                    errf(err, errlen, "%s: provider type '%s' is not one of openai, mock", path, v);
+                break;
+            }
+        } else if (!strcmp(k, "base_url")) {
+            free(p->base_url);
+            p->base_url = ibex_xstrdup(v);
+        } else if (!strcmp(k, "api_key")) {
+            free(p->api_key);
+            p->api_key = ibex_xstrdup(v);
+        } else if (!strcmp(k, "api_key_env")) {
+            free(key_env);
+            key_env = ibex_xstrdup(v);
+        } else if (yaml_timeouts(k, v, &p->timeouts, &matched) != 0) {
+            rc = errf(err, errlen, "%s: provider '%s': %s must be a duration like 30s, got '%s'",
+                      path, p->name ? p->name : "?", k, v);
+            break;
+        } else if (!matched) {
+            rc = errf(err, errlen, "%s: unknown provider key '%s'", path, k);
+            break;
+        }
+    }
+    if (rc == 0 && key_env && p->api_key == NULL) {
+        const char *env = getenv(key_env);
+        if (env && *env)
+            p->api_key = ibex_xstrdup(env);
+    }
+    free(key_env);
+    return rc;
+}
+
+static int yaml_model(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t *map,
+                      const char *path, char *err, size_t errlen)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return errf(err, errlen, "%s: each entry of 'models' must be a mapping", path);
+    cfg->models = ibex_xrealloc(cfg->models, (cfg->nmodels + 1) * sizeof(*cfg->models));
+    struct ibex_model_config *m = &cfg->models[cfg->nmodels++];
+    memset(m, 0, sizeof(*m));
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = scalar(doc, yaml_document_get_node(doc, pr->key));
+        const char *v = scalar(doc, yaml_document_get_node(doc, pr->value));
+        char **field = NULL;
+        if (k && !strcmp(k, "name"))
+            field = &m->name;
+        else if (k && !strcmp(k, "provider"))
+            field = &m->provider;
+        else if (k && !strcmp(k, "model"))
+            field = &m->model;
+        if (field == NULL || v == NULL)
+            return errf(err, errlen,
+                        "%s: model entries take scalar name, provider and model; got '%s'", path,
+                        k ? k : "?");
+        free(*field);
+        *field = ibex_xstrdup(v);
+    }
+    return 0;
+}
+
+static int load_yaml(struct ibex_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return errf(err, errlen, "setting 'config': cannot open '%s': %s", path, strerror(errno));
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    int rc = 0;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    if (!yaml_parser_load(&parser, &doc)) {
+        rc = errf(err, errlen, "%s:%zu: %s", path, parser.problem_mark.line + 1,
+                  parser.problem ? parser.problem : "invalid YAML");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return rc;
+    }
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL)
+        goto out; /* empty file */
+    if (root->type != YAML_MAPPING_NODE) {
+        rc = errf(err, errlen, "%s: the top level must be a mapping of settings", path);
+        goto out;
+    }
+    for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
+         pr++) {
+        yaml_node_t *kn = yaml_document_get_node(&doc, pr->key);
+        yaml_node_t *vn = yaml_document_get_node(&doc, pr->value);
+        const char *k = scalar(&doc, kn);
+        if (k == NULL) {
+            rc = errf(err, errlen, "%s: keys must be scalars", path);
+            goto out;
+        }
+        if (!strcmp(k, "providers") || !strcmp(k, "models")) {
+            if (vn->type != YAML_SEQUENCE_NODE) {
+                rc = errf(err, errlen, "%s: '%s' must be a list", path, k);
+                goto out;
+            }
+            for (yaml_node_item_t *it = vn->data.sequence.items.start;
+                 it < vn->data.sequence.items.top; it++) {
+                yaml_node_t *item = yaml_document_get_node(&doc, *it);
+                rc = k[0] == 'p' ? yaml_provider(cfg, &doc, item, path, err, errlen)
+                                 : yaml_model(cfg, &doc, item, path, err, errlen);
+                if (rc)
+                    goto out;
+            }
+            continue;
+        }
+        const struct setting *st = find_setting(k, strlen(k));
+        if (st == NULL) {
+            rc = errf(err, errlen, "%s: unknown setting '%s' (see ibex serve --help)", path, k);
+            goto out;
+        }
+        const char *v = scalar(&doc, vn);
+        if (v == NULL) {
+            rc = errf(err, errlen, "%s: setting '%s' must be a scalar", path, k);
+            goto out;
+        }
+        if ((rc = set_value(cfg, st, v, path, err, errlen)) != 0)
+            goto out;
+    }
+out:
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+    return rc;
+}
+
+/* ---- environment and flags ---- */
+
+static void env_name(const struct setting *st, char *out, size_t n)
+{
+    size_t o = 0;
+    const char *prefix = "IBEX_";
+    for (size_t i = 0; prefix[i] && o + 1 < n; i++)
+        out[o++] = prefix[i];
+    for (size_t i = 0; st->name[i] && o + 1 < n; i++)
+        out[o++] = (char)toupper((unsigned char)st->name[i]);
+    out[o] = '\0';
+}
+
+static void flag_name(const struct setting *st, char *out, size_t n)
+{
+    size_t o = 0;
+    out[o++] = '-';
+    out[o++] = '-';
+    for (size_t i = 0; st->name[i] && o + 1 < n; i++)
+        out[o++] = st->name[i] == '_' ? '-' : st->name[i];
+    out[o] = '\0';
+}
+
+static int load_env(struct ibex_config *cfg, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char name[64];
+        env_name(&settings[i], name, sizeof(name));
+        const char *v = getenv(name);
+        if (v && set_value(cfg, &settings[i], v, name, err, errlen))
+            return -1;
+    }
+    return 0;
+}
+
+/* Finds the setting a flag names ("--max-body-bytes", with '-' or '_'). */
+static const struct setting *flag_setting(const char *flag, size_t len)
+{
+    char name[64];
+    if (len >= sizeof(name))
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        name[i] = flag[i] == '-' ? '_' : flag[i];
+    return find_setting(name, len);
+}
+
+static int load_flags(struct ibex_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0)
+            return errf(err, errlen, "unexpected argument '%s' (see ibex serve --help)", a);
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        if (len == 6 && !strncmp(a, "config", 6)) {
+            if (!eq)
+                i++;
+            continue; /* read before everything else */
+        }
+        const struct setting *st = flag_setting(a, len);
+        if (st == NULL)
+            return errf(err, errlen, "unknown flag '--%.*s' (see ibex serve --help)", (int)len, a);
+        const char *val = eq ? eq + 1 : NULL;
+        if (val == NULL && st->kind == K_BOOL &&
+            (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+            val = "true";
+        if (val == NULL) {
+            if (i + 1 >= argc)
+                return errf(err, errlen, "flag '--%.*s' needs a value", (int)len, a);
+            val = argv[++i];
+        }
+        char source[80];
+        snprintf(source, sizeof(source), "--%.*s", (int)len, a);
+        if (set_value(cfg, st, val, source, err, errlen))
+            return -1;
+    }
+    return 0;
+}
+
+static const char *config_path(int argc, char **argv)
+{
+    const char *path = getenv("IBEX_CONFIG");
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+    }
+    return path && *path ? path : NULL;
+}
+
+/* ---- providers and models ---- */
+
+static void add_provider(struct ibex_config *cfg, const char *name, enum ibex_provider_type type,
+                         const char *base_url, const char *api_key)
+{
+    cfg->providers = ibex_xrealloc(cfg->providers, (cfg->nproviders + 1) * sizeof(*cfg->providers));
+    struct ibex_provider_config *p = &cfg->providers[cfg->nproviders++];
+    memset(p, 0, sizeof(*p));
+    p->name = ibex_xstrdup(name);
+    p->type = type;
+    p->base_url = base_url ? ibex_xstrdup(base_url) : NULL;
+    p->api_key = api_key ? ibex_xstrdup(api_key) : NULL;
+}
+
+const struct ibex_provider_config *ibex_config_provider(const struct ibex_config *cfg,
+                                                        const char *name)
+{
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (!strcmp(cfg->providers[i].name, name))
+            return &cfg->providers[i];
+    return NULL;
+}
+
+static void inherit_timeouts(struct ibex_upstream_timeouts *t,
+                             const struct ibex_upstream_timeouts *d)
+{
+    if (!t->connect_ms)
+        t->connect_ms = d->connect_ms;
+    if (!t->header_ms)
+        t->header_ms = d->header_ms;
+    if (!t->first_token_ms)
+        t->first_token_ms = d->first_token_ms;
+    if (!t->idle_ms)
+        t->idle_ms = d->idle_ms;
+    if (!t->total_ms)
+        t->total_ms = d->total_ms;
+}
+
+static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
+{
+    const char *key = getenv("OPENAI_API_KEY");
+    if (key && *key && !ibex_config_provider(cfg, "openai")) {
+        const char *base = getenv("OPENAI_BASE_URL");
+        add_provider(cfg, "openai", IBEX_PROVIDER_OPENAI,
+                     base && *base ? base : "https://api.openai.com/v1", key);
+    }
+    if (cfg->mock && !ibex_config_provider(cfg, "mock"))
+        add_provider(cfg, "mock", IBEX_PROVIDER_MOCK, NULL, NULL);
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        struct ibex_provider_config *p = &cfg->providers[i];
+        if (p->name == NULL || p->type == 0)
+            return errf(err, errlen, "providers[%zu]: 'name' and 'type' are required", i);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(cfg->providers[j].name, p->name))
+                return errf(err, errlen, "provider '%s' is defined twice", p->name);
+        if (p->type == IBEX_PROVIDER_OPENAI) {
+            if (p->base_url == NULL || (strncmp(p->base_url, "http://", 7) != 0 &&
+                                        strncmp(p->base_url, "https://", 8) != 0))
+                return errf(err, errlen,
+                            "provider '%s': base_url must be an http:// or https:// URL", p->name);
+            size_t n = strlen(p->base_url);
+            while (n > 0 && p->base_url[n - 1] == '/')
+                p->base_url[--n] = '\0';
+        }
+        inherit_timeouts(&p->timeouts, &cfg->upstream);
+    }
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        struct ibex_model_config *m = &cfg->models[i];
+        if (m->name == NULL || m->provider == NULL)
+            return errf(err, errlen, "models[%zu]: 'name' and 'provider' are required", i);
+        if (!ibex_config_provider(cfg, m->provider))
+            return errf(err, errlen, "model '%s': unknown provider '%s'", m->name, m->provider);
+        if (m->model == NULL)
+            m->model = ibex_xstrdup(m->name);
+    }
+    if (cfg->default_provider[0] == '\0' && ibex_config_provider(cfg, "openai")) {
+        free(cfg->default_provider);
+        cfg->default_provider = ibex_xstrdup("openai");
+    }
+    if (cfg->default_provider[0] && !ibex_config_provider(cfg, cfg->default_provider))
+        return errf(err, errlen, "setting 'default_provider': unknown provider '%s'",
+                    cfg->default_provider);
+    return 0;
+}
+
+int ibex_config_load(struct ibex_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    int rc = 0;
+    for (size_t i = 0; i < NSETTINGS && rc == 0; i++)
+        rc = set_value(cfg, &settings[i], settings[i].def, "default", err, errlen);
+    assert(rc == 0); /* the table's defaults are valid */
+    const char *path = config_path(argc, argv);
+    if (path)
+        rc = load_yaml(cfg, path, err, errlen);
+    if (rc == 0)
+        rc = load_env(cfg, err, errlen);
+    if (rc == 0)
+        rc = load_flags(cfg, argc, argv, err, errlen);
+    enum ibex_log_level level;
+    if (rc == 0 && ibex_log_parse_level(cfg->log_level, &level) != 0)
+        rc = errf(err, errlen, "setting 'log_level': must be debug, info, warn or error, got '%s'",
+                  cfg->log_level);
+    if (rc == 0)
+        rc = finish_providers(cfg, err, errlen);
+    if (rc) {
+        ibex_config_dispose(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+void ibex_config_dispose(struct ibex_config *cfg)
+{
+    for (size_t i = 0; i < NSETTINGS; i++)
+        if (settings[i].kind == K_STRING)
+            free(*(char **)((char *)cfg + settings[i].off));
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        free(cfg->providers[i].name);
+        free(cfg->providers[i].base_url);
+        free(cfg->providers[i].api_key);
+    }
+    free(cfg->providers);
+    for (size_t i = 0; i < cfg->nmodels; i++) {
+        free(cfg->models[i].name);
+        free(cfg->models[i].provider);
+        free(cfg->models[i].model);
+    }
+    free(cfg->models);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+void ibex_config_print_help(FILE *out)
+{
+    fprintf(out,
+            "Settings (flag / environment variable, default: meaning). Precedence: flags over\n"
+            "environment over the YAML file given by --config FILE or IBEX_CONFIG.\n\n");
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        char flag[64], env[64];
+        flag_name(&settings[i], flag, sizeof(flag));
+        env_name(&settings[i], env, sizeof(env));
+        fprintf(out, "  %s / %s (default \"%s\")\n      %s\n", flag, env, settings[i].def,
+                settings[i].help);
+    }
+    fprintf(
+        out,
+        "\nProviders: OPENAI_API_KEY configures provider \"openai\" (OPENAI_BASE_URL overrides\n"
+        "its base URL, e.g. http://127.0.0.1:11434/v1 for Ollama or a vLLM server); it then\n"
+        "receives every model name no alias claims. More providers and model aliases go in\n"
+        "the YAML file:\n\n"
+        "  providers:\n"
+        "    - name: local\n"
+        "      type: openai            # openai (any OpenAI-compatible server) or mock\n"
+        "      base_url: http://127.0.0.1:8000/v1\n"
+        "      api_key_env: LOCAL_KEY  # or api_key: ...\n"
+        "      first_token_timeout: 120s   # connect/header/first_token/idle/total_timeout\n"
+        "  models:\n"
+        "    - name: fast              # what clients send as \"model\"\n"
+        "      provider: local\n"
+        "      model: llama3.1:8b      # what the provider receives\n");
+}

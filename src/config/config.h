@@ -1,0 +1,84 @@
+/* Settings: one table (name, type, default, bounds, help) drives the YAML file, IBEX_* environment
+ * variables, command-line flags and `ibex serve --help` (STYLE 16). Precedence, lowest first:
+ * defaults, the YAML file, the environment, flags. Providers and model aliases come from the
+ * YAML file plus OPENAI_API_KEY / OPENAI_BASE_URL; the built-in mock provider serves model
+ * "mock" unless disabled.
+ *
+ * Thread: loaded once on the main thread before workers start; read-only afterwards. */
+#ifndef IBEX_CONFIG_H
+#define IBEX_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum ibex_provider_type {
+    IBEX_PROVIDER_OPENAI = 1,
+    IBEX_PROVIDER_MOCK = 2,
+};
+
+struct ibex_upstream_timeouts {
+    uint64_t connect_ms;
+    uint64_t header_ms;
+    uint64_t first_token_ms;
+    uint64_t idle_ms;
+    uint64_t total_ms;
+};
+
+struct ibex_provider_config {
+    char *name;
+    enum ibex_provider_type type;
+    char *base_url; /* without a trailing slash */
+    char *api_key;  /* resolved from api_key or api_key_env; never logged */
+    struct ibex_upstream_timeouts timeouts;
+};
+
+struct ibex_model_config {
+    char *name;     /* what clients send as "model" */
+    char *provider; /* provider name */
+    char *model;    /* model name sent upstream */
+};
+
+struct ibex_config {
+    char *listen;
+    int64_t workers;
+    char *log_level;
+    bool access_log;
+    uint64_t max_header_bytes;
+    int64_t max_headers;
+    uint64_t max_body_bytes;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t drain_timeout_ms;
+    uint64_t stream_buffer;
+    uint64_t max_upstream_response;
+    char *forward_headers;
+    struct ibex_upstream_timeouts upstream;
+    bool mock;
+    char *default_provider;
+
+    struct ibex_provider_config *providers;
+    size_t nproviders;
+    struct ibex_model_config *models;
+    size_t nmodels;
+};
+
+/* Loads settings from argv (after the subcommand), the environment and the YAML file named by
+ * --config / IBEX_CONFIG. On failure returns -1 and writes one line naming the setting to err
+ * (and allocates nothing the caller must free). */
+int ibex_config_load(struct ibex_config *cfg, int argc, char **argv, char *err, size_t errlen);
+void ibex_config_dispose(struct ibex_config *cfg);
+/* Prints every setting: flag, environment variable, default and help. */
+void ibex_config_print_help(FILE *out);
+
+const struct ibex_provider_config *ibex_config_provider(const struct ibex_config *cfg,
+                                                        const char *name);
+
+/* Parses "250ms", "30s", "5m", "1h" or plain milliseconds. Returns 0 or -1. */
+int ibex_config_parse_duration(const char *s, uint64_t *ms);
+/* Parses "4096", "16k", "4m", "1g" (binary multiples, optional "b"/"ib"). Returns 0 or -1. */
+int ibex_config_parse_size(const char *s, uint64_t *bytes);
+
+#endif

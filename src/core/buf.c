@@ -1,0 +1,208 @@
+/* Growable buffer. Invariant: p is NULL with cap 0, or p[len] == '\0' and len < cap. */
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+void ibex_buf_init(struct ibex_buf *b)
+{
+    b->p = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void ibex_buf_dispose(struct ibex_buf *b)
+{
+    free(b->p);
+    ibex_buf_init(b);
+}
+
+void ibex_buf_reserve(struct ibex_buf *b, size_t extra)
+{
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    b->p = ibex_xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void ibex_buf_append(struct ibex_buf *b, const void *data, size_t len)
+{
+    ibex_buf_reserve(b, len);
+    if (len)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+}
+
+void ibex_buf_append_cstr(struct ibex_buf *b, const char *s)
+{
+    ibex_buf_append(b, s, strlen(s));
+}
+
+void ibex_buf_append_str(struct ibex_buf *b, struct ibex_str s)
+{
+    ibex_buf_append(b, s.p, s.len);
+}
+
+void ibex_buf_vappendf(struct ibex_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    ibex_buf_reserve(b, 64);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    if (n < 0) {
+        va_end(ap2);
+        return;
+    }
+    if ((size_t)n >= b->cap - b->len) {
+        ibex_buf_reserve(b, (size_t)n);
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap2);
+    }
+    b->len += (size_t)n;
+    va_end(ap2);
+}
+
+void ibex_buf_appendf(struct ibex_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ibex_buf_vappendf(b, fmt, ap);
+    va_end(ap);
+}
+
+void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    ibex_buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not valid. */
+static size_t utf8_seq_len(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    size_t n;
+    unsigned int cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (left < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return n;
+}
+
+void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    ibex_buf_reserve(b, len + 2);
+    b->p[b->len++] = '"';
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            size_t start = i;
+            while (i < len && u[i] >= 0x20 && u[i] != '"' && u[i] != '\\' && u[i] < 0x80)
+                i++;
+            ibex_buf_append(b, s + start, i - start);
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_seq_len(u + i, len - i);
+            if (n == 0) {
+                ibex_buf_append(b, "\xEF\xBF\xBD", 3);
+                i++;
+            } else {
+                ibex_buf_append(b, s + i, n);
+                i += n;
+            }
+            continue;
+        }
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        ibex_buf_append(b, esc, n);
+        i++;
+    }
+    ibex_buf_append(b, "\"", 1);
+}
+
+void ibex_buf_consume(struct ibex_buf *b, size_t n)
+{
+    if (n >= b->len) {
+        ibex_buf_reset(b);
+        return;
+    }
+    memmove(b->p, b->p + n, b->len - n);
+    b->len -= n;
+    b->p[b->len] = '\0';
+}
+
+void ibex_buf_reset(struct ibex_buf *b)
+{
+    b->len = 0;
+    if (b->p)
+        b->p[0] = '\0';
+}
+
+char *ibex_buf_steal(struct ibex_buf *b, size_t *len)
+{
+    char *p = b->p;
+    if (len)
+        *len = b->len;
+    ibex_buf_init(b);
+    return p;
+}

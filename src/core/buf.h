@@ -1,0 +1,37 @@
+/* Growable byte buffer. Internal growth aborts on OOM (STYLE 11); callers that hold bytes sized
+ * by a peer check their own cap before appending. The contents are always NUL-terminated for
+ * convenience at libc boundaries, but the NUL is not counted in len. */
+#ifndef IBEX_CORE_BUF_H
+#define IBEX_CORE_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "str.h"
+
+struct ibex_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+};
+
+void ibex_buf_init(struct ibex_buf *b);
+void ibex_buf_dispose(struct ibex_buf *b);
+void ibex_buf_reserve(struct ibex_buf *b, size_t extra);
+void ibex_buf_append(struct ibex_buf *b, const void *data, size_t len);
+void ibex_buf_append_cstr(struct ibex_buf *b, const char *s);
+void ibex_buf_append_str(struct ibex_buf *b, struct ibex_str s);
+void ibex_buf_appendf(struct ibex_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ibex_buf_vappendf(struct ibex_buf *b, const char *fmt, va_list ap);
+void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v);
+/* Appends s as a JSON string literal, quotes included. Invalid UTF-8 bytes become U+FFFD. */
+void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len);
+/* Drops the first n bytes. */
+void ibex_buf_consume(struct ibex_buf *b, size_t n);
+void ibex_buf_reset(struct ibex_buf *b);
+/* Hands the bytes to the caller (free with free()) and leaves b empty. */
+char *ibex_buf_steal(struct ibex_buf *b, size_t *len);
+
+#endif

@@ -1,0 +1,69 @@
+/* Random ids. getrandom() is called once per 4 KiB of randomness per thread, so a request id
+ * costs a copy, not a syscall. */
+#include "id.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+static _Thread_local unsigned char pool[4096];
+static _Thread_local size_t pool_left;
+
+void ibex_id_random(void *out, size_t n)
+{
+    unsigned char *o = out;
+    while (n > 0) {
+        if (pool_left == 0) {
+            size_t got = 0;
+            while (got < sizeof(pool)) {
+                ssize_t r = getrandom(pool + got, sizeof(pool) - got, 0);
+                if (r < 0) {
+                    fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"getrandom failed\"}\n");
+                    abort();
+                }
+                got += (size_t)r;
+            }
+            pool_left = sizeof(pool);
+        }
+        size_t take = n < pool_left ? n : pool_left;
+        memcpy(o, pool + sizeof(pool) - pool_left, take);
+        memset(pool + sizeof(pool) - pool_left, 0, take);
+        pool_left -= take;
+        o += take;
+        n -= take;
+    }
+}
+
+void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    ibex_id_random(r, sizeof(r));
+    r[6] = (unsigned char)((r[6] & 0x0F) | 0x40);
+    r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[r[i] >> 4];
+        out[o++] = hex[r[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+int ibex_id_is_uuid(const char *s, size_t len)
+{
+    if (len != IBEX_UUID_LEN)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}

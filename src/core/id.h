@@ -1,0 +1,16 @@
+/* Random identifiers: UUIDv4 text for request ids, and raw random bytes. Thread-safe: each
+ * thread draws from its own getrandom() buffer. */
+#ifndef IBEX_CORE_ID_H
+#define IBEX_CORE_ID_H
+
+#include <stddef.h>
+
+#define IBEX_UUID_LEN 36
+
+void ibex_id_random(void *out, size_t n);
+/* Writes a lowercase UUIDv4 and a NUL: out must hold IBEX_UUID_LEN + 1 bytes. */
+void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1]);
+/* 1 when s[0..len) is a canonical UUID (8-4-4-4-12 hex digits), else 0. */
+int ibex_id_is_uuid(const char *s, size_t len);
+
+#endif

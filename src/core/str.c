@@ -1,0 +1,85 @@
+/* Length-carrying string helpers; no allocation, no locale. */
+#include "str.h"
+
+#include <string.h>
+
+static inline char lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+}
+
+struct ibex_str ibex_str_from(const char *cstr)
+{
+    return (struct ibex_str){cstr, cstr ? strlen(cstr) : 0};
+}
+
+bool ibex_str_eq(struct ibex_str a, struct ibex_str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+bool ibex_str_eq_cstr(struct ibex_str a, const char *b)
+{
+    return ibex_str_eq(a, ibex_str_from(b));
+}
+
+bool ibex_str_caseeq_cstr(struct ibex_str a, const char *b)
+{
+    size_t n = strlen(b);
+    if (n != a.len)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (lower(a.p[i]) != lower(b[i]))
+            return false;
+    return true;
+}
+
+bool ibex_str_has_prefix(struct ibex_str s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return s.len >= n && memcmp(s.p, prefix, n) == 0;
+}
+
+struct ibex_str ibex_str_trim(struct ibex_str s)
+{
+    while (s.len > 0 && (s.p[0] == ' ' || s.p[0] == '\t')) {
+        s.p++;
+        s.len--;
+    }
+    while (s.len > 0 && (s.p[s.len - 1] == ' ' || s.p[s.len - 1] == '\t'))
+        s.len--;
+    return s;
+}
+
+int ibex_str_to_u64(struct ibex_str s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (s.len == 0 || s.len > 20)
+        return -1;
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(s.p[i] - '0');
+        if (v > (max - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+bool ibex_str_glob_prefix(struct ibex_str s, const char *pattern)
+{
+    size_t n = strlen(pattern);
+    if (n > 0 && pattern[n - 1] == '*') {
+        n--;
+        if (s.len < n)
+            return false;
+        s.len = n;
+        for (size_t i = 0; i < n; i++)
+            if (lower(s.p[i]) != lower(pattern[i]))
+                return false;
+        return true;
+    }
+    return ibex_str_caseeq_cstr(s, pattern);
+}

@@ -1,0 +1,361 @@
+/* POST /v1/chat/completions: validate, route, call the provider, relay the answer.
+ *
+ * Invariants:
+ * - The client's response starts at the first upstream body byte, so every failure before it
+ *   is a plain HTTP error (and a later issue can fall back to another deployment there).
+ * - Streaming bytes are relayed as they arrive; when the client's write buffer is over the
+ *   high-water mark the upstream transfer is paused and resumed on drain, so memory per stream
+ *   is bounded by stream_buffer plus one curl buffer.
+ * - A client that goes away cancels the upstream call at once.
+ * - Exactly one finishing call per request: from on_upstream_done, or from on_client_abort
+ *   when the upstream call is cancelled. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/clock.h"
+#include "chat_request.h"
+#include "gateway.h"
+
+#define MAX_ERROR_BODY (64 * 1024)
+
+struct chat {
+    struct ibex_req_info info; /* first: the access log reads req->user as this */
+    struct ibex_worker *w;
+    struct ibex_req *req;
+    struct ibex_chat_request chat;
+    struct ibex_upstream_call *call;
+    struct ibex_buf body;     /* non-streaming answer, or an upstream error body */
+    struct ibex_buf sendbody; /* the request body rewritten for an alias */
+    int status;
+    bool upstream_error; /* non-2xx status: buffer the body for the error */
+    bool too_large;
+    bool stream_open;
+};
+
+static void chat_cleanup(void *data)
+{
+    struct chat *c = data;
+    ibex_chat_request_dispose(&c->chat);
+    ibex_buf_dispose(&c->body);
+    ibex_buf_dispose(&c->sendbody);
+}
+
+static void fail(struct chat *c, int status, const char *code, const char *message,
+                 const char *extra_headers)
+{
+    c->info.code = code;
+    ibex_res_error(c->req, status, code, message, NULL, NULL, extra_headers);
+}
+
+/* Headers listed in forward_headers, except those that describe this hop or carry the client's
+ * own credentials. */
+static const char *const *forwarded_headers(struct chat *c)
+{
+    char **patterns = c->w->rt->forward_headers;
+    if (patterns == NULL || patterns[0] == NULL)
+        return NULL;
+    static const char *const never[] = {
+        "authorization",     "host",       "content-length", "content-type",
+        "transfer-encoding", "connection", "keep-alive",     "te",
+        "upgrade",           "expect",     "accept",         "proxy-authorization"};
+    struct ibex_req *req = c->req;
+    const char **out = ibex_arena_alloc(req->arena, (req->nheaders + 1) * sizeof(*out));
+    size_t n = 0;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        struct ibex_header *h = &req->headers[i];
+        bool blocked = false;
+        for (size_t k = 0; k < sizeof(never) / sizeof(never[0]) && !blocked; k++)
+            blocked = ibex_str_caseeq_cstr(h->name, never[k]);
+        if (blocked)
+            continue;
+        for (char **p = patterns; *p; p++) {
+            if (ibex_str_glob_prefix(h->name, *p)) {
+                size_t len = h->name.len + 2 + h->value.len;
+                char *line = ibex_arena_alloc(req->arena, len + 1);
+                memcpy(line, h->name.p, h->name.len);
+                memcpy(line + h->name.len, ": ", 2);
+                memcpy(line + h->name.len + 2, h->value.p, h->value.len);
+                line[len] = '\0';
+                out[n++] = line;
+                break;
+            }
+        }
+    }
+    out[n] = NULL;
+    return out;
+}
+
+static void stream_gauge(struct chat *c, int delta)
+{
+    ibex_metrics_gauge_add(&c->w->metrics->streams_open, delta);
+}
+
+/* ---- upstream callbacks ---- */
+
+static void on_upstream_headers(struct ibex_upstream_call *call, int status, void *data)
+{
+    struct chat *c = data;
+    c->status = status;
+    c->upstream_error = status < 200 || status > 299;
+}
+
+static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size_t len, void *data)
+{
+    struct chat *c = data;
+    if (c->upstream_error || !c->chat.stream) {
+        size_t cap = c->upstream_error ? MAX_ERROR_BODY : c->w->rt->cfg.max_upstream_response;
+        if (c->body.len + len > cap) {
+            c->too_large = true;
+            return -1;
+        }
+        ibex_buf_append(&c->body, p, len);
+        return 0;
+    }
+    if (!c->stream_open) {
+        c->stream_open = true;
+        c->info.ttft_ns = ibex_clock_mono_ns() - c->req->start_ns;
+        stream_gauge(c, 1);
+        ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    }
+    return ibex_res_stream_write(c->req, p, len);
+}
+
+struct failure {
+    int status;
+    const char *code;
+    const char *message;
+};
+
+static struct failure failure_of(enum ibex_upstream_result r)
+{
+    switch (r) {
+    case IBEX_UPSTREAM_CONNECT_FAILED:
+        return (struct failure){502, "UPSTREAM_CONNECT_FAILED",
+                                "could not connect to the provider"};
+    case IBEX_UPSTREAM_CONNECT_TIMEOUT:
+        return (struct failure){504, "UPSTREAM_CONNECT_TIMEOUT",
+                                "connecting to the provider timed out"};
+    case IBEX_UPSTREAM_HEADER_TIMEOUT:
+        return (struct failure){504, "UPSTREAM_HEADERS_TIMEOUT",
+                                "the provider did not answer in time"};
+    case IBEX_UPSTREAM_FIRST_TOKEN_TIMEOUT:
+        return (struct failure){504, "UPSTREAM_FIRST_TOKEN_TIMEOUT",
+                                "the provider sent no first token in time"};
+    case IBEX_UPSTREAM_IDLE_TIMEOUT:
+        return (struct failure){504, "UPSTREAM_IDLE_TIMEOUT", "the provider stopped sending"};
+    case IBEX_UPSTREAM_TOTAL_TIMEOUT:
+        return (struct failure){504, "UPSTREAM_TIMEOUT", "the provider's answer took too long"};
+    case IBEX_UPSTREAM_RESET:
+        return (struct failure){502, "UPSTREAM_RESET", "the provider closed the connection"};
+    default:
+        return (struct failure){502, "UPSTREAM_ERROR", "the provider call failed"};
+    }
+}
+
+/* The message of an OpenAI-shaped upstream error body, copied into the request's arena. */
+static const char *upstream_message(struct chat *c)
+{
+    json_object *root = json_tokener_parse(c->body.p ? c->body.p : "");
+    json_object *err = NULL, *msg = NULL;
+    const char *out = NULL;
+    if (root && json_object_object_get_ex(root, "error", &err) &&
+        json_object_object_get_ex(err, "message", &msg) &&
+        json_object_is_type(msg, json_type_string)) {
+        size_t n = (size_t)json_object_get_string_len(msg);
+        if (n > 512)
+            n = 512;
+        out = ibex_arena_strndup(c->req->arena, json_object_get_string(msg), n);
+    }
+    json_object_put(root);
+    return out;
+}
+
+static void answer_upstream_error(struct chat *c)
+{
+    char msg[700];
+    if (c->status == 429) {
+        char extra[96] = "";
+        const char *ra = ibex_upstream_retry_after(c->call);
+        if (ra && strlen(ra) < 40)
+            snprintf(extra, sizeof(extra), "Retry-After: %s\r\n", ra);
+        fail(c, 429, "UPSTREAM_RATE_LIMITED", "the provider is rate limiting requests", extra);
+        return;
+    }
+    if (c->status >= 500 || c->status < 400) {
+        snprintf(msg, sizeof(msg), "the provider answered with status %d", c->status);
+        fail(c, 502, "UPSTREAM_ERROR", msg, NULL);
+        return;
+    }
+    const char *um = upstream_message(c);
+    snprintf(msg, sizeof(msg), "the provider rejected the request (status %d)%s%s", c->status,
+             um ? ": " : "", um ? um : "");
+    fail(c, c->status, "UPSTREAM_REJECTED", msg, NULL);
+}
+
+static void end_stream_with_error(struct chat *c, struct failure f)
+{
+    struct ibex_buf b;
+    ibex_buf_init(&b);
+    ibex_buf_append_cstr(&b, "data: {\"error\":{\"message\":");
+    ibex_buf_append_json_str(&b, f.message, strlen(f.message));
+    ibex_buf_appendf(&b, ",\"type\":\"%s\",\"code\":\"%s\",\"param\":null,\"request_id\":",
+                     ibex_http_error_type(f.status), f.code);
+    ibex_buf_append_json_str(&b, c->req->request_id, strlen(c->req->request_id));
+    ibex_buf_append_cstr(&b, "}}\n\n");
+    ibex_res_stream_write(c->req, b.p, b.len);
+    ibex_buf_dispose(&b);
+    c->info.code = f.code;
+    ibex_res_stream_end(c->req);
+}
+
+static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream_result r,
+                             void *data)
+{
+    struct chat *c = data;
+    uint64_t now = ibex_clock_mono_ns();
+    uint64_t first = ibex_upstream_first_byte_ns(call);
+    c->info.upstream_ns = now - ibex_upstream_started_ns(call);
+    ibex_metrics_upstream(c->w->metrics, c->info.provider->index, (int)r, c->info.upstream_ns,
+                          c->chat.stream && first ? first - ibex_upstream_started_ns(call) : 0);
+    c->req->on_abort = NULL;
+    c->req->on_drain = NULL;
+
+    if (c->stream_open) {
+        stream_gauge(c, -1);
+        c->call = NULL;
+        if (r == IBEX_UPSTREAM_OK || r == IBEX_UPSTREAM_ABORTED)
+            ibex_res_stream_end(c->req);
+        else
+            end_stream_with_error(c, failure_of(r));
+        return;
+    }
+    if (r == IBEX_UPSTREAM_ABORTED && c->too_large) {
+        c->call = NULL;
+        fail(c, 502, "UPSTREAM_RESPONSE_TOO_LARGE",
+             "the provider's answer exceeds max_upstream_response", NULL);
+        return;
+    }
+    if (r != IBEX_UPSTREAM_OK) {
+        c->call = NULL;
+        struct failure f = failure_of(r);
+        fail(c, f.status, f.code, f.message, NULL);
+        return;
+    }
+    if (c->upstream_error) {
+        answer_upstream_error(c); /* reads Retry-After from the call: still valid here */
+        c->call = NULL;
+        return;
+    }
+    c->call = NULL;
+    if (c->chat.stream) {
+        fail(c, 502, "UPSTREAM_ERROR", "the provider sent an empty stream", NULL);
+        return;
+    }
+    ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
+}
+
+/* ---- client callbacks ---- */
+
+static void on_client_abort(struct ibex_req *req)
+{
+    struct chat *c = req->user;
+    if (c->call) {
+        ibex_upstream_cancel(c->call);
+        c->call = NULL;
+        ibex_metrics_upstream(c->w->metrics, c->info.provider->index, IBEX_UPSTREAM_ABORTED,
+                              ibex_clock_mono_ns() - req->start_ns, 0);
+    }
+    if (c->stream_open)
+        stream_gauge(c, -1);
+    c->info.code = "CLIENT_CLOSED";
+    ibex_res_stream_end(req);
+}
+
+static void on_client_drain(struct ibex_req *req)
+{
+    struct chat *c = req->user;
+    if (c->call)
+        ibex_upstream_resume(c->call);
+}
+
+/* ---- the handler ---- */
+
+static void answer_locally(struct chat *c, const struct ibex_provider *p)
+{
+    struct ibex_buf out;
+    ibex_buf_init(&out);
+    p->ops->answer(p, &c->chat, &out);
+    if (c->chat.stream) {
+        ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+        ibex_res_stream_write(c->req, out.p, out.len);
+        ibex_res_stream_end(c->req);
+    } else {
+        ibex_res_send(c->req, 200, "application/json", NULL, out.p, out.len);
+    }
+    ibex_buf_dispose(&out);
+}
+
+void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
+{
+    struct chat *c = ibex_arena_calloc(req->arena, sizeof(*c));
+    c->info.route = IBEX_ROUTE_CHAT;
+    c->w = w;
+    c->req = req;
+    ibex_buf_init(&c->body);
+    ibex_buf_init(&c->sendbody);
+    ibex_arena_on_free(req->arena, chat_cleanup, c);
+    req->user = c;
+
+    struct ibex_chat_error e;
+    ibex_chat_error_init(&e);
+    if (ibex_chat_request_parse(&c->chat, req->body.p, req->body.len, &e) != 0) {
+        c->info.code = e.code;
+        ibex_res_error(req, 400, e.code, e.message, e.param[0] ? e.param : NULL,
+                       e.field_errors.len ? e.field_errors.p : NULL, NULL);
+        ibex_chat_error_dispose(&e);
+        return;
+    }
+    ibex_chat_error_dispose(&e);
+    c->info.model = c->chat.model;
+    c->info.stream = c->chat.stream;
+
+    const char *upstream_model = NULL;
+    const struct ibex_provider *p =
+        ibex_providers_route(&w->rt->providers, c->chat.model, &upstream_model);
+    if (p == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "model '%.200s' is not configured and there is no default provider",
+                 c->chat.model);
+        c->info.code = "MODEL_NOT_FOUND";
+        ibex_res_error(req, 404, "MODEL_NOT_FOUND", msg, "model", NULL, NULL);
+        return;
+    }
+    c->info.provider = p;
+    if (p->ops->answer) {
+        answer_locally(c, p);
+        return;
+    }
+
+    const char *body = req->body.p;
+    size_t body_len = req->body.len;
+    if (strcmp(upstream_model, c->chat.model) != 0) {
+        ibex_chat_request_serialize_with_model(&c->chat, upstream_model, &c->sendbody);
+        body = c->sendbody.p;
+        body_len = c->sendbody.len;
+    }
+    struct ibex_upstream_request ur;
+    p->ops->build_request(p, &c->chat, body, body_len, forwarded_headers(c), req->arena, &ur);
+    static const struct ibex_upstream_callbacks cb = {
+        .on_headers = on_upstream_headers,
+        .on_data = on_upstream_data,
+        .on_done = on_upstream_done,
+    };
+    c->call = ibex_upstream_start(w->upstream, &ur, &cb, c);
+    if (c->call == NULL) {
+        fail(c, 502, "UPSTREAM_ERROR", "the provider call could not be started", NULL);
+        return;
+    }
+    req->on_abort = on_client_abort;
+    req->on_drain = on_client_drain;
+}

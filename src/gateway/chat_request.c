@@ -1,0 +1,193 @@
+/* Chat request validation. Checks what a gateway must rely on (model, messages and their roles,
+ * stream flags, the types of common sampling fields) and leaves every other field untouched so
+ * providers receive what the client sent. Nesting is bounded by json-c's tokener depth. */
+#include "chat_request.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_DEPTH 64
+
+static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+
+void ibex_chat_error_init(struct ibex_chat_error *e)
+{
+    e->code = NULL;
+    e->message[0] = '\0';
+    e->param[0] = '\0';
+    ibex_buf_init(&e->field_errors);
+}
+
+void ibex_chat_error_dispose(struct ibex_chat_error *e)
+{
+    ibex_buf_dispose(&e->field_errors);
+}
+
+static void field_error(struct ibex_chat_error *e, const char *field, const char *message)
+{
+    if (e->field_errors.len == 0) {
+        ibex_buf_append_cstr(&e->field_errors, "[");
+        snprintf(e->param, sizeof(e->param), "%s", field);
+        snprintf(e->message, sizeof(e->message), "%s: %s", field, message);
+    } else {
+        ibex_buf_append_cstr(&e->field_errors, ",");
+    }
+    ibex_buf_append_cstr(&e->field_errors, "{\"field\":");
+    ibex_buf_append_json_str(&e->field_errors, field, strlen(field));
+    ibex_buf_append_cstr(&e->field_errors, ",\"message\":");
+    ibex_buf_append_json_str(&e->field_errors, message, strlen(message));
+    ibex_buf_append_cstr(&e->field_errors, "}");
+}
+
+static bool is_number(json_object *o)
+{
+    return json_object_is_type(o, json_type_int) || json_object_is_type(o, json_type_double);
+}
+
+static void check_messages(json_object *msgs, struct ibex_chat_error *e, size_t *count)
+{
+    *count = 0;
+    if (msgs == NULL) {
+        field_error(e, "messages", "is required");
+        return;
+    }
+    if (!json_object_is_type(msgs, json_type_array) || json_object_array_length(msgs) == 0) {
+        field_error(e, "messages", "must be a non-empty array");
+        return;
+    }
+    size_t n = json_object_array_length(msgs);
+    *count = n;
+    for (size_t i = 0; i < n; i++) {
+        char field[48];
+        json_object *m = json_object_array_get_idx(msgs, i);
+        if (!json_object_is_type(m, json_type_object)) {
+            snprintf(field, sizeof(field), "messages[%zu]", i);
+            field_error(e, field, "must be an object");
+            continue;
+        }
+        json_object *role = NULL, *content = NULL;
+        json_object_object_get_ex(m, "role", &role);
+        snprintf(field, sizeof(field), "messages[%zu].role", i);
+        if (!json_object_is_type(role, json_type_string)) {
+            field_error(e, field, "is required and must be a string");
+        } else {
+            const char *r = json_object_get_string(role);
+            bool known = false;
+            for (size_t k = 0; k < sizeof(roles) / sizeof(roles[0]); k++)
+                known |= strcmp(r, roles[k]) == 0;
+            if (!known)
+                field_error(e, field,
+                            "must be one of system, developer, user, assistant, tool, function");
+        }
+        if (json_object_object_get_ex(m, "content", &content) && content != NULL &&
+            !json_object_is_type(content, json_type_string) &&
+            !json_object_is_type(content, json_type_array)) {
+            snprintf(field, sizeof(field), "messages[%zu].content", i);
+            field_error(e, field, "must be a string, an array of content parts, or null");
+        }
+    }
+}
+
+int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, size_t len,
+                            struct ibex_chat_error *e)
+{
+    memset(chat, 0, sizeof(*chat));
+    if (len > INT32_MAX) {
+        e->code = "INVALID_JSON";
+        snprintf(e->message, sizeof(e->message), "request body is too large to parse");
+        return -1;
+    }
+    json_tokener *tok = json_tokener_new_ex(MAX_DEPTH);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
+    json_object *root = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t offset = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (jerr == json_tokener_continue)
+        jerr = json_tokener_error_parse_eof;
+    /* Trailing bytes other than whitespace make the body invalid too. */
+    while (root && offset < len &&
+           (body[offset] == ' ' || body[offset] == '\n' || body[offset] == '\r' ||
+            body[offset] == '\t'))
+        offset++;
+    if (root == NULL || jerr != json_tokener_success || offset != len) {
+        json_object_put(root);
+        e->code = "INVALID_JSON";
+        snprintf(e->message, sizeof(e->message), "request body is not valid JSON: %s at byte %zu",
+                 root ? "unexpected data after the JSON value" : json_tokener_error_desc(jerr),
+                 offset);
+        return -1;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        e->code = "VALIDATION_ERROR";
+        field_error(e, "(body)", "must be a JSON object");
+        ibex_buf_append_cstr(&e->field_errors, "]");
+        return -1;
+    }
+
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(root, "model", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
+        field_error(e, "model", "is required and must be a non-empty string");
+    else {
+        chat->model = json_object_get_string(v);
+        chat->model_len = (size_t)json_object_get_string_len(v);
+    }
+    v = NULL;
+    json_object_object_get_ex(root, "messages", &v);
+    check_messages(v, e, &chat->nmessages);
+
+    if (json_object_object_get_ex(root, "stream", &v) && v != NULL) {
+        if (!json_object_is_type(v, json_type_boolean))
+            field_error(e, "stream", "must be a boolean");
+        else
+            chat->stream = json_object_get_boolean(v);
+    }
+    if (json_object_object_get_ex(root, "stream_options", &v) && v != NULL) {
+        json_object *iu = NULL;
+        if (!json_object_is_type(v, json_type_object))
+            field_error(e, "stream_options", "must be an object");
+        else if (json_object_object_get_ex(v, "include_usage", &iu) && iu != NULL) {
+            if (!json_object_is_type(iu, json_type_boolean))
+                field_error(e, "stream_options.include_usage", "must be a boolean");
+            else
+                chat->include_usage = json_object_get_boolean(iu);
+        }
+    }
+    static const char *const numeric[] = {"temperature",           "top_p", "max_tokens",
+                                          "max_completion_tokens", "n",     "presence_penalty",
+                                          "frequency_penalty",     "seed"};
+    for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
+        if (json_object_object_get_ex(root, numeric[i], &v) && v != NULL && !is_number(v))
+            field_error(e, numeric[i], "must be a number");
+
+    if (e->field_errors.len) {
+        ibex_buf_append_cstr(&e->field_errors, "]");
+        e->code = "VALIDATION_ERROR";
+        json_object_put(root);
+        memset(chat, 0, sizeof(*chat));
+        return -1;
+    }
+    chat->root = root;
+    return 0;
+}
+
+void ibex_chat_request_dispose(struct ibex_chat_request *chat)
+{
+    json_object_put(chat->root);
+    memset(chat, 0, sizeof(*chat));
+}
+
+void ibex_chat_request_serialize_with_model(struct ibex_chat_request *chat, const char *model,
+                                            struct ibex_buf *out)
+{
+    json_object_object_add(chat->root, "model", json_object_new_string(model));
+    json_object *v = NULL;
+    json_object_object_get_ex(chat->root, "model", &v);
+    chat->model = json_object_get_string(v);
+    chat->model_len = strlen(chat->model);
+    size_t len;
+    const char *s = json_object_to_json_string_length(chat->root, JSON_C_TO_STRING_PLAIN, &len);
+    ibex_buf_append(out, s, len);
+}

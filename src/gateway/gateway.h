@@ -1,0 +1,67 @@
+/* The gateway process: a runtime shared read-only by N workers, each a thread with its own
+ * libuv loop, SO_REUSEPORT listener, libcurl multi handle and metrics (DESIGN.md section 1).
+ * Nothing on the request path takes a lock another worker contends for. */
+#ifndef IBEX_GATEWAY_H
+#define IBEX_GATEWAY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "../config/config.h"
+#include "../core/buf.h"
+#include "../http/server.h"
+#include "../providers/provider.h"
+#include "../telemetry/metrics.h"
+#include "../upstream/upstream.h"
+
+struct ibex_runtime {
+    struct ibex_config cfg;
+    struct ibex_providers providers;
+    char **forward_headers; /* patterns from cfg.forward_headers, NULL-terminated */
+    uint64_t start_mono_ns;
+    uint64_t start_wall_ms;
+    size_t nworkers;
+    atomic_bool draining;
+};
+
+struct ibex_worker {
+    size_t id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wakeup;
+    uv_timer_t drain_timer;
+    atomic_int command; /* enum worker_command in worker.c */
+    struct ibex_http_server *http;
+    struct ibex_upstream *upstream;
+    struct ibex_metrics *metrics;
+    struct ibex_runtime *rt;
+    struct ibex_buf scratch;
+    void *owner; /* the serve loop that started it */
+};
+
+/* Per-request facts for the access log and metrics; every handler puts one (or a struct that
+ * starts with one) in req->user. */
+struct ibex_req_info {
+    enum ibex_route route;
+    const struct ibex_provider *provider;
+    const char *model; /* as the client sent it */
+    const char *code;  /* error code of the response, or NULL */
+    uint64_t upstream_ns;
+    uint64_t ttft_ns;
+    bool stream;
+};
+
+/* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */
+void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req);
+void ibex_ops_health(struct ibex_worker *w, struct ibex_req *req);
+void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req);
+void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req);
+void ibex_ops_metrics(struct ibex_worker *w, struct ibex_req *req);
+void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req);
+
+/* Runs `ibex serve` until SIGTERM/SIGINT and the drain are over. Returns the exit code. */
+int ibex_serve(struct ibex_runtime *rt);
+
+#endif

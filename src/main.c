@@ -1,0 +1,135 @@
+/* ibex command line: `ibex serve` runs the gateway, `ibex version` prints the build, `ibex help`
+ * lists commands. Settings are documented by `ibex serve --help`, generated from the settings
+ * table so the help can never drift from what the code reads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "gateway/gateway.h"
+#include "upstream/upstream.h"
+
+#ifndef IBEX_VERSION
+#define IBEX_VERSION "0.1.0"
+#endif
+#ifndef IBEX_GIT_COMMIT
+#define IBEX_GIT_COMMIT "unknown"
+#endif
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "ibex %s: a gateway for AI agents (OpenAI-compatible, streaming)\n\n"
+            "Usage:\n"
+            "  ibex serve [--config FILE] [--SETTING VALUE]...   run the gateway\n"
+            "  ibex serve --help                                 every setting, with defaults\n"
+            "  ibex version                                      version and build\n\n"
+            "Quick start: `ibex serve`, then\n"
+            "  curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+            "    -d '{\"model\":\"mock\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n",
+            IBEX_VERSION);
+}
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return true;
+    return false;
+}
+
+/* Splits "a, b ,c*" into a NULL-terminated array of trimmed patterns. */
+static char **split_patterns(const char *list)
+{
+    size_t n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    char **out = ibex_xcalloc(n + 1, sizeof(*out));
+    size_t k = 0;
+    const char *start = list;
+    for (;;) {
+        const char *end = strchr(start, ',');
+        struct ibex_str s = {start, end ? (size_t)(end - start) : strlen(start)};
+        s = ibex_str_trim(s);
+        if (s.len)
+            out[k++] = ibex_xstrndup(s.p, s.len);
+        if (end == NULL)
+            break;
+        start = end + 1;
+    }
+    return out;
+}
+
+static int serve(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        printf("Usage: ibex serve [--config FILE] [--SETTING VALUE]...\n\n");
+        ibex_config_print_help(stdout);
+        return 0;
+    }
+    struct ibex_runtime rt;
+    memset(&rt, 0, sizeof(rt));
+    char err[512];
+    if (ibex_config_load(&rt.cfg, argc, argv, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "invalid configuration", "error", err, NULL);
+        return 2;
+    }
+    enum ibex_log_level level;
+    ibex_log_parse_level(rt.cfg.log_level, &level);
+    ibex_log_set_level(level);
+    if (ibex_upstream_global_init() != 0) {
+        ibex_log(IBEX_LOG_ERROR, "libcurl initialisation failed", NULL);
+        ibex_config_dispose(&rt.cfg);
+        return 1;
+    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    rt.nworkers = rt.cfg.workers > 0 ? (size_t)rt.cfg.workers : (cpus > 0 ? (size_t)cpus : 1);
+    if (rt.nworkers > IBEX_METRICS_MAX_WORKERS)
+        rt.nworkers = IBEX_METRICS_MAX_WORKERS;
+    rt.start_mono_ns = ibex_clock_mono_ns();
+    rt.start_wall_ms = ibex_clock_wall_ms();
+    rt.forward_headers = split_patterns(rt.cfg.forward_headers);
+    ibex_providers_init(&rt.providers, &rt.cfg);
+    ibex_metrics_set_providers(rt.providers.names, rt.providers.n);
+    if (rt.providers.default_provider == NULL)
+        ibex_log(IBEX_LOG_INFO,
+                 "no default provider: only configured models and \"mock\" are served; "
+                 "set OPENAI_API_KEY (and OPENAI_BASE_URL) to proxy any model",
+                 NULL);
+
+    int rc = ibex_serve(&rt);
+
+    ibex_providers_dispose(&rt.providers);
+    for (char **p = rt.forward_headers; *p; p++)
+        free(*p);
+    free(rt.forward_headers);
+    ibex_config_dispose(&rt.cfg);
+    ibex_upstream_global_cleanup();
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve"))
+        return serve(argc - 2, argv + 2);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("ibex %s (commit %s, built %s)\n", IBEX_VERSION, IBEX_GIT_COMMIT, __DATE__);
+        return 0;
+    }
+    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "ibex: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,250 @@
+/* Metric storage and the Prometheus text format. Invariant: a worker's struct is zeroed before
+ * its pointer is published in workers[], and is never freed while the process runs, so a scrape
+ * may read it at any time. */
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+
+static const int status_codes[IBEX_METRICS_NSTATUS - 1] = {
+    200, 201, 400, 401, 403, 404, 405, 408, 413, 422, 429, 431, 499, 500, 502, 504,
+};
+/* Seconds. Latency covers fast local upstreams up to slow LLM answers. */
+static const double latency_le[IBEX_METRICS_LATENCY_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+};
+/* Gateway overhead is measured in microseconds. */
+static const double overhead_le[IBEX_METRICS_OVERHEAD_BUCKETS] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
+};
+static const char *const route_names[IBEX_ROUTE_COUNT] = {
+    "/v1/chat/completions", "/v1/models", "/health", "/ready", "/status", "/metrics", "other",
+};
+
+static struct ibex_metrics *_Atomic workers[IBEX_METRICS_MAX_WORKERS];
+static _Atomic size_t nworkers;
+static const char *const *provider_names;
+static size_t nproviders;
+
+void ibex_metrics_set_providers(const char *const *names, size_t n)
+{
+    provider_names = names;
+    nproviders = n < IBEX_METRICS_MAX_PROVIDERS ? n : IBEX_METRICS_MAX_PROVIDERS;
+}
+
+struct ibex_metrics *ibex_metrics_register(void)
+{
+    struct ibex_metrics *m = ibex_xcalloc(1, sizeof(*m));
+    size_t i = atomic_fetch_add(&nworkers, 1);
+    if (i >= IBEX_METRICS_MAX_WORKERS)
+        return m; /* counted by nobody; the config bounds workers below this */
+    atomic_store(&workers[i], m);
+    return m;
+}
+
+const char *ibex_metrics_route_name(enum ibex_route route)
+{
+    return route_names[route];
+}
+
+static void inc(_Atomic uint64_t *c, uint64_t v)
+{
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+static size_t status_index(int status)
+{
+    for (size_t i = 0; i < IBEX_METRICS_NSTATUS - 1; i++)
+        if (status_codes[i] == status)
+            return i;
+    return IBEX_METRICS_NSTATUS - 1;
+}
+
+void ibex_metrics_request(struct ibex_metrics *m, enum ibex_route route, int status,
+                          uint64_t bytes_in, uint64_t bytes_out)
+{
+    inc(&m->requests[route][status_index(status)], 1);
+    inc(&m->bytes_in, bytes_in);
+    inc(&m->bytes_out, bytes_out);
+}
+
+static void observe(struct ibex_histogram *h, const double *le, size_t n, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    size_t i = 0;
+    while (i < n && s > le[i])
+        i++;
+    inc(&h->counts[i], 1);
+    inc(&h->sum_ns, ns);
+}
+
+void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
+                           uint64_t latency_ns, uint64_t ttft_ns)
+{
+    if (provider >= IBEX_METRICS_MAX_PROVIDERS || outcome < 0 || outcome >= IBEX_METRICS_NOUTCOME)
+        return;
+    inc(&m->upstream_outcomes[provider][outcome], 1);
+    observe(&m->upstream_latency[provider], latency_le, IBEX_METRICS_LATENCY_BUCKETS, latency_ns);
+    if (ttft_ns)
+        observe(&m->ttft[provider], latency_le, IBEX_METRICS_LATENCY_BUCKETS, ttft_ns);
+}
+
+void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns)
+{
+    observe(&m->overhead, overhead_le, IBEX_METRICS_OVERHEAD_BUCKETS, overhead_ns);
+}
+
+void ibex_metrics_gauge_add(_Atomic int64_t *gauge, int64_t delta)
+{
+    atomic_fetch_add_explicit(gauge, delta, memory_order_relaxed);
+}
+
+/* ---- rendering ---- */
+
+static uint64_t rd(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static size_t count_workers(void)
+{
+    size_t n = atomic_load(&nworkers);
+    return n < IBEX_METRICS_MAX_WORKERS ? n : IBEX_METRICS_MAX_WORKERS;
+}
+
+/* Sums one histogram (located by offset inside struct ibex_metrics) over every worker. */
+static void sum_histogram(size_t offset, uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1],
+                          uint64_t *sum_ns)
+{
+    memset(counts, 0, sizeof(uint64_t) * (IBEX_METRICS_LATENCY_BUCKETS + 1));
+    *sum_ns = 0;
+    size_t n = count_workers();
+    for (size_t w = 0; w < n; w++) {
+        struct ibex_metrics *m = atomic_load(&workers[w]);
+        if (m == NULL)
+            continue;
+        const struct ibex_histogram *h = (const struct ibex_histogram *)((const char *)m + offset);
+        for (size_t i = 0; i <= IBEX_METRICS_LATENCY_BUCKETS; i++)
+            counts[i] += rd(&h->counts[i]);
+        *sum_ns += rd(&h->sum_ns);
+    }
+}
+
+static void render_histogram(struct ibex_buf *out, const char *name, const char *labels,
+                             size_t offset, const double *le, size_t nb)
+{
+    uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1], sum_ns, cum = 0;
+    sum_histogram(offset, counts, &sum_ns);
+    const char *sep = labels[0] ? "," : "";
+    for (size_t i = 0; i < nb; i++) {
+        cum += counts[i];
+        ibex_buf_appendf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, le[i],
+                         (unsigned long long)cum);
+    }
+    cum += counts[nb];
+    ibex_buf_appendf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+                     (unsigned long long)cum);
+    ibex_buf_appendf(out, "%s_sum{%s} %.9f\n%s_count{%s} %llu\n", name, labels,
+                     (double)sum_ns / 1e9, name, labels, (unsigned long long)cum);
+}
+
+void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int outcome))
+{
+    size_t n = count_workers();
+    uint64_t sum;
+
+    ibex_buf_append_cstr(out,
+                         "# HELP ibex_requests_total HTTP requests answered, by route and status.\n"
+                         "# TYPE ibex_requests_total counter\n");
+    for (int r = 0; r < IBEX_ROUTE_COUNT; r++) {
+        for (size_t s = 0; s < IBEX_METRICS_NSTATUS; s++) {
+            sum = 0;
+            for (size_t w = 0; w < n; w++) {
+                struct ibex_metrics *m = atomic_load(&workers[w]);
+                if (m)
+                    sum += rd(&m->requests[r][s]);
+            }
+            if (sum == 0)
+                continue;
+            if (s < IBEX_METRICS_NSTATUS - 1)
+                ibex_buf_appendf(out, "ibex_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                                 route_names[r], status_codes[s], (unsigned long long)sum);
+            else
+                ibex_buf_appendf(out, "ibex_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                                 route_names[r], (unsigned long long)sum);
+        }
+    }
+
+    int64_t in_flight = 0, streams = 0;
+    uint64_t bin = 0, bout = 0;
+    for (size_t w = 0; w < n; w++) {
+        struct ibex_metrics *m = atomic_load(&workers[w]);
+        if (m == NULL)
+            continue;
+        in_flight += atomic_load_explicit(&m->in_flight, memory_order_relaxed);
+        streams += atomic_load_explicit(&m->streams_open, memory_order_relaxed);
+        bin += rd(&m->bytes_in);
+        bout += rd(&m->bytes_out);
+    }
+    ibex_buf_appendf(
+        out,
+        "# HELP ibex_requests_in_flight Requests received and not yet answered.\n"
+        "# TYPE ibex_requests_in_flight gauge\nibex_requests_in_flight %lld\n"
+        "# HELP ibex_streams_open Streaming responses in progress.\n"
+        "# TYPE ibex_streams_open gauge\nibex_streams_open %lld\n"
+        "# HELP ibex_http_bytes_received_total Request bytes received (headers and body).\n"
+        "# TYPE ibex_http_bytes_received_total counter\n"
+        "ibex_http_bytes_received_total %llu\n"
+        "# HELP ibex_http_bytes_sent_total Response bytes sent.\n"
+        "# TYPE ibex_http_bytes_sent_total counter\nibex_http_bytes_sent_total %llu\n",
+        (long long)in_flight, (long long)streams, (unsigned long long)bin,
+        (unsigned long long)bout);
+
+    ibex_buf_append_cstr(
+        out, "# HELP ibex_upstream_requests_total Upstream calls by provider and outcome.\n"
+             "# TYPE ibex_upstream_requests_total counter\n");
+    for (size_t p = 0; p < nproviders; p++) {
+        for (int o = 0; o < IBEX_METRICS_NOUTCOME; o++) {
+            sum = 0;
+            for (size_t w = 0; w < n; w++) {
+                struct ibex_metrics *m = atomic_load(&workers[w]);
+                if (m)
+                    sum += rd(&m->upstream_outcomes[p][o]);
+            }
+            if (sum)
+                ibex_buf_appendf(
+                    out, "ibex_upstream_requests_total{provider=\"%s\",outcome=\"%s\"} %llu\n",
+                    provider_names[p], outcome_name(o), (unsigned long long)sum);
+        }
+    }
+
+    ibex_buf_append_cstr(out, "# HELP ibex_upstream_duration_seconds Upstream call time, from "
+                              "sending the request to the end of the response.\n"
+                              "# TYPE ibex_upstream_duration_seconds histogram\n");
+    for (size_t p = 0; p < nproviders; p++) {
+        char labels[96];
+        snprintf(labels, sizeof(labels), "provider=\"%s\"", provider_names[p]);
+        render_histogram(out, "ibex_upstream_duration_seconds", labels,
+                         offsetof(struct ibex_metrics, upstream_latency) +
+                             p * sizeof(struct ibex_histogram),
+                         latency_le, IBEX_METRICS_LATENCY_BUCKETS);
+    }
+    ibex_buf_append_cstr(out, "# HELP ibex_upstream_ttft_seconds Streaming: time from sending the "
+                              "request to the first response byte.\n"
+                              "# TYPE ibex_upstream_ttft_seconds histogram\n");
+    for (size_t p = 0; p < nproviders; p++) {
+        char labels[96];
+        snprintf(labels, sizeof(labels), "provider=\"%s\"", provider_names[p]);
+        render_histogram(out, "ibex_upstream_ttft_seconds", labels,
+                         offsetof(struct ibex_metrics, ttft) + p * sizeof(struct ibex_histogram),
+                         latency_le, IBEX_METRICS_LATENCY_BUCKETS);
+    }
+    ibex_buf_append_cstr(out, "# HELP ibex_gateway_overhead_seconds Time spent in the gateway per "
+                              "proxied request: total minus upstream time.\n"
+                              "# TYPE ibex_gateway_overhead_seconds histogram\n");
+    render_histogram(out, "ibex_gateway_overhead_seconds", "",
+                     offsetof(struct ibex_metrics, overhead), overhead_le,
+                     IBEX_METRICS_OVERHEAD_BUCKETS);
+}

@@ -1,0 +1,69 @@
+/* Prometheus metrics. Each worker owns one struct ibex_metrics and is its only writer (relaxed
+ * atomics, so a scrape on another thread reads without a lock and without tearing); a scrape
+ * sums every registered worker's counters.
+ * Thread: ibex_metrics_register on the main thread before workers run; record functions on the
+ * owning worker; ibex_metrics_render on any thread. */
+#ifndef IBEX_TELEMETRY_METRICS_H
+#define IBEX_TELEMETRY_METRICS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/buf.h"
+
+enum ibex_route {
+    IBEX_ROUTE_CHAT = 0,
+    IBEX_ROUTE_MODELS,
+    IBEX_ROUTE_HEALTH,
+    IBEX_ROUTE_READY,
+    IBEX_ROUTE_STATUS,
+    IBEX_ROUTE_METRICS,
+    IBEX_ROUTE_OTHER,
+    IBEX_ROUTE_COUNT,
+};
+
+#define IBEX_METRICS_MAX_PROVIDERS 32
+#define IBEX_METRICS_MAX_WORKERS 256
+#define IBEX_METRICS_NSTATUS 17
+#define IBEX_METRICS_NOUTCOME 11
+#define IBEX_METRICS_LATENCY_BUCKETS 16
+#define IBEX_METRICS_OVERHEAD_BUCKETS 12
+
+struct ibex_histogram {
+    _Atomic uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1]; /* last one: +Inf */
+    _Atomic uint64_t sum_ns;
+};
+
+struct ibex_metrics {
+    _Atomic uint64_t requests[IBEX_ROUTE_COUNT][IBEX_METRICS_NSTATUS];
+    _Atomic int64_t in_flight;
+    _Atomic int64_t streams_open;
+    _Atomic uint64_t bytes_in;
+    _Atomic uint64_t bytes_out;
+    /* per provider: outcome counts (ok, or an upstream failure kind) and latency */
+    _Atomic uint64_t upstream_outcomes[IBEX_METRICS_MAX_PROVIDERS][IBEX_METRICS_NOUTCOME];
+    struct ibex_histogram upstream_latency[IBEX_METRICS_MAX_PROVIDERS];
+    struct ibex_histogram ttft[IBEX_METRICS_MAX_PROVIDERS];
+    struct ibex_histogram overhead;
+};
+
+/* Names the providers (index = position) for labels; called once before any worker starts. */
+void ibex_metrics_set_providers(const char *const *names, size_t n);
+struct ibex_metrics *ibex_metrics_register(void);
+
+const char *ibex_metrics_route_name(enum ibex_route route);
+void ibex_metrics_request(struct ibex_metrics *m, enum ibex_route route, int status,
+                          uint64_t bytes_in, uint64_t bytes_out);
+/* outcome: an enum ibex_upstream_result value (0 = ok) below IBEX_METRICS_NOUTCOME. */
+void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
+                           uint64_t latency_ns, uint64_t ttft_ns);
+void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns);
+void ibex_metrics_gauge_add(_Atomic int64_t *gauge, int64_t delta);
+
+/* Appends the Prometheus text exposition of every registered worker, summed. outcome_names
+ * labels the outcome counters. */
+void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int outcome));
+
+#endif
