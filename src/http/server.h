@@ -7,8 +7,11 @@
  * finish the request exactly once, now or later, with ibex_res_send(), ibex_res_error() or
  * ibex_res_stream_end(), or ibex_res_reset(). After the finishing call the request is freed and
  * must not be touched. If the client goes away first, on_abort (when set) is called; writes are
- * discarded from then on, and the handler must still finish the request. Pipelined requests on
- * one connection are handled one at a time, in order. */
+ * discarded from then on, and the handler must still finish the request: ibex_res_stream_end()
+ * works in every case (a response that never started is then logged as 499). Pipelined
+ * requests on one connection are handled one at a time, in order. A client that closes or
+ * half-closes its side while its request is being handled counts as gone (as in nginx), so a
+ * gateway can abort the upstream call at once. */
 #ifndef IBEX_HTTP_SERVER_H
 #define IBEX_HTTP_SERVER_H
 
@@ -80,7 +83,9 @@ struct ibex_http_config {
 /* Copies cfg. Does not listen yet. */
 struct ibex_http_server *ibex_http_server_new(uv_loop_t *loop, const struct ibex_http_config *cfg);
 /* Listens on "host:port" ("[::1]:port" for IPv6), with SO_REUSEPORT when reuseport is set so
- * each worker thread can own a listener on the same port. Returns 0 or a negative errno. */
+ * each worker thread can own a listener on the same port. Returns 0 or a negative errno; after
+ * a failure the listener handle may still be closing, so run the loop once before
+ * ibex_http_server_free(). */
 int ibex_http_server_listen(struct ibex_http_server *srv, const char *host_port, bool reuseport);
 /* The port actually bound (useful with port 0), or 0 when not listening. */
 int ibex_http_server_port(const struct ibex_http_server *srv);
