@@ -57,9 +57,9 @@ $(BUILD)/fakellm: $(call obj,$(FAKELLM_SRC)) $(HTTP_OBJ)
 
 ifneq ($(SAN),1)
 ibex: $(BUILD)/ibex
-	cp $< $@
+	install -m 755 $< $@
 tools/fakellm/fakellm: $(BUILD)/fakellm
-	cp $< $@
+	install -m 755 $< $@
 endif
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -88,39 +88,6 @@ void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v)
     ibex_buf_append(b, tmp + i, sizeof(tmp) - i);
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not valid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned int cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (left < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return n;
-}
-
 void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -138,7 +105,7 @@ void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
             continue;
         }
         if (c >= 0x80) {
-            size_t n = utf8_seq_len(u + i, len - i);
+            size_t n = ibex_utf8_seq_len(u + i, len - i);
             if (n == 0) {
                 ibex_buf_append(b, "\xEF\xBF\xBD", 3);
                 i++;

@@ -53,18 +53,28 @@ void ibex_log_begin(struct ibex_buf *b, enum ibex_log_level level, const char *m
     ibex_buf_append_json_str(b, msg, strlen(msg));
 }
 
-void ibex_log_emit(struct ibex_buf *b)
+void ibex_log_end(struct ibex_buf *b)
 {
     ibex_buf_append(b, "}\n", 2);
+}
+
+void ibex_log_write(const char *p, size_t len)
+{
     size_t off = 0;
-    while (off < b->len) {
-        ssize_t n = write(log_fd, b->p + off, b->len - off);
+    while (off < len) {
+        ssize_t n = write(log_fd, p + off, len - off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break; /* a log that cannot be written must not take the request down */
         off += (size_t)n;
     }
+}
+
+void ibex_log_emit(struct ibex_buf *b)
+{
+    ibex_log_end(b);
+    ibex_log_write(b->p, b->len);
 }
 
 void ibex_log(enum ibex_log_level level, const char *msg, ...)

@@ -28,8 +28,12 @@ const char *ibex_log_level_name(enum ibex_log_level level);
 void ibex_log(enum ibex_log_level level, const char *msg, ...) __attribute__((sentinel));
 
 /* Opens a line in b ("{\"ts\":...,\"level\":...,\"msg\":...") so a caller can add fields of
- * its own; ibex_log_emit closes the object and writes it. */
+ * its own; ibex_log_end closes the object and the line, ibex_log_emit also writes b. A caller
+ * that batches lines (the access log) appends several and writes them with ibex_log_write. */
 void ibex_log_begin(struct ibex_buf *b, enum ibex_log_level level, const char *msg);
+void ibex_log_end(struct ibex_buf *b);
 void ibex_log_emit(struct ibex_buf *b);
+/* Writes whole lines (one write(2) for up to PIPE_BUF bytes, so lines stay intact). */
+void ibex_log_write(const char *p, size_t len);
 
 #endif

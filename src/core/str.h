@@ -27,4 +27,10 @@ int ibex_str_to_u64(struct ibex_str s, uint64_t max, uint64_t *out);
 /* Case-insensitive match of s against a pattern that may end with '*' (prefix match). */
 bool ibex_str_glob_prefix(struct ibex_str s, const char *pattern);
 
+/* Length (1-4) of the well-formed UTF-8 sequence at s, or 0: overlong forms, surrogates and
+ * code points above U+10FFFF are not well-formed (RFC 3629). */
+size_t ibex_utf8_seq_len(const unsigned char *s, size_t left);
+/* Offset of the first byte that is not part of well-formed UTF-8, or len when all of it is. */
+size_t ibex_utf8_invalid_at(const char *s, size_t len);
+
 #endif

@@ -97,6 +97,15 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
         snprintf(e->message, sizeof(e->message), "request body is too large to parse");
         return -1;
     }
+    /* JSON text is UTF-8 (RFC 8259 8.1); json-c's own check lets overlong forms and
+     * surrogates through, and those would reach providers and logs. */
+    size_t bad = ibex_utf8_invalid_at(body, len);
+    if (bad != len) {
+        e->code = "INVALID_JSON";
+        snprintf(e->message, sizeof(e->message),
+                 "request body is not valid JSON: invalid UTF-8 at byte %zu", bad);
+        return -1;
+    }
     json_tokener *tok = json_tokener_new_ex(MAX_DEPTH);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
     json_object *root = json_tokener_parse_ex(tok, body, (int)len);

@@ -37,7 +37,8 @@ struct ibex_worker {
     struct ibex_upstream *upstream;
     struct ibex_metrics *metrics;
     struct ibex_runtime *rt;
-    struct ibex_buf scratch;
+    struct ibex_buf access_log; /* lines written once per loop iteration (flush_log) */
+    uv_check_t log_flush;
     void *owner; /* the serve loop that started it */
 };
 

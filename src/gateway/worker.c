@@ -73,6 +73,25 @@ static void handle(struct ibex_req *req, void *data)
 
 /* ---- access log and request metrics ---- */
 
+/* Access-log lines are collected per worker and written once per loop iteration (after the
+ * I/O callbacks of that iteration), or earlier when this much has piled up: one write(2) for
+ * many requests under load, and at most one iteration of delay when idle. */
+#define ACCESS_LOG_FLUSH_BYTES 2048 /* + one line (< 1.5 KB, fields capped) < PIPE_BUF */
+#define LOG_FIELD_MAX 256
+
+static void flush_access_log(struct ibex_worker *w)
+{
+    if (w->access_log.len == 0)
+        return;
+    ibex_log_write(w->access_log.p, w->access_log.len);
+    ibex_buf_reset(&w->access_log);
+}
+
+static void on_log_flush(uv_check_t *h)
+{
+    flush_access_log(h->data);
+}
+
 static void log_ms(struct ibex_buf *b, const char *key, uint64_t ns)
 {
     ibex_buf_appendf(b, ",\"%s\":%.3f", key, (double)ns / 1e6);
@@ -98,15 +117,15 @@ static void on_request_done(struct ibex_req *req, void *data)
 
     if (!w->rt->cfg.access_log || !ibex_log_enabled(IBEX_LOG_INFO))
         return;
-    struct ibex_buf *b = &w->scratch;
-    ibex_buf_reset(b);
+    struct ibex_buf *b = &w->access_log;
     ibex_log_begin(b, IBEX_LOG_INFO, "request");
     ibex_buf_append_cstr(b, ",\"request_id\":");
     ibex_buf_append_json_str(b, req->request_id, strlen(req->request_id));
     ibex_buf_append_cstr(b, ",\"method\":");
     ibex_buf_append_json_str(b, req->method.p ? req->method.p : "", req->method.len);
     ibex_buf_append_cstr(b, ",\"path\":");
-    ibex_buf_append_json_str(b, req->path.p ? req->path.p : "", req->path.len);
+    ibex_buf_append_json_str(b, req->path.p ? req->path.p : "",
+                             req->path.len < LOG_FIELD_MAX ? req->path.len : LOG_FIELD_MAX);
     ibex_buf_appendf(b, ",\"route\":\"%s\",\"status\":%d", ibex_metrics_route_name(route),
                      req->status);
     log_ms(b, "duration_ms", total);
@@ -115,7 +134,8 @@ static void on_request_done(struct ibex_req *req, void *data)
         ibex_buf_append_json_str(b, info->provider->cfg->name, strlen(info->provider->cfg->name));
         if (info->model) {
             ibex_buf_append_cstr(b, ",\"model\":");
-            ibex_buf_append_json_str(b, info->model, strlen(info->model));
+            size_t mlen = strlen(info->model);
+            ibex_buf_append_json_str(b, info->model, mlen < LOG_FIELD_MAX ? mlen : LOG_FIELD_MAX);
         }
         ibex_buf_appendf(b, ",\"stream\":%s", info->stream ? "true" : "false");
         if (info->upstream_ns) {
@@ -129,7 +149,9 @@ static void on_request_done(struct ibex_req *req, void *data)
         ibex_buf_appendf(b, ",\"code\":\"%s\"", info->code);
     ibex_buf_appendf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu,\"worker\":%zu",
                      (unsigned long long)bytes_in, (unsigned long long)req->bytes_out, w->id);
-    ibex_log_emit(b);
+    ibex_log_end(b);
+    if (b->len >= ACCESS_LOG_FLUSH_BYTES)
+        flush_access_log(w);
 }
 
 /* ---- worker threads ---- */
@@ -142,6 +164,8 @@ static void on_http_closed(void *arg)
     w->upstream = NULL;
     uv_close((uv_handle_t *)&w->wakeup, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    flush_access_log(w);
+    uv_close((uv_handle_t *)&w->log_flush, NULL);
 }
 
 static void drain_check(uv_timer_t *t)
@@ -171,12 +195,15 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     const struct ibex_config *cfg = &rt->cfg;
     w->id = id;
     w->rt = rt;
-    ibex_buf_init(&w->scratch);
     uv_loop_init(&w->loop);
     uv_async_init(&w->loop, &w->wakeup, on_wakeup);
     w->wakeup.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    ibex_buf_init(&w->access_log);
+    uv_check_init(&w->loop, &w->log_flush);
+    w->log_flush.data = w;
+    uv_check_start(&w->log_flush, on_log_flush);
     w->metrics = ibex_metrics_register();
     w->upstream = ibex_upstream_new(&w->loop);
     struct ibex_http_config hc = {
@@ -200,7 +227,7 @@ static void worker_dispose(struct ibex_worker *w)
 {
     ibex_http_server_free(w->http);
     uv_loop_close(&w->loop);
-    ibex_buf_dispose(&w->scratch);
+    ibex_buf_dispose(&w->access_log);
 }
 
 /* ---- the main thread ---- */

@@ -33,8 +33,8 @@ struct ibex_http_parser {
     struct ibex_arena *arena;
     struct ibex_buf field; /* header name being read */
     struct ibex_buf value; /* header value, or the URL before the headers */
-    struct ibex_buf body; /* chunked bodies: size unknown until the end */
-    char *fixed_body;     /* Content-Length bodies: allocated once in the arena */
+    struct ibex_buf body;  /* chunked bodies: size unknown until the end */
+    char *fixed_body;      /* Content-Length bodies: allocated once in the arena */
     size_t fixed_len;
     size_t header_bytes;
     size_t headers_cap;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
@@ -27,6 +28,8 @@ struct ibex_upstream {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
+    struct sock_ctx **socks; /* by fd: one poll handle per socket for the socket's life */
+    size_t nsocks;
     CURL *pool[EASY_POOL];
     size_t npool;
     struct ibex_upstream_call *calls; /* active calls, doubly linked */
@@ -227,8 +230,10 @@ static void on_poll(uv_poll_t *h, int status, int events)
     struct sock_ctx *ctx = h->data;
     struct ibex_upstream *u = ctx->u;
     int flags = 0;
+    /* libuv reports a pending socket error (a reset) with no events, but data the peer sent
+     * before the reset may still be queued: let curl read it before it sees the error. */
     if (status < 0)
-        flags = CURL_CSELECT_ERR;
+        flags = CURL_CSELECT_ERR | CURL_CSELECT_IN;
     if (events & UV_READABLE)
         flags |= CURL_CSELECT_IN;
     if (events & UV_WRITABLE)
@@ -243,19 +248,27 @@ static void on_ctx_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* curl reports CURL_POLL_REMOVE whenever a connection goes back to its cache, so closing the
+ * poll handle there would cost a uv_poll_init (ioctl and two epoll_ctl) and a close per
+ * transfer. Instead the handle is only stopped, and closed when curl closes the socket. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct ibex_upstream *u = userp;
-    struct sock_ctx *ctx = socketp;
+    struct sock_ctx *ctx = (size_t)s < u->nsocks ? u->socks[s] : NULL;
     if (what == CURL_POLL_REMOVE) {
-        if (ctx) {
+        if (ctx)
             uv_poll_stop(&ctx->poll);
-            curl_multi_assign(u->multi, s, NULL);
-            uv_close((uv_handle_t *)&ctx->poll, on_ctx_closed);
-        }
         return 0;
     }
     if (ctx == NULL) {
+        if ((size_t)s >= u->nsocks) {
+            size_t n = u->nsocks ? u->nsocks : 64;
+            while (n <= (size_t)s)
+                n *= 2;
+            u->socks = ibex_xrealloc(u->socks, n * sizeof(*u->socks));
+            memset(u->socks + u->nsocks, 0, (n - u->nsocks) * sizeof(*u->socks));
+            u->nsocks = n;
+        }
         ctx = ibex_xcalloc(1, sizeof(*ctx));
         ctx->fd = s;
         ctx->u = u;
@@ -264,7 +277,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             return -1;
         }
         ctx->poll.data = ctx;
-        curl_multi_assign(u->multi, s, ctx);
+        u->socks[s] = ctx;
     }
     int events = 0;
     if (what & CURL_POLL_IN)
@@ -273,6 +286,16 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         events |= UV_WRITABLE;
     uv_poll_start(&ctx->poll, events, on_poll);
     return 0;
+}
+
+static int on_close_socket(void *userp, curl_socket_t s)
+{
+    struct ibex_upstream *u = userp;
+    if ((size_t)s < u->nsocks && u->socks[s]) {
+        uv_close((uv_handle_t *)&u->socks[s]->poll, on_ctx_closed); /* unwatches the fd now */
+        u->socks[s] = NULL;
+    }
+    return close(s);
 }
 
 static void on_multi_timeout(uv_timer_t *t)
@@ -351,11 +374,13 @@ static size_t on_write(char *p, size_t size, size_t n, void *userp)
 /* ---- API ---- */
 
 /* A handle with the options every call shares. */
-static CURL *new_easy(void)
+static CURL *new_easy(struct ibex_upstream *u)
 {
     CURL *easy = curl_easy_init();
     if (easy == NULL)
         return NULL;
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, u);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -407,7 +432,8 @@ void ibex_upstream_free(struct ibex_upstream *u)
         ibex_upstream_cancel(u->calls);
     for (size_t i = 0; i < u->npool; i++)
         curl_easy_cleanup(u->pool[i]);
-    curl_multi_cleanup(u->multi);
+    curl_multi_cleanup(u->multi); /* closes every cached connection through on_close_socket */
+    free(u->socks);
     uv_close((uv_handle_t *)&u->timer, on_upstream_timer_closed);
 }
 
@@ -422,7 +448,7 @@ struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
 {
     /* Pooled handles only ever carry POST calls with the same option set, so reuse needs no
      * curl_easy_reset (which frees and reallocates curl's 80 KB of transfer buffers). */
-    CURL *easy = req->connect_only || u->npool == 0 ? new_easy() : u->pool[--u->npool];
+    CURL *easy = req->connect_only || u->npool == 0 ? new_easy(u) : u->pool[--u->npool];
     if (easy == NULL)
         return NULL;
     struct ibex_upstream_call *c = ibex_xcalloc(1, sizeof(*c));

@@ -1,0 +1,13 @@
+// The checks in the order they run. Order matters twice: cheap SDK checks first, so a broken
+// build fails fast; drain.shared-exit last, because it stops the shared gateway.
+import chat from './chat.mjs';
+import stream from './stream.mjs';
+import models from './models.mjs';
+import errors from './errors.mjs';
+import hostile from './hostile.mjs';
+import ops from './ops.mjs';
+import drain from './drain.mjs';
+
+export function allChecks() {
+    return [...chat, ...stream, ...models, ...errors, ...hostile, ...ops, ...drain];
+}
