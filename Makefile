@@ -6,6 +6,7 @@ CC       ?= cc
 PKGS     := libuv libcurl json-c yaml-0.1
 LLHTTP   := /usr/share/llhttp
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -g -MMD -MP -I/usr/share/include/llhttp $(WARN)
 # json-c first: cjose pulls in jansson, and both export json_object_get (DESIGN.md section 4).
 LIBS      = -ljson-c $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
@@ -48,6 +49,10 @@ $(BUILD)/%.o: %.c
 $(BUILD)/llhttp/%.o: $(LLHTTP)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -g $(OPT) -I/usr/share/include/llhttp -w -c -o $@ $<
+
+# Only main.o and ops.o carry the commit; they rebuild when HEAD moves.
+$(BUILD)/src/main.o $(BUILD)/src/api/ops.o: CFLAGS += -DIBEX_GIT_COMMIT='"$(GIT_COMMIT)"'
+$(BUILD)/src/main.o $(BUILD)/src/api/ops.o: $(wildcard .git/HEAD .git/refs/heads/main)
 
 $(BUILD)/ibex: $(BUILD)/src/main.o $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -95,8 +100,11 @@ test: deps
 	$(MAKE) fuzz-replay
 	$(MAKE) SAN=1 e2e
 
+# Every binary runs even after a failure, so one report shows all of them.
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+	@failed=""; for t in $(UNIT_BINS); do echo "== $$t"; \
+	  ASAN_OPTIONS=detect_leaks=1 $$t || failed="$$failed $$(basename $$t)"; done; \
+	  if [ -n "$$failed" ]; then echo "unit: failed:$$failed"; exit 1; fi
 
 fuzz-replay: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); \

@@ -13,12 +13,7 @@
 #include "gateway/gateway.h"
 #include "upstream/upstream.h"
 
-#ifndef IBEX_VERSION
-#define IBEX_VERSION "0.1.0"
-#endif
-#ifndef IBEX_GIT_COMMIT
-#define IBEX_GIT_COMMIT "unknown"
-#endif
+#include "version.h"
 
 static void usage(FILE *out)
 {

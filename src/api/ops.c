@@ -9,12 +9,7 @@
 #include "../core/clock.h"
 #include "../gateway/gateway.h"
 
-#ifndef IBEX_VERSION
-#define IBEX_VERSION "0.1.0"
-#endif
-#ifndef IBEX_GIT_COMMIT
-#define IBEX_GIT_COMMIT "unknown"
-#endif
+#include "../version.h"
 
 #define PROBE_TIMEOUT_MS 2000
 

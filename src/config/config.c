@@ -92,14 +92,24 @@ static int errf(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-int ibex_config_parse_duration(const char *s, uint64_t *ms)
+/* Reads the leading decimal number of s; *suffix points after it. Returns 0 or -1. */
+static int parse_leading_number(const char *s, uint64_t *v, char **suffix)
 {
-    char *end;
     errno = 0;
     if (s == NULL || !isdigit((unsigned char)s[0]))
         return -1;
-    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long n = strtoull(s, suffix, 10);
     if (errno)
+        return -1;
+    *v = n;
+    return 0;
+}
+
+int ibex_config_parse_duration(const char *s, uint64_t *ms)
+{
+    char *end;
+    uint64_t v;
+    if (parse_leading_number(s, &v, &end))
         return -1;
     uint64_t mult;
     if (*end == '\0' || strcmp(end, "ms") == 0)
@@ -121,11 +131,8 @@ int ibex_config_parse_duration(const char *s, uint64_t *ms)
 int ibex_config_parse_size(const char *s, uint64_t *bytes)
 {
     char *end;
-    errno = 0;
-    if (s == NULL || !isdigit((unsigned char)s[0]))
-        return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
+    uint64_t v;
+    if (parse_leading_number(s, &v, &end))
         return -1;
     uint64_t mult = 1;
     switch (tolower((unsigned char)*end)) {
@@ -565,6 +572,10 @@ static void inherit_timeouts(struct ibex_upstream_timeouts *t,
 
 static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
 {
+    /* The file's providers first: every lookup below compares names. */
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (cfg->providers[i].name == NULL || cfg->providers[i].type == 0)
+            return errf(err, errlen, "providers[%zu]: 'name' and 'type' are required", i);
     const char *key = getenv("OPENAI_API_KEY");
     if (key && *key && !ibex_config_provider(cfg, "openai")) {
         const char *base = getenv("OPENAI_BASE_URL");
@@ -575,8 +586,6 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
         add_provider(cfg, "mock", IBEX_PROVIDER_MOCK, NULL, NULL);
     for (size_t i = 0; i < cfg->nproviders; i++) {
         struct ibex_provider_config *p = &cfg->providers[i];
-        if (p->name == NULL || p->type == 0)
-            return errf(err, errlen, "providers[%zu]: 'name' and 'type' are required", i);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(cfg->providers[j].name, p->name))
                 return errf(err, errlen, "provider '%s' is defined twice", p->name);

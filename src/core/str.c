@@ -60,7 +60,7 @@ int ibex_str_to_u64(struct ibex_str s, uint64_t max, uint64_t *out)
         if (s.p[i] < '0' || s.p[i] > '9')
             return -1;
         uint64_t d = (uint64_t)(s.p[i] - '0');
-        if (v > (max - d) / 10)
+        if (d > max || v > (max - d) / 10)
             return -1;
         v = v * 10 + d;
     }

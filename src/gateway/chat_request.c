@@ -106,24 +106,43 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
                  "request body is not valid JSON: invalid UTF-8 at byte %zu", bad);
         return -1;
     }
+    /* Control characters may appear in JSON text only as whitespace between tokens; json-c
+     * lets raw ones through inside strings. */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)body[i];
+        if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
+            e->code = "INVALID_JSON";
+            snprintf(e->message, sizeof(e->message),
+                     "request body is not valid JSON: control character at byte %zu", i);
+            return -1;
+        }
+    }
     json_tokener *tok = json_tokener_new_ex(MAX_DEPTH);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
     json_object *root = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t offset = json_tokener_get_parse_end(tok);
+    if (root == NULL && jerr == json_tokener_continue) {
+        /* A bare number or literal ("42", "true") only ends at end of input: say so. */
+        root = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+        offset = len;
+    }
     json_tokener_free(tok);
     if (jerr == json_tokener_continue)
         jerr = json_tokener_error_parse_eof;
     /* Trailing bytes other than whitespace make the body invalid too. */
-    while (root && offset < len &&
+    while (jerr == json_tokener_success && offset < len &&
            (body[offset] == ' ' || body[offset] == '\n' || body[offset] == '\r' ||
             body[offset] == '\t'))
         offset++;
-    if (root == NULL || jerr != json_tokener_success || offset != len) {
+    /* json-c represents a JSON null as NULL: success is the tokener's verdict, not root. */
+    if (jerr != json_tokener_success || offset != len) {
         json_object_put(root);
         e->code = "INVALID_JSON";
         snprintf(e->message, sizeof(e->message), "request body is not valid JSON: %s at byte %zu",
-                 root ? "unexpected data after the JSON value" : json_tokener_error_desc(jerr),
+                 jerr == json_tokener_success ? "unexpected data after the JSON value"
+                                              : json_tokener_error_desc(jerr),
                  offset);
         return -1;
     }

@@ -1,7 +1,9 @@
 /* llhttp glue with limits. Invariants: header_bytes counts the request line and every header
  * byte seen so far and never exceeds max_header_bytes without an error; the body buffer never
  * grows past max_body_bytes. Lenient flags are all off: Content-Length together with chunked
- * encoding, bare LF and obsolete line folding are rejected (request smuggling). */
+ * encoding and bare LF are rejected (request smuggling); obsolete line folding is replaced by
+ * a space, as RFC 9112 5.2 allows. Header names must be tokens (llhttp 8.1 lets a space
+ * before the colon through; RFC 9112 5.1 requires a 400). */
 #include "parser.h"
 
 #include <stdlib.h>
@@ -98,10 +100,27 @@ static int on_header_value(llhttp_t *h, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9110 5.6.2 tchar. */
+static bool is_token(const char *s, size_t len)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch != '\0' && strchr(extra, ch) != NULL)))
+            return false;
+    }
+    return true;
+}
+
 static int on_header_value_complete(llhttp_t *h)
 {
     struct ibex_http_parser *p = self(h);
     struct ibex_req *req = p->req;
+    if (!is_token(p->field.p, p->field.len))
+        return fail(p, 400, "BAD_REQUEST", "invalid header name");
     if (req->nheaders == p->limits.max_headers)
         return fail(p, 400, "TOO_MANY_HEADERS", "too many request headers");
     if (req->nheaders == p->headers_cap) {

@@ -122,6 +122,10 @@ void ibex_res_error(struct ibex_req *req, int status, const char *code, const ch
  * client is gone (on_abort has been or will be called). */
 void ibex_res_stream_start(struct ibex_req *req, int status, const char *content_type,
                            const char *extra_headers);
+/* The head of a streaming response goes out with its first write, saving a syscall and a
+ * segment before the first byte; ibex_res_stream_flush() sends it now instead (a server that
+ * must show its status before the body is ready). */
+void ibex_res_stream_flush(struct ibex_req *req);
 int ibex_res_stream_write(struct ibex_req *req, const void *data, size_t len);
 void ibex_res_stream_end(struct ibex_req *req);
 bool ibex_res_started(const struct ibex_req *req);

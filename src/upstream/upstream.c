@@ -476,6 +476,8 @@ struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req->body);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else {
+        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L); /* a pooled handle may remember a POST */
     }
 
     uv_timer_init(u->loop, &c->timer);
@@ -495,11 +497,6 @@ struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
     u->calls = c;
     u->active++;
     call_arm(c);
-    /* Start connecting now instead of on curl's next timer tick (libuv timers have 1 ms
-     * granularity, which added a millisecond to every call). Completions are left for the
-     * next event, so no callback runs before this function returns. */
-    int running;
-    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     return c;
 }
 

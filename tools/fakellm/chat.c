@@ -295,6 +295,7 @@ static void step(struct job *j)
         return;
     }
     ibex_res_stream_start(j->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    ibex_res_stream_flush(j->req); /* headers now, like a provider: first-token-ms starts here */
     j->phase = PH_STREAM;
     if (j->aborted)
         return;

@@ -110,28 +110,12 @@ static int parse(json_object *body, struct fakellm_gen *g, struct fakellm_error 
     return 0;
 }
 
-static const char *error_type(int status)
-{
-    switch (status) {
-    case 401:
-        return "authentication_error";
-    case 403:
-        return "permission_error";
-    case 404:
-        return "not_found_error";
-    case 429:
-        return "rate_limit_error";
-    default:
-        return status >= 500 ? "server_error" : "invalid_request_error";
-    }
-}
-
 void fakellm_openai_error(struct ibex_buf *b, int status, const char *code, const char *message,
                           const char *param)
 {
     ibex_buf_append_cstr(b, "{\"error\":{\"message\":");
     ibex_buf_append_json_str(b, message, strlen(message));
-    ibex_buf_appendf(b, ",\"type\":\"%s\",\"code\":", error_type(status));
+    ibex_buf_appendf(b, ",\"type\":\"%s\",\"code\":", ibex_http_error_type(status));
     ibex_buf_append_json_str(b, code, strlen(code));
     ibex_buf_append_cstr(b, ",\"param\":");
     if (param != NULL)
