@@ -64,6 +64,8 @@ static const struct setting settings[] = {
      "largest non-streaming upstream response accepted (502 above it)"},
     {"forward_headers", K_STRING, "", 0, 0, OFF(forward_headers),
      "comma-separated request headers passed to the upstream; a trailing * matches a prefix"},
+    {"upstream_http_client", K_STRING, "native", 0, 0, OFF(upstream_http_client),
+     "http:// providers: \"native\" (ibex's HTTP/1.1 client) or \"curl\"; https always uses curl"},
     {"upstream_connect_timeout", K_DURATION, "10s", 100, 10 * MIN, OFF(upstream.connect_ms),
      "TCP and TLS connect to a provider"},
     {"upstream_header_timeout", K_DURATION, "60s", 100, 60 * MIN, OFF(upstream.header_ms),
@@ -637,6 +639,10 @@ int ibex_config_load(struct ibex_config *cfg, int argc, char **argv, char *err, 
     if (rc == 0 && ibex_log_parse_level(cfg->log_level, &level) != 0)
         rc = errf(err, errlen, "setting 'log_level': must be debug, info, warn or error, got '%s'",
                   cfg->log_level);
+    if (rc == 0 && strcmp(cfg->upstream_http_client, "native") != 0 &&
+        strcmp(cfg->upstream_http_client, "curl") != 0)
+        rc = errf(err, errlen, "setting 'upstream_http_client': must be native or curl, got '%s'",
+                  cfg->upstream_http_client);
     if (rc == 0)
         rc = finish_providers(cfg, err, errlen);
     if (rc) {

@@ -55,6 +55,7 @@ struct ibex_config {
     uint64_t stream_buffer;
     uint64_t max_upstream_response;
     char *forward_headers;
+    char *upstream_http_client;
     struct ibex_upstream_timeouts upstream;
     bool mock;
     char *default_provider;

@@ -205,7 +205,7 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     w->log_flush.data = w;
     uv_check_start(&w->log_flush, on_log_flush);
     w->metrics = ibex_metrics_register();
-    w->upstream = ibex_upstream_new(&w->loop);
+    w->upstream = ibex_upstream_new(&w->loop, !strcmp(cfg->upstream_http_client, "native"));
     struct ibex_http_config hc = {
         .max_header_bytes = cfg->max_header_bytes,
         .max_headers = (size_t)cfg->max_headers,

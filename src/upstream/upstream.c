@@ -9,7 +9,7 @@
  *   returns, or from our own timers), and freed in its timer's close callback.
  * - Easy handles are reset and reused from a small per-worker pool; curl's connection cache
  *   lives in the multi handle, so upstream keep-alive connections are per worker. */
-#include "upstream.h"
+#include "call.h"
 
 #include <assert.h>
 #include <curl/curl.h>
@@ -22,42 +22,12 @@
 #include "../core/clock.h"
 #include "../core/log.h"
 
-#define EASY_POOL 64
-
-struct ibex_upstream {
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    struct sock_ctx **socks; /* by fd: one poll handle per socket for the socket's life */
-    size_t nsocks;
-    CURL *pool[EASY_POOL];
-    size_t npool;
-    struct ibex_upstream_call *calls; /* active calls, doubly linked */
-    size_t active;
-};
+#define EASY_POOL (sizeof(((struct ibex_upstream *)0)->pool) / sizeof(CURL *))
 
 struct sock_ctx {
     uv_poll_t poll;
     curl_socket_t fd;
     struct ibex_upstream *u;
-};
-
-struct ibex_upstream_call {
-    struct ibex_upstream *u;
-    struct ibex_upstream_call *prev, *next;
-    CURL *easy;
-    struct curl_slist *headers;
-    uv_timer_t timer;
-    struct ibex_upstream_callbacks cb;
-    void *data;
-    struct ibex_upstream_timeouts t;
-    bool streaming;
-    bool connect_only;
-    bool headers_done;
-    bool paused;
-    bool aborted;
-    uint64_t start_ns, headers_ns, first_byte_ns, last_byte_ns;
-    char retry_after[64];
 };
 
 const char *ibex_upstream_result_name(enum ibex_upstream_result r)
@@ -100,10 +70,14 @@ static uint64_t call_deadline(const struct ibex_upstream_call *c, enum ibex_upst
     uint64_t total = c->start_ns + ms_to_ns(c->t.total_ms);
     uint64_t phase;
     enum ibex_upstream_result phase_why;
-    if (!c->headers_done) {
+    if (!c->connected &&
+        c->start_ns + ms_to_ns(c->t.connect_ms) < c->start_ns + ms_to_ns(c->t.header_ms)) {
+        phase = c->start_ns + ms_to_ns(c->t.connect_ms); /* native transport only */
+        phase_why = IBEX_UPSTREAM_CONNECT_TIMEOUT;
+    } else if (!c->headers_done) {
         phase = c->start_ns + ms_to_ns(c->t.header_ms);
         phase_why = IBEX_UPSTREAM_HEADER_TIMEOUT;
-    } else if (c->streaming && c->first_byte_ns == 0) {
+    } else if (c->req.streaming && c->first_byte_ns == 0) {
         phase = c->headers_ns + ms_to_ns(c->t.first_token_ms);
         phase_why = IBEX_UPSTREAM_FIRST_TOKEN_TIMEOUT;
     } else if (c->paused) {
@@ -140,17 +114,24 @@ static void on_call_closed(uv_handle_t *h)
     free(h->data);
 }
 
-static void release_easy(struct ibex_upstream *u, struct ibex_upstream_call *c)
+/* Detaches the transport and unlinks the call; the call itself is freed on its timer close. */
+static void release(struct ibex_upstream_call *c)
 {
-    curl_multi_remove_handle(u->multi, c->easy);
-    if (!c->connect_only && u->npool < EASY_POOL) {
-        u->pool[u->npool++] = c->easy; /* options are overwritten by the next call */
-    } else {
-        curl_easy_cleanup(c->easy);
+    struct ibex_upstream *u = c->u;
+    if (c->native) {
+        h1_release(c);
+        ibex_buf_dispose(&c->wire);
+    } else if (c->easy) {
+        curl_multi_remove_handle(u->multi, c->easy);
+        if (!c->req.connect_only && u->npool < EASY_POOL) {
+            u->pool[u->npool++] = c->easy; /* options are overwritten by the next call */
+        } else {
+            curl_easy_cleanup(c->easy);
+        }
+        c->easy = NULL;
+        curl_slist_free_all(c->headers);
+        c->headers = NULL;
     }
-    c->easy = NULL;
-    curl_slist_free_all(c->headers);
-    c->headers = NULL;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -161,12 +142,48 @@ static void release_easy(struct ibex_upstream *u, struct ibex_upstream_call *c)
     uv_timer_stop(&c->timer);
 }
 
-static void finish_call(struct ibex_upstream_call *c, enum ibex_upstream_result r)
+void upstream_call_finish(struct ibex_upstream_call *c, enum ibex_upstream_result r)
 {
-    release_easy(c->u, c);
+    release(c);
     if (c->cb.on_done)
         c->cb.on_done(c, r, c->data);
     uv_close((uv_handle_t *)&c->timer, on_call_closed);
+}
+
+void upstream_call_connected(struct ibex_upstream_call *c)
+{
+    c->connected = true;
+    call_arm(c);
+}
+
+void upstream_call_headers(struct ibex_upstream_call *c, int status)
+{
+    if (c->headers_done)
+        return;
+    c->headers_done = true;
+    c->headers_ns = ibex_clock_mono_ns();
+    call_arm(c);
+    if (c->cb.on_headers)
+        c->cb.on_headers(c, status, c->data);
+}
+
+int upstream_call_data(struct ibex_upstream_call *c, const char *p, size_t len)
+{
+    uint64_t now = ibex_clock_mono_ns();
+    bool first = c->first_byte_ns == 0;
+    c->last_byte_ns = now;
+    if (first) {
+        c->first_byte_ns = now;
+        call_arm(c);
+    }
+    int r = c->cb.on_data ? c->cb.on_data(c, p, len, c->data) : 0;
+    if (r < 0)
+        c->aborted = true;
+    else if (r > 0 && !c->paused) {
+        c->paused = true;
+        call_arm(c);
+    }
+    return r;
 }
 
 static void on_call_timer(uv_timer_t *t)
@@ -178,7 +195,7 @@ static void on_call_timer(uv_timer_t *t)
         call_arm(c); /* activity moved the deadline: sleep again */
         return;
     }
-    finish_call(c, why);
+    upstream_call_finish(c, why);
 }
 
 static enum ibex_upstream_result map_curl(struct ibex_upstream_call *c, CURLcode rc)
@@ -219,7 +236,7 @@ static void check_multi_info(struct ibex_upstream *u)
         if (rc != CURLE_OK && rc != CURLE_WRITE_ERROR && ibex_log_enabled(IBEX_LOG_DEBUG))
             ibex_log(IBEX_LOG_DEBUG, "upstream transfer failed", "curl", curl_easy_strerror(rc),
                      NULL);
-        finish_call(c, map_curl(c, rc));
+        upstream_call_finish(c, map_curl(c, rc));
     }
 }
 
@@ -327,13 +344,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userp)
     } else if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
         long code = 0;
         curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &code);
-        if (code >= 200 && !c->headers_done) {
-            c->headers_done = true;
-            c->headers_ns = ibex_clock_mono_ns();
-            call_arm(c);
-            if (c->cb.on_headers)
-                c->cb.on_headers(c, (int)code, c->data);
-        }
+        if (code >= 200)
+            upstream_call_headers(c, (int)code);
     } else if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         size_t i = 12, end = len;
         while (i < end && (buf[i] == ' ' || buf[i] == '\t'))
@@ -351,23 +363,12 @@ static size_t on_write(char *p, size_t size, size_t n, void *userp)
 {
     struct ibex_upstream_call *c = userp;
     size_t len = size * n;
-    uint64_t now = ibex_clock_mono_ns();
-    bool first = c->first_byte_ns == 0;
-    c->last_byte_ns = now;
-    if (first) {
-        c->first_byte_ns = now;
-        call_arm(c);
-    }
-    int r = c->cb.on_data ? c->cb.on_data(c, p, len, c->data) : 0;
-    if (r < 0) {
-        c->aborted = true;
+    bool was_paused = c->paused;
+    int r = upstream_call_data(c, p, len);
+    if (r < 0)
         return 0; /* makes curl end the transfer with CURLE_WRITE_ERROR */
-    }
-    if (r > 0 && !c->paused) {
-        c->paused = true;
+    if (r > 0 && !was_paused)
         curl_easy_pause(c->easy, CURLPAUSE_RECV);
-        call_arm(c);
-    }
     return len;
 }
 
@@ -400,7 +401,7 @@ void ibex_upstream_global_cleanup(void)
     curl_global_cleanup();
 }
 
-struct ibex_upstream *ibex_upstream_new(uv_loop_t *loop)
+struct ibex_upstream *ibex_upstream_new(uv_loop_t *loop, bool native_http)
 {
     struct ibex_upstream *u = ibex_xcalloc(1, sizeof(*u));
     u->loop = loop;
@@ -411,6 +412,7 @@ struct ibex_upstream *ibex_upstream_new(uv_loop_t *loop)
     }
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
+    u->h1 = native_http ? h1_pool_new(loop) : NULL;
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_multi_timer);
@@ -430,6 +432,7 @@ void ibex_upstream_free(struct ibex_upstream *u)
         return;
     while (u->calls)
         ibex_upstream_cancel(u->calls);
+    h1_pool_free(u->h1);
     for (size_t i = 0; i < u->npool; i++)
         curl_easy_cleanup(u->pool[i]);
     curl_multi_cleanup(u->multi); /* closes every cached connection through on_close_socket */
@@ -442,24 +445,17 @@ size_t ibex_upstream_active(const struct ibex_upstream *u)
     return u->active;
 }
 
-struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
-                                               const struct ibex_upstream_request *req,
-                                               const struct ibex_upstream_callbacks *cb, void *data)
+/* libcurl transport: https (and anything not http://). */
+static int curl_start(struct ibex_upstream *u, struct ibex_upstream_call *c)
 {
+    const struct ibex_upstream_request *req = &c->req;
     /* Pooled handles only ever carry POST calls with the same option set, so reuse needs no
      * curl_easy_reset (which frees and reallocates curl's 80 KB of transfer buffers). */
     CURL *easy = req->connect_only || u->npool == 0 ? new_easy(u) : u->pool[--u->npool];
     if (easy == NULL)
-        return NULL;
-    struct ibex_upstream_call *c = ibex_xcalloc(1, sizeof(*c));
-    c->u = u;
+        return -1;
     c->easy = easy;
-    c->cb = *cb;
-    c->data = data;
-    c->t = req->timeouts;
-    c->streaming = req->streaming;
-    c->connect_only = req->connect_only;
-    c->start_ns = ibex_clock_mono_ns();
+    c->connected = true; /* curl enforces the connect timeout itself */
     for (const char *const *h = req->headers; h && *h; h++)
         c->headers = curl_slist_append(c->headers, *h);
     c->headers = curl_slist_append(c->headers, "Expect:"); /* no 100-continue round trip */
@@ -479,24 +475,46 @@ struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
     } else {
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L); /* a pooled handle may remember a POST */
     }
-
-    uv_timer_init(u->loop, &c->timer);
-    c->timer.data = c;
     CURLMcode mrc = curl_multi_add_handle(u->multi, easy);
     if (mrc != CURLM_OK) {
         ibex_log(IBEX_LOG_ERROR, "curl_multi_add_handle failed", "curl", curl_multi_strerror(mrc),
                  NULL);
         curl_slist_free_all(c->headers);
+        c->headers = NULL;
         curl_easy_cleanup(easy);
-        uv_close((uv_handle_t *)&c->timer, on_call_closed);
-        return NULL;
+        c->easy = NULL;
+        return -1;
     }
+    return 0;
+}
+
+struct ibex_upstream_call *ibex_upstream_start(struct ibex_upstream *u,
+                                               const struct ibex_upstream_request *req,
+                                               const struct ibex_upstream_callbacks *cb, void *data)
+{
+    struct ibex_upstream_call *c = ibex_xcalloc(1, sizeof(*c));
+    c->u = u;
+    c->req = *req;
+    c->cb = *cb;
+    c->data = data;
+    c->t = req->timeouts;
+    c->start_ns = ibex_clock_mono_ns();
+    c->native = u->h1 != NULL && h1_handles(req->url);
+    uv_timer_init(u->loop, &c->timer);
+    c->timer.data = c;
     c->next = u->calls;
     if (u->calls)
         u->calls->prev = c;
     u->calls = c;
     u->active++;
     call_arm(c);
+    /* Neither transport reports on_done before this returns (failures come from the loop). */
+    if ((c->native ? h1_start(u->h1, c) : curl_start(u, c)) != 0) {
+        c->native = false;
+        release(c);
+        uv_close((uv_handle_t *)&c->timer, on_call_closed);
+        return NULL;
+    }
     return c;
 }
 
@@ -507,12 +525,15 @@ void ibex_upstream_resume(struct ibex_upstream_call *c)
     c->paused = false;
     c->last_byte_ns = ibex_clock_mono_ns();
     call_arm(c);
-    curl_easy_pause(c->easy, CURLPAUSE_CONT);
+    if (c->native)
+        h1_resume(c);
+    else
+        curl_easy_pause(c->easy, CURLPAUSE_CONT);
 }
 
 void ibex_upstream_cancel(struct ibex_upstream_call *c)
 {
-    release_easy(c->u, c);
+    release(c);
     uv_close((uv_handle_t *)&c->timer, on_call_closed);
 }
 

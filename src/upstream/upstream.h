@@ -43,10 +43,12 @@ struct ibex_upstream_callbacks {
     void (*on_done)(struct ibex_upstream_call *call, enum ibex_upstream_result result, void *data);
 };
 
+/* url and headers are copied by ibex_upstream_start; body must stay valid until on_done or
+ * cancel. */
 struct ibex_upstream_request {
     const char *url;            /* NUL-terminated */
     const char *const *headers; /* NULL-terminated "Name: value" lines */
-    const char *body;           /* must stay valid until on_done or cancel; NULL for GET */
+    const char *body;           /* NULL for GET */
     size_t body_len;
     struct ibex_upstream_timeouts timeouts;
     bool streaming;    /* first-token timeout applies between headers and the first byte */
@@ -57,7 +59,9 @@ struct ibex_upstream_request {
 int ibex_upstream_global_init(void);
 void ibex_upstream_global_cleanup(void);
 
-struct ibex_upstream *ibex_upstream_new(uv_loop_t *loop);
+/* native_http: http:// URLs use the native HTTP/1.1 transport (ADR 0004) instead of libcurl;
+ * https:// always uses libcurl. */
+struct ibex_upstream *ibex_upstream_new(uv_loop_t *loop, bool native_http);
 /* Cancels what is still running, then frees once curl's sockets are closed on the loop. */
 void ibex_upstream_free(struct ibex_upstream *u);
 size_t ibex_upstream_active(const struct ibex_upstream *u);

@@ -40,6 +40,22 @@ export default [
         },
     },
     {
+        id: 'chat.curl-transport',
+        title: 'with upstream_http_client=curl, completions and streams through libcurl match the native client',
+        needs: ['sdk', 'fakellm', 'process'],
+        shared: false,
+        async run(ctx) {
+            const ibex = await ctx.ibex({ settings: { upstream_http_client: 'curl' } });
+            const client = ctx.client({ baseUrl: ibex.url });
+            const data = await client.chat.completions.create({ model: MODEL, messages: messages() });
+            assertCompletion(data, { model: MODEL, content: expectedText(), what: 'curl transport' });
+            const stream = await client.chat.completions.create({ model: MODEL, messages: messages(), stream: true });
+            let text = '';
+            for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+            assert.equal(text, expectedText(), 'curl transport: streamed text');
+        },
+    },
+    {
         id: 'chat.mock',
         title: 'model "mock" is answered by the built-in provider, deterministically',
         needs: ['sdk'],
