@@ -934,6 +934,101 @@ static void test_result_names(void **state)
                                     ibex_upstream_result_name((enum ibex_upstream_result)j));
 }
 
+/* A keep-alive upstream that answers the first request on each connection and closes the
+ * connection, unanswered, on the second: the race of a server dropping an idle connection just
+ * as the next request goes out. */
+struct flaky {
+    uv_tcp_t listener;
+    int port;
+    int connections;
+    int open;
+};
+
+struct flaky_conn {
+    uv_tcp_t tcp;
+    struct flaky *f;
+    int requests;
+    char rbuf[4096];
+};
+
+static void flaky_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    struct flaky_conn *k = h->data;
+    *b = uv_buf_init(k->rbuf, sizeof(k->rbuf));
+}
+
+static void flaky_closed(uv_handle_t *h)
+{
+    struct flaky_conn *k = h->data;
+    k->f->open--;
+    free(k);
+}
+
+static void flaky_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct flaky_conn *k = s->data;
+    if (n == 0)
+        return;
+    if (n < 0 || k->requests++ > 0) {
+        uv_read_stop(s);
+        uv_close((uv_handle_t *)s, flaky_closed);
+        return;
+    }
+    static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    uv_buf_t out = uv_buf_init((char *)reply, sizeof(reply) - 1);
+    uv_try_write(s, &out, 1);
+}
+
+static void flaky_connection(uv_stream_t *l, int status)
+{
+    struct flaky *f = l->data;
+    struct flaky_conn *k = calloc(1, sizeof(*k));
+    k->f = f;
+    uv_tcp_init(l->loop, &k->tcp);
+    k->tcp.data = k;
+    f->open++;
+    if (status < 0 || uv_accept(l, (uv_stream_t *)&k->tcp) != 0) {
+        uv_close((uv_handle_t *)&k->tcp, flaky_closed);
+        return;
+    }
+    f->connections++;
+    uv_read_start((uv_stream_t *)&k->tcp, flaky_alloc, flaky_read);
+}
+
+static void test_dead_pooled_connection_is_retried(void **state)
+{
+    struct fx *fx = *state;
+    struct flaky f = {0};
+    uv_tcp_init(&fx->loop, &f.listener);
+    f.listener.data = &f;
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_bind(&f.listener, (struct sockaddr *)&sa, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&f.listener, 16, flaky_connection), 0);
+    int len = sizeof(sa);
+    uv_tcp_getsockname(&f.listener, (struct sockaddr *)&sa, &len);
+    f.port = ntohs(sa.sin_port);
+
+    for (int i = 0; i < 2; i++) {
+        struct rec r;
+        rec_init(fx, &r);
+        call(fx, &r, "/", (struct opts){.t = generous(), .port = f.port});
+        wait_done(fx, &r);
+        assert_result(&r, IBEX_UPSTREAM_OK);
+        assert_string_equal(r.data.p, "ok");
+        rec_dispose(&r);
+    }
+    /* the second call went out on the pooled connection, died, and was sent again */
+    assert_int_equal(f.connections, 2);
+
+    uv_close((uv_handle_t *)&f.listener, NULL);
+    ibex_upstream_free(fx->u); /* closes the pooled connection; the server side follows */
+    fx->u = ibex_upstream_new(&fx->loop, native_http);
+    for (int i = 0; i < 200 && f.open > 0; i++)
+        tu_run_for(&fx->loop, 5);
+    assert_int_equal(f.open, 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 /* Every case runs on both transports: the native HTTP/1.1 client and libcurl. */
@@ -965,6 +1060,7 @@ int main(void)
         T(test_free_with_calls_in_flight),
         cmocka_unit_test(test_result_names),
         T(test_get_after_post),
+        T(test_dead_pooled_connection_is_retried),
     };
     native_http = true;
     int rc = cmocka_run_group_tests_name("upstream, native HTTP/1.1 transport", tests, NULL, NULL);
