@@ -88,6 +88,14 @@ void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v)
     ibex_buf_append(b, tmp + i, sizeof(tmp) - i);
 }
 
+void ibex_buf_append_milli(struct ibex_buf *b, uint64_t v)
+{
+    ibex_buf_append_u64(b, v / 1000);
+    char frac[4] = {'.', (char)('0' + v / 100 % 10), (char)('0' + v / 10 % 10),
+                    (char)('0' + v % 10)};
+    ibex_buf_append(b, frac, 4);
+}
+
 void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

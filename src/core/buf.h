@@ -26,6 +26,8 @@ void ibex_buf_appendf(struct ibex_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void ibex_buf_vappendf(struct ibex_buf *b, const char *fmt, va_list ap);
 void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v);
+/* Appends v / 1000 with exactly three decimals ("12.045"), without printf. */
+void ibex_buf_append_milli(struct ibex_buf *b, uint64_t v);
 /* Appends s as a JSON string literal, quotes included. Invalid UTF-8 bytes become U+FFFD. */
 void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len);
 /* Drops the first n bytes. */

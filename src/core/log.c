@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,9 +48,24 @@ const char *ibex_log_level_name(enum ibex_log_level level)
 
 void ibex_log_begin(struct ibex_buf *b, enum ibex_log_level level, const char *msg)
 {
-    char ts[25];
-    ibex_clock_rfc3339(ibex_clock_wall_ms(), ts);
-    ibex_buf_appendf(b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
+    /* The timestamp up to the second is formatted once per second per thread: the access log
+     * writes a line per request. */
+    static _Thread_local uint64_t cached_sec = UINT64_MAX;
+    static _Thread_local char cached[25];
+    uint64_t now = ibex_clock_wall_ms();
+    if (now / 1000 != cached_sec) {
+        cached_sec = now / 1000;
+        ibex_clock_rfc3339(now, cached);
+    }
+    unsigned ms = (unsigned)(now % 1000);
+    cached[20] = (char)('0' + ms / 100);
+    cached[21] = (char)('0' + ms / 10 % 10);
+    cached[22] = (char)('0' + ms % 10);
+    ibex_buf_append_cstr(b, "{\"ts\":\"");
+    ibex_buf_append(b, cached, 24);
+    ibex_buf_append_cstr(b, "\",\"level\":\"");
+    ibex_buf_append_cstr(b, level_names[level]);
+    ibex_buf_append_cstr(b, "\",\"msg\":");
     ibex_buf_append_json_str(b, msg, strlen(msg));
 }
 

@@ -116,19 +116,34 @@ size_t ibex_utf8_seq_len(const unsigned char *s, size_t left)
     return n;
 }
 
-size_t ibex_utf8_invalid_at(const char *s, size_t len)
+size_t ibex_json_text_invalid_at(const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
-        if (u[i] < 0x80) {
-            i++;
-            continue;
+        /* Eight printable ASCII bytes at a time: no byte has its top bit set and none is
+         * below 0x20 (the classic "has a byte less than n" test). */
+        if (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if (((w | ((w - 0x2020202020202020ull) & ~w)) & 0x8080808080808080ull) == 0) {
+                i += 8;
+                continue;
+            }
         }
-        size_t n = ibex_utf8_seq_len(u + i, len - i);
-        if (n == 0)
-            return i;
-        i += n;
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80) {
+            i++;
+        } else if (c < 0x20) {
+            if (c != '\t' && c != '\n' && c != '\r')
+                return i;
+            i++;
+        } else {
+            size_t n = ibex_utf8_seq_len(u + i, len - i);
+            if (n == 0)
+                return i;
+            i += n;
+        }
     }
     return len;
 }

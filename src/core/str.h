@@ -30,7 +30,9 @@ bool ibex_str_glob_prefix(struct ibex_str s, const char *pattern);
 /* Length (1-4) of the well-formed UTF-8 sequence at s, or 0: overlong forms, surrogates and
  * code points above U+10FFFF are not well-formed (RFC 3629). */
 size_t ibex_utf8_seq_len(const unsigned char *s, size_t left);
-/* Offset of the first byte that is not part of well-formed UTF-8, or len when all of it is. */
-size_t ibex_utf8_invalid_at(const char *s, size_t len);
+/* Offset of the first byte that cannot appear in JSON text (RFC 8259): ill-formed UTF-8, or a
+ * control character other than tab, LF and CR (which JSON allows only as whitespace); len when
+ * there is none. */
+size_t ibex_json_text_invalid_at(const char *s, size_t len);
 
 #endif

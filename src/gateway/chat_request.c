@@ -3,12 +3,46 @@
  * providers receive what the client sent. Nesting is bounded by json-c's tokener depth. */
 #include "chat_request.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_DEPTH 64
 
 static const char *const roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+
+/* One tokener per thread, reset for each body: a fresh one (its nesting stack is over 1 KB)
+ * per request made glibc consolidate its free lists on every call. Freed when the thread
+ * exits. */
+static pthread_key_t tokener_key;
+static pthread_once_t tokener_once = PTHREAD_ONCE_INIT;
+
+static void tokener_free(void *tok)
+{
+    json_tokener_free(tok);
+}
+
+static void tokener_key_init(void)
+{
+    pthread_key_create(&tokener_key, tokener_free);
+}
+
+static json_tokener *thread_tokener(void)
+{
+    pthread_once(&tokener_once, tokener_key_init);
+    json_tokener *tok = pthread_getspecific(tokener_key);
+    if (tok == NULL) {
+        tok = json_tokener_new_ex(MAX_DEPTH);
+        if (tok == NULL)
+            abort(); /* allocation failure of internal state (STYLE 11) */
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
+        pthread_setspecific(tokener_key, tok);
+    } else {
+        json_tokener_reset(tok);
+    }
+    return tok;
+}
 
 void ibex_chat_error_init(struct ibex_chat_error *e)
 {
@@ -97,28 +131,17 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
         snprintf(e->message, sizeof(e->message), "request body is too large to parse");
         return -1;
     }
-    /* JSON text is UTF-8 (RFC 8259 8.1); json-c's own check lets overlong forms and
-     * surrogates through, and those would reach providers and logs. */
-    size_t bad = ibex_utf8_invalid_at(body, len);
+    /* JSON text is UTF-8 (RFC 8259 8.1) and has no raw control characters; json-c lets
+     * overlong forms, surrogates and raw controls inside strings through, and those would
+     * reach providers and logs. */
+    size_t bad = ibex_json_text_invalid_at(body, len);
     if (bad != len) {
         e->code = "INVALID_JSON";
-        snprintf(e->message, sizeof(e->message),
-                 "request body is not valid JSON: invalid UTF-8 at byte %zu", bad);
+        snprintf(e->message, sizeof(e->message), "request body is not valid JSON: %s at byte %zu",
+                 (unsigned char)body[bad] < 0x20 ? "control character" : "invalid UTF-8", bad);
         return -1;
     }
-    /* Control characters may appear in JSON text only as whitespace between tokens; json-c
-     * lets raw ones through inside strings. */
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)body[i];
-        if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
-            e->code = "INVALID_JSON";
-            snprintf(e->message, sizeof(e->message),
-                     "request body is not valid JSON: control character at byte %zu", i);
-            return -1;
-        }
-    }
-    json_tokener *tok = json_tokener_new_ex(MAX_DEPTH);
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS);
+    json_tokener *tok = thread_tokener();
     json_object *root = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t offset = json_tokener_get_parse_end(tok);
@@ -128,7 +151,6 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
         jerr = json_tokener_get_error(tok);
         offset = len;
     }
-    json_tokener_free(tok);
     if (jerr == json_tokener_continue)
         jerr = json_tokener_error_parse_eof;
     /* Trailing bytes other than whitespace make the body invalid too. */

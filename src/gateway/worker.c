@@ -92,9 +92,13 @@ static void on_log_flush(uv_check_t *h)
     flush_access_log(h->data);
 }
 
+/* Appends ,"key":<ns as milliseconds with three decimals>. */
 static void log_ms(struct ibex_buf *b, const char *key, uint64_t ns)
 {
-    ibex_buf_appendf(b, ",\"%s\":%.3f", key, (double)ns / 1e6);
+    ibex_buf_append_cstr(b, ",\"");
+    ibex_buf_append_cstr(b, key);
+    ibex_buf_append_cstr(b, "\":");
+    ibex_buf_append_milli(b, ns / 1000);
 }
 
 static void on_request_done(struct ibex_req *req, void *data)
@@ -126,8 +130,10 @@ static void on_request_done(struct ibex_req *req, void *data)
     ibex_buf_append_cstr(b, ",\"path\":");
     ibex_buf_append_json_str(b, req->path.p ? req->path.p : "",
                              req->path.len < LOG_FIELD_MAX ? req->path.len : LOG_FIELD_MAX);
-    ibex_buf_appendf(b, ",\"route\":\"%s\",\"status\":%d", ibex_metrics_route_name(route),
-                     req->status);
+    ibex_buf_append_cstr(b, ",\"route\":\"");
+    ibex_buf_append_cstr(b, ibex_metrics_route_name(route));
+    ibex_buf_append_cstr(b, "\",\"status\":");
+    ibex_buf_append_u64(b, (uint64_t)req->status);
     log_ms(b, "duration_ms", total);
     if (info && info->provider) {
         ibex_buf_append_cstr(b, ",\"provider\":");
@@ -137,7 +143,7 @@ static void on_request_done(struct ibex_req *req, void *data)
             size_t mlen = strlen(info->model);
             ibex_buf_append_json_str(b, info->model, mlen < LOG_FIELD_MAX ? mlen : LOG_FIELD_MAX);
         }
-        ibex_buf_appendf(b, ",\"stream\":%s", info->stream ? "true" : "false");
+        ibex_buf_append_cstr(b, info->stream ? ",\"stream\":true" : ",\"stream\":false");
         if (info->upstream_ns) {
             log_ms(b, "upstream_ms", info->upstream_ns);
             log_ms(b, "overhead_ms", total > info->upstream_ns ? total - info->upstream_ns : 0);
@@ -145,10 +151,17 @@ static void on_request_done(struct ibex_req *req, void *data)
         if (info->ttft_ns)
             log_ms(b, "ttft_ms", info->ttft_ns);
     }
-    if (info && info->code)
-        ibex_buf_appendf(b, ",\"code\":\"%s\"", info->code);
-    ibex_buf_appendf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu,\"worker\":%zu",
-                     (unsigned long long)bytes_in, (unsigned long long)req->bytes_out, w->id);
+    if (info && info->code) {
+        ibex_buf_append_cstr(b, ",\"code\":\"");
+        ibex_buf_append_cstr(b, info->code);
+        ibex_buf_append_cstr(b, "\"");
+    }
+    ibex_buf_append_cstr(b, ",\"bytes_in\":");
+    ibex_buf_append_u64(b, bytes_in);
+    ibex_buf_append_cstr(b, ",\"bytes_out\":");
+    ibex_buf_append_u64(b, req->bytes_out);
+    ibex_buf_append_cstr(b, ",\"worker\":");
+    ibex_buf_append_u64(b, w->id);
     ibex_log_end(b);
     if (b->len >= ACCESS_LOG_FLUSH_BYTES)
         flush_access_log(w);

@@ -519,14 +519,28 @@ static void set_request_id(struct ibex_req *req)
 static void build_head(struct ibex_conn *c, struct ibex_buf *b, int status, const char *request_id,
                        const char *content_type, const char *extra_headers, bool keep_alive)
 {
+    /* Plain appends, no printf: this runs for every response. */
     ibex_buf_reset(b);
-    ibex_buf_appendf(b, "HTTP/1.1 %d %s\r\n", status, ibex_http_reason(status));
-    if (c->srv->cfg.server_header)
-        ibex_buf_appendf(b, "Server: %s\r\n", c->srv->cfg.server_header);
-    if (content_type)
-        ibex_buf_appendf(b, "Content-Type: %s\r\n", content_type);
-    if (request_id && request_id[0])
-        ibex_buf_appendf(b, "X-Request-ID: %s\r\n", request_id);
+    ibex_buf_append_cstr(b, "HTTP/1.1 ");
+    ibex_buf_append_u64(b, (uint64_t)status);
+    ibex_buf_append_cstr(b, " ");
+    ibex_buf_append_cstr(b, ibex_http_reason(status));
+    ibex_buf_append_cstr(b, "\r\n");
+    if (c->srv->cfg.server_header) {
+        ibex_buf_append_cstr(b, "Server: ");
+        ibex_buf_append_cstr(b, c->srv->cfg.server_header);
+        ibex_buf_append_cstr(b, "\r\n");
+    }
+    if (content_type) {
+        ibex_buf_append_cstr(b, "Content-Type: ");
+        ibex_buf_append_cstr(b, content_type);
+        ibex_buf_append_cstr(b, "\r\n");
+    }
+    if (request_id && request_id[0]) {
+        ibex_buf_append_cstr(b, "X-Request-ID: ");
+        ibex_buf_append_cstr(b, request_id);
+        ibex_buf_append_cstr(b, "\r\n");
+    }
     if (!keep_alive)
         ibex_buf_append_cstr(b, "Connection: close\r\n");
     else if (c->http_minor == 0)
@@ -579,7 +593,9 @@ void ibex_res_send(struct ibex_req *req, int status, const char *content_type,
     if (!c->closing) {
         struct ibex_buf *b = &c->srv->scratch;
         build_head(c, b, status, req->request_id, content_type, extra_headers, c->res_keep_alive);
-        ibex_buf_appendf(b, "Content-Length: %zu\r\n\r\n", len);
+        ibex_buf_append_cstr(b, "Content-Length: ");
+        ibex_buf_append_u64(b, len);
+        ibex_buf_append_cstr(b, "\r\n\r\n");
         uv_buf_t bufs[2] = {uv_buf_init(b->p, (unsigned int)b->len),
                             uv_buf_init((char *)body, (unsigned int)len)};
         conn_write(c, bufs, len ? 2 : 1);

@@ -68,5 +68,7 @@ int h1_start(struct h1_pool *pool, struct ibex_upstream_call *c);
 void h1_resume(struct ibex_upstream_call *c);
 /* Detaches c from its connection; a connection in the middle of a response is closed. */
 void h1_release(struct ibex_upstream_call *c);
+/* Takes a finished call's request buffer back for reuse (or frees it). */
+void h1_recycle(struct h1_pool *pool, struct ibex_buf *wire);
 
 #endif

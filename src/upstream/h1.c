@@ -24,6 +24,7 @@
 
 #define H1_READ_BUF 65536
 #define H1_MAX_IDLE 256
+#define H1_SPARE_WIRES 64
 
 enum h1_state {
     H1_RESOLVING = 1,
@@ -47,6 +48,10 @@ struct h1_origin {
 struct h1_pool {
     uv_loop_t *loop;
     struct h1_origin *origins;
+    /* Request buffers of finished calls, kept with their capacity: a serialised request is
+     * over 1 KB, and a fresh allocation of that size per call makes glibc consolidate. */
+    struct ibex_buf spare[H1_SPARE_WIRES];
+    size_t nspare;
     char rbuf[H1_READ_BUF]; /* one per worker: each read is consumed before the next */
 };
 
@@ -344,6 +349,9 @@ static void on_written(uv_write_t *w, int status)
  * ibex_upstream_start, and a re-send after a dead pooled connection sends the same bytes. */
 static void build_request(struct h1_origin *o, struct ibex_upstream_call *c, const char *path)
 {
+    struct h1_pool *pool = o->pool;
+    if (pool->nspare)
+        c->wire = pool->spare[--pool->nspare];
     struct ibex_buf *b = &c->wire;
     ibex_buf_append_cstr(b, c->req.body ? "POST " : "GET ");
     ibex_buf_append_cstr(b, path);
@@ -355,7 +363,9 @@ static void build_request(struct h1_origin *o, struct ibex_upstream_call *c, con
         ibex_buf_append_cstr(b, "\r\n");
     }
     if (c->req.body) {
-        ibex_buf_appendf(b, "Content-Length: %zu\r\n\r\n", c->req.body_len);
+        ibex_buf_append_cstr(b, "Content-Length: ");
+        ibex_buf_append_u64(b, c->req.body_len);
+        ibex_buf_append_cstr(b, "\r\n\r\n");
         ibex_buf_append(b, c->req.body, c->req.body_len);
     } else {
         ibex_buf_append_cstr(b, "\r\n");
@@ -463,6 +473,8 @@ void h1_pool_free(struct h1_pool *pool)
         free(o->hostport);
         free(o);
     }
+    while (pool->nspare)
+        ibex_buf_dispose(&pool->spare[--pool->nspare]);
     free(pool); /* idle connections only read rbuf from callbacks, which closing stopped */
 }
 
@@ -513,6 +525,17 @@ void h1_resume(struct ibex_upstream_call *c)
     struct h1_conn *k = c->conn;
     if (k && k->state == H1_BUSY)
         uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+}
+
+void h1_recycle(struct h1_pool *pool, struct ibex_buf *wire)
+{
+    if (wire->cap && pool->nspare < H1_SPARE_WIRES) {
+        ibex_buf_reset(wire);
+        pool->spare[pool->nspare++] = *wire;
+        ibex_buf_init(wire);
+        return;
+    }
+    ibex_buf_dispose(wire);
 }
 
 void h1_release(struct ibex_upstream_call *c)

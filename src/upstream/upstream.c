@@ -120,7 +120,7 @@ static void release(struct ibex_upstream_call *c)
     struct ibex_upstream *u = c->u;
     if (c->native) {
         h1_release(c);
-        ibex_buf_dispose(&c->wire);
+        h1_recycle(u->h1, &c->wire);
     } else if (c->easy) {
         curl_multi_remove_handle(u->multi, c->easy);
         if (!c->req.connect_only && u->npool < EASY_POOL) {

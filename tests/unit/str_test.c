@@ -199,20 +199,46 @@ static void test_utf8_seq_len(void **state)
     assert_int_equal(seq_len("\xF0\x9F\x98\x80", 3), 0);
 }
 
-static void test_utf8_invalid_at(void **state)
+static void test_json_text_invalid_at(void **state)
 {
-    assert_int_equal(ibex_utf8_invalid_at("", 0), 0);
-    assert_int_equal(ibex_utf8_invalid_at("plain", 5), 5);
-    assert_int_equal(ibex_utf8_invalid_at("caf\xC3\xA9 \xE2\x82\xAC\xF0\x9F\x98\x80", 13), 13);
-    assert_int_equal(ibex_utf8_invalid_at("ab\xFF"
-                                          "cd",
-                                          5),
+    assert_int_equal(ibex_json_text_invalid_at("", 0), 0);
+    assert_int_equal(ibex_json_text_invalid_at("plain", 5), 5);
+    assert_int_equal(ibex_json_text_invalid_at("caf\xC3\xA9 \xE2\x82\xAC\xF0\x9F\x98\x80", 13), 13);
+    assert_int_equal(ibex_json_text_invalid_at("ab\xFF"
+                                               "cd",
+                                               5),
                      2);
-    assert_int_equal(ibex_utf8_invalid_at("\xC3\xA9\xED\xA0\x80", 5), 2);
-    assert_int_equal(ibex_utf8_invalid_at("abc\xE2\x82", 5), 3); /* truncated at the end */
-    assert_int_equal(ibex_utf8_invalid_at("a\0b", 3), 3);        /* NUL is valid UTF-8 */
+    assert_int_equal(ibex_json_text_invalid_at("\xC3\xA9\xED\xA0\x80", 5), 2);
+    assert_int_equal(ibex_json_text_invalid_at("abc\xE2\x82", 5), 3); /* truncated at the end */
+    assert_int_equal(ibex_json_text_invalid_at("a\0b", 3), 1); /* a raw NUL is not JSON text */
+    assert_int_equal(ibex_json_text_invalid_at("{\t\"a\"\r\n:1}", 10), 10); /* whitespace */
     /* only len bytes are examined */
-    assert_int_equal(ibex_utf8_invalid_at("ok\xFF", 2), 2);
+    assert_int_equal(ibex_json_text_invalid_at("ok\xFF", 2), 2);
+}
+
+/* The scan takes eight bytes at a time: a bad byte must be found at every offset of a block,
+ * and a valid multi-byte sequence must pass wherever a block boundary cuts it. */
+static void test_json_text_invalid_at_every_offset(void **state)
+{
+    char buf[40];
+    static const unsigned char bad[] = {0x00, 0x01, 0x0b, 0x1f, 0x80, 0xFF};
+    for (size_t b = 0; b < sizeof(bad); b++) {
+        for (size_t pos = 0; pos < 24; pos++) {
+            memset(buf, 'x', sizeof(buf));
+            buf[pos] = (char)bad[b];
+            size_t got = ibex_json_text_invalid_at(buf, 32);
+            if (got != pos)
+                fail_msg("byte 0x%02x at %zu found at %zu", bad[b], pos, got);
+        }
+    }
+    for (size_t pos = 0; pos < 24; pos++) {
+        memset(buf, 'x', sizeof(buf));
+        memcpy(buf + pos, "\xF0\x9F\x98\x80", 4); /* U+1F600 across any boundary */
+        assert_int_equal(ibex_json_text_invalid_at(buf, 32), 32);
+    }
+    memset(buf, 'x', sizeof(buf));
+    buf[31] = 0x7f; /* DEL is allowed in JSON strings */
+    assert_int_equal(ibex_json_text_invalid_at(buf, 32), 32);
 }
 
 int main(void)
@@ -228,7 +254,8 @@ int main(void)
         cmocka_unit_test(test_to_u64_rejects_garbage),
         cmocka_unit_test(test_glob_prefix),
         cmocka_unit_test(test_utf8_seq_len),
-        cmocka_unit_test(test_utf8_invalid_at),
+        cmocka_unit_test(test_json_text_invalid_at),
+        cmocka_unit_test(test_json_text_invalid_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
