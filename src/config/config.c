@@ -80,6 +80,9 @@ static const struct setting settings[] = {
      "serve model \"mock\" from the built-in deterministic mock provider"},
     {"default_provider", K_STRING, "", 0, 0, OFF(default_provider),
      "provider for model names no alias claims; empty = \"openai\" when it is configured"},
+    {"store_url", K_STRING, "sqlite://./ibex.db", 0, 0, OFF(store_url),
+     "database: sqlite://PATH (one embedded file), sqlite:///ABS/PATH, or "
+     "postgres://USER:PASS@HOST:PORT/DB"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -59,6 +59,7 @@ struct ibex_config {
     struct ibex_upstream_timeouts upstream;
     bool mock;
     char *default_provider;
+    char *store_url; /* may hold a password: log it only through ibex_store_redact_url */
 
     struct ibex_provider_config *providers;
     size_t nproviders;
