@@ -196,12 +196,9 @@ static void end_stream_with_error(struct chat *c, struct failure f)
 {
     struct ibex_buf b;
     ibex_buf_init(&b);
-    ibex_buf_append_cstr(&b, "data: {\"error\":{\"message\":");
-    ibex_buf_append_json_str(&b, f.message, strlen(f.message));
-    ibex_buf_appendf(&b, ",\"type\":\"%s\",\"code\":\"%s\",\"param\":null,\"request_id\":",
-                     ibex_http_error_type(f.status), f.code);
-    ibex_buf_append_json_str(&b, c->req->request_id, strlen(c->req->request_id));
-    ibex_buf_append_cstr(&b, "}}\n\n");
+    ibex_buf_append_cstr(&b, "data: ");
+    ibex_http_append_error(&b, f.status, f.code, f.message, NULL, NULL, c->req->request_id);
+    ibex_buf_append_cstr(&b, "\n\n");
     ibex_res_stream_write(c->req, b.p, b.len);
     ibex_buf_dispose(&b);
     c->info.code = f.code;

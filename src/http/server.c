@@ -603,21 +603,25 @@ void ibex_res_send(struct ibex_req *req, int status, const char *content_type,
     finish_request(c, status);
 }
 
-static void append_error_body(struct ibex_buf *b, int status, const char *code, const char *message,
-                              const char *param, const char *field_errors_json,
-                              const char *request_id)
+void ibex_http_append_error(struct ibex_buf *b, int status, const char *code, const char *message,
+                            const char *param, const char *field_errors_json,
+                            const char *request_id)
 {
     ibex_buf_append_cstr(b, "{\"error\":{\"message\":");
     ibex_buf_append_json_str(b, message, strlen(message));
-    ibex_buf_appendf(b, ",\"type\":\"%s\",\"code\":", ibex_http_error_type(status));
+    ibex_buf_append_cstr(b, ",\"type\":\"");
+    ibex_buf_append_cstr(b, ibex_http_error_type(status));
+    ibex_buf_append_cstr(b, "\",\"code\":");
     ibex_buf_append_json_str(b, code, strlen(code));
     ibex_buf_append_cstr(b, ",\"param\":");
     if (param)
         ibex_buf_append_json_str(b, param, strlen(param));
     else
         ibex_buf_append_cstr(b, "null");
-    ibex_buf_append_cstr(b, ",\"request_id\":");
-    ibex_buf_append_json_str(b, request_id, strlen(request_id));
+    if (request_id) {
+        ibex_buf_append_cstr(b, ",\"request_id\":");
+        ibex_buf_append_json_str(b, request_id, strlen(request_id));
+    }
     if (field_errors_json) {
         ibex_buf_append_cstr(b, ",\"field_errors\":");
         ibex_buf_append_cstr(b, field_errors_json);
@@ -630,7 +634,7 @@ void ibex_res_error(struct ibex_req *req, int status, const char *code, const ch
 {
     struct ibex_buf body;
     ibex_buf_init(&body);
-    append_error_body(&body, status, code, message, param, field_errors_json, req->request_id);
+    ibex_http_append_error(&body, status, code, message, param, field_errors_json, req->request_id);
     ibex_res_send(req, status, "application/json", extra_headers, body.p, body.len);
     ibex_buf_dispose(&body);
 }
@@ -746,7 +750,7 @@ static void conn_fail(struct ibex_conn *c, int status, const char *code, const c
     ibex_id_uuid4(request_id);
     struct ibex_buf body;
     ibex_buf_init(&body);
-    append_error_body(&body, status, code, message, NULL, NULL, request_id);
+    ibex_http_append_error(&body, status, code, message, NULL, NULL, request_id);
     struct ibex_buf *b = &c->srv->scratch;
     build_head(c, b, status, request_id, "application/json", NULL, false);
     ibex_buf_appendf(b, "Content-Length: %zu\r\n\r\n", body.len);

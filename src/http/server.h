@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "../core/arena.h"
+#include "../core/buf.h"
 #include "../core/id.h"
 #include "../core/str.h"
 
@@ -132,6 +133,12 @@ bool ibex_res_started(const struct ibex_req *req);
 /* Finishes the request by resetting the connection (RST): for fault injection and for
  * responses that cannot be completed. */
 void ibex_res_reset(struct ibex_req *req);
+
+/* Appends an OpenAI-shaped error object; param, field_errors_json (a JSON array) and
+ * request_id may be NULL and are then omitted (param is written as null). */
+void ibex_http_append_error(struct ibex_buf *b, int status, const char *code, const char *message,
+                            const char *param, const char *field_errors_json,
+                            const char *request_id);
 
 /* Reason phrase for a status code ("Not Found"); "Unknown" for codes it does not know. */
 const char *ibex_http_reason(int status);

@@ -113,16 +113,8 @@ static int parse(json_object *body, struct fakellm_gen *g, struct fakellm_error 
 void fakellm_openai_error(struct ibex_buf *b, int status, const char *code, const char *message,
                           const char *param)
 {
-    ibex_buf_append_cstr(b, "{\"error\":{\"message\":");
-    ibex_buf_append_json_str(b, message, strlen(message));
-    ibex_buf_appendf(b, ",\"type\":\"%s\",\"code\":", ibex_http_error_type(status));
-    ibex_buf_append_json_str(b, code, strlen(code));
-    ibex_buf_append_cstr(b, ",\"param\":");
-    if (param != NULL)
-        ibex_buf_append_json_str(b, param, strlen(param));
-    else
-        ibex_buf_append_cstr(b, "null");
-    ibex_buf_append_cstr(b, "}}");
+    /* Shaped like a provider's error: no request_id, no field_errors. */
+    ibex_http_append_error(b, status, code, message, param, NULL, NULL);
 }
 
 static void error_body(struct ibex_buf *b, const struct fakellm_error *err)
