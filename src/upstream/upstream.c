@@ -144,6 +144,10 @@ static void release(struct ibex_upstream_call *c)
 
 void upstream_call_finish(struct ibex_upstream_call *c, enum ibex_upstream_result r)
 {
+    /* A transfer that ended without complete response headers has no answer, whatever the
+     * transport says (libcurl reports success when the peer closes inside the headers). */
+    if (r == IBEX_UPSTREAM_OK && !c->headers_done && !c->req.connect_only)
+        r = IBEX_UPSTREAM_RESET;
     release(c);
     if (c->cb.on_done)
         c->cb.on_done(c, r, c->data);

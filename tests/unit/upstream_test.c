@@ -198,6 +198,7 @@ struct raw {
     int port;
     const char *head, *tail;
     uint64_t delay_ms;
+    bool close_after_head; /* close the connection right after writing head */
     char rbuf[4096];
 };
 
@@ -239,6 +240,10 @@ static void raw_on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (n > 0 && !r->answered) {
         r->answered = true;
         raw_write(r, r->head);
+        if (r->close_after_head) {
+            raw_close_conn(r);
+            return;
+        }
         uv_timer_start(&r->timer, raw_on_timer, r->delay_ms, 0);
     }
 }
@@ -745,6 +750,37 @@ static void test_reset(void **state)
     rec_dispose(&r);
 }
 
+/* Answers that are not valid HTTP end the call with an error on both transports, never with OK
+ * and never twice. */
+static void test_malformed_responses(void **state)
+{
+    struct fx *fx = *state;
+    static const struct {
+        const char *what, *head;
+    } cases[] = {
+        {"not HTTP", "garbage that is not a status line\r\n\r\n"},
+        {"body cut short", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
+        {"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nx\r\n"},
+        {"headers cut short", "HTTP/1.1 200 OK\r\nContent-Ty"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct raw raw;
+        raw_start(&fx->loop, &raw, cases[i].head, NULL, 0);
+        raw.close_after_head = true;
+        struct rec r;
+        rec_init(fx, &r);
+        call(fx, &r, "/", (struct opts){.t = generous(), .port = raw.port});
+        wait_done(fx, &r);
+        if (r.result == IBEX_UPSTREAM_OK)
+            fail_msg("%s: the call succeeded", cases[i].what);
+        if (r.result != IBEX_UPSTREAM_FAILED && r.result != IBEX_UPSTREAM_RESET)
+            fail_msg("%s: result %s, want failed or reset", cases[i].what,
+                     ibex_upstream_result_name(r.result));
+        rec_dispose(&r);
+        raw_stop(&fx->loop, &raw);
+    }
+}
+
 static void test_abort_from_on_data(void **state)
 {
     struct fx *fx = *state;
@@ -1052,6 +1088,7 @@ int main(void)
         T(test_idle_timeout),
         T(test_total_timeout),
         T(test_reset),
+        T(test_malformed_responses),
         T(test_abort_from_on_data),
         T(test_pause_resume_stream),
         T(test_pause_resume_big),
