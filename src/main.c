@@ -63,6 +63,38 @@ static char **split_patterns(const char *list)
     return out;
 }
 
+static void log_applied(void *data, const struct ibex_store_migration *m)
+{
+    char version[24];
+    snprintf(version, sizeof(version), "%04" PRId64, m->version);
+    ibex_log(IBEX_LOG_INFO, "migration applied", "version", version, "name", m->name, NULL);
+}
+
+static void print_applied(void *data, const struct ibex_store_migration *m)
+{
+    printf("applied %04" PRId64 "_%s\n", m->version, m->name);
+    (*(int *)data)++;
+}
+
+/* Opens the store named by store_url, applies the pending migrations, and closes it. Fills
+ * backend (a static name) and version. Returns 0, or -1 with a message naming the store (its
+ * password redacted) in err. */
+static int apply_migrations(const char *store_url, ibex_store_migrated_fn on_applied, void *data,
+                            const char **backend, int64_t *version, char *err, size_t errlen)
+{
+    char shown[512];
+    ibex_store_redact_url(store_url, shown, sizeof(shown));
+    struct ibex_store *store = NULL;
+    if (ibex_store_open(store_url, &store, err, errlen) != 0)
+        return -1;
+    *backend = ibex_store_backend(store);
+    int rc = ibex_store_migrate(store, on_applied, data, version);
+    if (rc)
+        snprintf(err, errlen, "%s: %s", shown, ibex_store_errmsg(store));
+    ibex_store_close(store);
+    return rc ? -1 : 0;
+}
+
 static int serve(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -89,6 +121,16 @@ static int serve(int argc, char **argv)
     rt.nworkers = rt.cfg.workers > 0 ? (size_t)rt.cfg.workers : (cpus > 0 ? (size_t)cpus : 1);
     if (rt.nworkers > IBEX_METRICS_MAX_WORKERS)
         rt.nworkers = IBEX_METRICS_MAX_WORKERS;
+    /* The schema is brought up to date before anything is served (ibex migrate does the same
+     * on its own). */
+    if (apply_migrations(rt.cfg.store_url, log_applied, NULL, &rt.store_backend, &rt.store_version,
+                         err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "store unavailable", "error", err, NULL);
+        ibex_config_dispose(&rt.cfg);
+        ibex_upstream_global_cleanup();
+        return 1;
+    }
+    ibex_store_redact_url(rt.cfg.store_url, rt.store_url_shown, sizeof(rt.store_url_shown));
     rt.start_mono_ns = ibex_clock_mono_ns();
     rt.start_wall_ms = ibex_clock_wall_ms();
     rt.forward_headers = split_patterns(rt.cfg.forward_headers);
@@ -111,12 +153,6 @@ static int serve(int argc, char **argv)
     return rc;
 }
 
-static void print_applied(void *data, const struct ibex_store_migration *m)
-{
-    printf("applied %04" PRId64 "_%s\n", m->version, m->name);
-    (*(int *)data)++;
-}
-
 /* Applies pending migrations to store_url (flag, IBEX_STORE_URL or the YAML file). Exit 0, or 1
  * with one line naming the problem; the URL is shown without its password. */
 static int migrate(int argc, char **argv)
@@ -137,22 +173,16 @@ static int migrate(int argc, char **argv)
     }
     char shown[512];
     ibex_store_redact_url(cfg.store_url, shown, sizeof(shown));
-    struct ibex_store *store = NULL;
-    int rc = ibex_store_open(cfg.store_url, &store, err, sizeof(err));
-    if (rc) {
-        fprintf(stderr, "ibex migrate: %s\n", err);
-        ibex_config_dispose(&cfg);
-        return 1;
-    }
     int applied = 0;
     int64_t version = 0;
-    rc = ibex_store_migrate(store, print_applied, &applied, &version);
+    const char *backend = NULL;
+    int rc = apply_migrations(cfg.store_url, print_applied, &applied, &backend, &version, err,
+                              sizeof(err));
     if (rc)
-        fprintf(stderr, "ibex migrate: %s: %s\n", shown, ibex_store_errmsg(store));
+        fprintf(stderr, "ibex migrate: %s\n", err);
     else
         printf("%s: schema at version %" PRId64 " (%d migration%s applied)\n", shown, version,
                applied, applied == 1 ? "" : "s");
-    ibex_store_close(store);
     ibex_config_dispose(&cfg);
     return rc ? 1 : 0;
 }

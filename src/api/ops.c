@@ -57,7 +57,10 @@ void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req)
         ibex_buf_appendf(&b, ",\"type\":\"%s\",\"default\":%s}", p->ops->type,
                          p == rt->providers.default_provider ? "true" : "false");
     }
-    ibex_buf_appendf(&b, "],\"models\":%zu}", rt->cfg.nmodels);
+    ibex_buf_appendf(&b, "],\"models\":%zu,\"store\":{\"backend\":\"%s\",\"url\":", rt->cfg.nmodels,
+                     rt->store_backend);
+    ibex_buf_append_json_str(&b, rt->store_url_shown, strlen(rt->store_url_shown));
+    ibex_buf_appendf(&b, ",\"schema_version\":%lld}}", (long long)rt->store_version);
     send_json(req, 200, &b);
     ibex_buf_dispose(&b);
 }

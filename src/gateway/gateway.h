@@ -24,6 +24,9 @@ struct ibex_runtime {
     uint64_t start_wall_ms;
     size_t nworkers;
     atomic_bool draining;
+    const char *store_backend; /* "sqlite" or "postgres" */
+    int64_t store_version;     /* schema version after the start-up migrations */
+    char store_url_shown[512]; /* store_url with its password redacted */
 };
 
 struct ibex_worker {

@@ -64,6 +64,11 @@ export default [
             assert.ok(j.uptime_s >= 0, `uptime_s ${j.uptime_s}`);
             assert.ok(Number.isInteger(j.workers) && j.workers >= 1, `workers in ${JSON.stringify(j)}`);
             if (!ctx.remote) assert.equal(j.workers, ctx.h.sharedIbexSettings().workers, 'workers differs from --workers');
+            // the store was migrated at start; its URL is shown without a password
+            assert.ok(j.store && typeof j.store.backend === 'string', `store in ${JSON.stringify(j)}`);
+            assert.ok(Number.isInteger(j.store.schema_version) && j.store.schema_version >= 1, `store.schema_version in ${JSON.stringify(j.store)}`);
+            if (!ctx.remote) assert.equal(j.store.backend, 'sqlite', 'the harness gives each ibex a SQLite store');
+            assert.ok(!/:[^:@/]+@/.test(j.store.url) || j.store.url.includes(':***@'), `store.url shows a password: ${j.store.url}`);
         },
     },
     {
@@ -114,7 +119,7 @@ export default [
     },
     {
         id: 'ops.logs',
-        title: 'stderr is JSON lines: "listening" first, one "request" line per request, no keys or prompt text',
+        title: 'stderr is JSON lines: start-up lines, then "listening", one "request" line per request, no keys or prompt text',
         needs: ['raw', 'process'],
         async run(ctx) {
             const ibex = ctx.sharedIbex;
@@ -160,7 +165,11 @@ export default [
                     assert.fail(`stderr line ${i + 1} is not JSON: ${l.slice(0, 300)}`);
                 }
             });
-            assert.equal(JSON.parse(lines[0]).msg, 'listening', `first stderr line: ${lines[0]}`);
+            // start-up lines (migrations, provider notes) may come first; no request before "listening"
+            const msgs = lines.map((l) => JSON.parse(l).msg);
+            const listening = msgs.indexOf('listening');
+            assert.ok(listening >= 0, 'no "listening" line on stderr');
+            assert.ok(!msgs.slice(0, listening).includes('request'), `a request was logged before "listening": ${lines.slice(0, listening + 1).join('\n')}`);
             for (const [what, secret] of [
                 ['the provider API key', ctx.providerKey],
                 ["a client's API key", ctx.apiKey],

@@ -235,6 +235,9 @@ export function describeExit(e) {
 // OpenAI-compatible upstream ('.../v1'), or null for none (then only the mock model exists).
 export function ibexProcess({ name, logDir, settings = {}, upstream = null, providerKey = null, env = {}, bin = ibexBin() }) {
     const extra = { ...env };
+    // Each ibex gets a store of its own next to its log, so instances never share a database
+    // and nothing is written into the working directory.
+    if (!('IBEX_STORE_URL' in extra) && logDir) extra.IBEX_STORE_URL = `sqlite://${path.resolve(logDir, `${name}.db`)}`;
     if (upstream) {
         extra.OPENAI_API_KEY = providerKey || 'e2e-provider-key';
         extra.OPENAI_BASE_URL = upstream;
