@@ -3,7 +3,7 @@
 # Dependencies come from scripts/deps.sh (Debian packages), run by every entry point.
 
 CC       ?= cc
-PKGS     := libuv libcurl json-c yaml-0.1 sqlite3 libpq
+PKGS     := libuv libcurl json-c yaml-0.1 sqlite3 libpq cjose hiredis libcrypto
 LLHTTP   := /usr/share/llhttp
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 GIT_COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -24,7 +24,8 @@ LDFLAGS  := $(OPT)
 CORE_SRC := $(wildcard src/core/*.c)
 HTTP_SRC := $(wildcard src/http/*.c)
 LIB_SRC  := $(CORE_SRC) $(HTTP_SRC) $(wildcard src/config/*.c src/gateway/*.c src/providers/*.c \
-              src/upstream/*.c src/telemetry/*.c src/api/*.c src/store/*.c)
+              src/upstream/*.c src/telemetry/*.c src/api/*.c src/store/*.c \
+              src/auth/*.c src/cli/*.c)
 # The store's migrations, embedded as C generated from src/store/migrations/*.sql.
 MIGRATIONS_C := build/gen/store_migrations.c
 LIB_SRC  += $(MIGRATIONS_C)
@@ -108,19 +109,31 @@ test: deps
 	$(MAKE) fuzz-replay
 	$(MAKE) SAN=1 e2e
 
-# Every binary runs even after a failure, so one report shows all of them. The store suite also
-# runs against a private Postgres (scripts/pg.sh; one already started is reused and left running)
-# unless IBEX_TEST_PG_URL names one;
-# when none can start, IBEX_TEST_PG_SKIP carries the reason and the suite prints SKIP.
+# Every binary runs even after a failure, so one report shows all of them. The suites that need
+# a server also run against a private Postgres (scripts/pg.sh) and Redis (scripts/redis.sh): one
+# already running is reused and left running, one started here is stopped afterwards, and
+# IBEX_TEST_PG_URL / IBEX_TEST_REDIS_URL, when set, name servers to use instead. When a server
+# cannot start, IBEX_TEST_PG_SKIP / IBEX_TEST_REDIS_SKIP carry the reason and the suite prints SKIP.
+define WITH_SERVERS
+started_pg=""; started_redis=""; mkdir -p build; \
+if [ -z "$${IBEX_TEST_PG_URL:-}" ]; then \
+  if IBEX_TEST_PG_URL=$$(./scripts/pg.sh url 2>/dev/null); then export IBEX_TEST_PG_URL; \
+  elif IBEX_TEST_PG_URL=$$(./scripts/pg.sh start 2>build/pg-start.log); then \
+    started_pg=1; export IBEX_TEST_PG_URL; \
+  else export IBEX_TEST_PG_SKIP="scripts/pg.sh start failed: $$(tail -1 build/pg-start.log)"; fi; fi; \
+if [ -z "$${IBEX_TEST_REDIS_URL:-}" ]; then \
+  if IBEX_TEST_REDIS_URL=$$(./scripts/redis.sh url 2>/dev/null); then export IBEX_TEST_REDIS_URL; \
+  elif IBEX_TEST_REDIS_URL=$$(./scripts/redis.sh start 2>build/redis-start.log); then \
+    started_redis=1; export IBEX_TEST_REDIS_URL; \
+  else export IBEX_TEST_REDIS_SKIP="scripts/redis.sh start failed: $$(tail -1 build/redis-start.log)"; fi; fi; \
+stop_servers() { [ -z "$$started_pg" ] || ./scripts/pg.sh stop; [ -z "$$started_redis" ] || ./scripts/redis.sh stop; }
+endef
+
 unit: $(UNIT_BINS)
-	@started=""; if [ -z "$${IBEX_TEST_PG_URL:-}" ]; then \
-	  if IBEX_TEST_PG_URL=$$(./scripts/pg.sh url 2>/dev/null); then export IBEX_TEST_PG_URL; \
-	  elif IBEX_TEST_PG_URL=$$(./scripts/pg.sh start 2>build/pg-start.log); then \
-	    started=1; export IBEX_TEST_PG_URL; \
-	  else export IBEX_TEST_PG_SKIP="scripts/pg.sh start failed: $$(tail -1 build/pg-start.log)"; fi; fi; \
+	@$(WITH_SERVERS); \
 	  failed=""; for t in $(UNIT_BINS); do echo "== $$t"; \
 	  ASAN_OPTIONS=detect_leaks=1 $$t || failed="$$failed $$(basename $$t)"; done; \
-	  if [ -n "$$started" ]; then ./scripts/pg.sh stop; fi; \
+	  stop_servers; \
 	  if [ -n "$$failed" ]; then echo "unit: failed:$$failed"; exit 1; fi
 
 fuzz-replay: $(FUZZ_BINS)
@@ -135,14 +148,18 @@ fuzz: $(FUZZ_BINS)
 	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/new-$$n tests/fuzz/corpus/$$n; done
 
 e2e: $(BUILD)/ibex $(BUILD)/fakellm $(E2E_DEPS)
-	IBEX_BIN=$(BUILD)/ibex FAKELLM_BIN=$(BUILD)/fakellm ASAN_OPTIONS=detect_leaks=1 \
-	  node tests/e2e/run.mjs --report-dir build/e2e-report
+	@$(WITH_SERVERS); \
+	  IBEX_BIN=$(BUILD)/ibex FAKELLM_BIN=$(BUILD)/fakellm ASAN_OPTIONS=detect_leaks=1 \
+	  node tests/e2e/run.mjs --report-dir build/e2e-report; rc=$$?; stop_servers; exit $$rc
 
 e2e-smoke: all $(E2E_DEPS)
 	node tests/e2e/smoke.mjs
 
+# --dev creates (once) a tenant, an admin key and an agent in ./ibex.db; the key is pinned so the
+# README's examples work as they are. Development only: never expose this key.
+IBEX_DEV_TOKEN ?= ibex_sk_devLocalOnly0000000000000000000000
 run: all
-	./ibex serve --log-level info
+	IBEX_DEV_TOKEN=$(IBEX_DEV_TOKEN) ./ibex serve --dev --log-level info
 
 bench: all
 	bench/run.sh

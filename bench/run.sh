@@ -39,7 +39,9 @@ IBEX_EXTRA_ARGS=${IBEX_EXTRA_ARGS:-}   # appended to `ibex serve ...`
 IBEX_RENAME=${IBEX_RENAME:-0}          # 1: run a copy named "bench-gw" (out of reach of `pkill ibex`)
 FAKELLM_ARGS=${FAKELLM_ARGS:-}         # appended to fakellm's command line, e.g. "--delay-ms 20"
 MODEL=${MODEL:-gpt-4o-mini}            # forwarded unchanged (never "mock": ibex answers that itself)
-CLIENT_KEY=${CLIENT_KEY:-bench}        # Bearer token sent by the clients
+CLIENT_KEY=${CLIENT_KEY:-ibex_sk_benchKey000000000000000000000000000}  # ibex key of the clients (--dev pins it)
+BENCH_AGENT=${BENCH_AGENT:-0}          # 1: the clients act as the dev agent (X-IBEX-Agent-ID: its directive is injected)
+BENCH_AGENT_ID=8f1c6c9e-0d1a-4e7b-9a51-3c2b7d4e5f60
 UPSTREAM_PORT=${UPSTREAM_PORT:-18431}
 IBEX_PORT=${IBEX_PORT:-18432}
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
@@ -246,10 +248,14 @@ if [[ "$GATEWAY" == ibex ]]; then
     IBEX_BIN="$RUN/bench-gw"
   fi
   # shellcheck disable=SC2086  # IBEX_EXTRA_ARGS is a word list on purpose
-  IBEX_CMD=("$IBEX_BIN" serve --listen "127.0.0.1:$IBEX_PORT" --workers "$WORKERS" --forward-headers 'x-fakellm-*' $IBEX_EXTRA_ARGS)
+  # --dev with a pinned key and agent: authentication is on, as in production (a fresh SQLite
+  # store per run; every request after the first is a credential-cache hit)
+  IBEX_CMD=("$IBEX_BIN" serve --listen "127.0.0.1:$IBEX_PORT" --workers "$WORKERS" --forward-headers 'x-fakellm-*'
+            --dev --store-url "sqlite://$RUN/ibex.db" $IBEX_EXTRA_ARGS)
   echo "OPENAI_API_KEY=bench OPENAI_BASE_URL=$UPSTREAM/v1 ${IBEX_CMD[*]}" >"$RUN/ibex.cmd"
   IBEX_START_MS=$(now_ms)
-  "${PIN_IBEX[@]}" env OPENAI_API_KEY=bench OPENAI_BASE_URL="$UPSTREAM/v1" "${IBEX_CMD[@]}" >"$RUN/ibex.stdout" 2>"$RUN/ibex.log" 3>&- &
+  "${PIN_IBEX[@]}" env OPENAI_API_KEY=bench OPENAI_BASE_URL="$UPSTREAM/v1" IBEX_DEV_TOKEN="$CLIENT_KEY" \
+    IBEX_DEV_AGENT_ID="$BENCH_AGENT_ID" "${IBEX_CMD[@]}" >"$RUN/ibex.stdout" 2>"$RUN/ibex.log" 3>&- &
   IBEX_PID=$!
   PIDS+=("$IBEX_PID")
   wait_health ibex "$GW/health" "$IBEX_PID" || die "ibex did not start (see $RUN/ibex.log)"
@@ -274,6 +280,12 @@ BODY_STREAM="$RUN/chat_stream.json"
 jq -c --arg m "$MODEL" '.model = $m' "$BENCH_DIR/load/chat.json" >"$BODY"
 jq -c --arg m "$MODEL" '.model = $m' "$BENCH_DIR/load/chat_stream.json" >"$BODY_STREAM"
 AUTH="Authorization: Bearer $CLIENT_KEY"
+HDRS=(-H "$AUTH")
+WRK_HEADERS="$AUTH"
+if [[ "$BENCH_AGENT" == 1 ]]; then
+  HDRS+=(-H "X-IBEX-Agent-ID: $BENCH_AGENT_ID")
+  WRK_HEADERS="$AUTH|X-IBEX-Agent-ID: $BENCH_AGENT_ID"
+fi
 STREAM_HDRS=(-H "x-fakellm-chunks: $STREAM_CHUNKS" -H "x-fakellm-interval-ms: $STREAM_INTERVAL_MS")
 
 PREFLIGHT_PCT=null
@@ -287,10 +299,10 @@ IDLE_CPU_PCT=$(awk -v ns="$(( $(cpu_ns "$IBEX_PID") - IDLE_NS0 ))" -v ms="$IDLE_
 smoke() {   # PATH -> $RUN/smoke-PATH.json
   local p=$1 url ok_ns=false ok_s=false
   url=$(url_of "$p")
-  curl -s -m 10 -X POST -H "$AUTH" -H 'Content-Type: application/json' --data-binary @"$BODY" \
+  curl -s -m 10 -X POST "${HDRS[@]}" -H 'Content-Type: application/json' --data-binary @"$BODY" \
     -o "$RUN/smoke-$p.body" -w '%{http_code}' "$url" >"$RUN/smoke-$p.code" 2>/dev/null
   [[ "$(cat "$RUN/smoke-$p.code")" == 200 ]] && grep -q '"chat.completion"' "$RUN/smoke-$p.body" && ok_ns=true
-  curl -s -N -m 20 -X POST -H "$AUTH" -H 'Content-Type: application/json' "${STREAM_HDRS[@]}" \
+  curl -s -N -m 20 -X POST "${HDRS[@]}" -H 'Content-Type: application/json' "${STREAM_HDRS[@]}" \
     --data-binary @"$BODY_STREAM" "$url" >"$RUN/smoke-$p.stream" 2>/dev/null
   grep -q '^data: \[DONE\]' "$RUN/smoke-$p.stream" && ok_s=true
   jq -n --argjson a "$ok_ns" --argjson b "$ok_s" '{non_stream_ok:$a, stream_ok:$b}' >"$RUN/smoke-$p.json"
@@ -337,7 +349,7 @@ phase_end() {   # NAME
   ((fp > 20)) && log "WARNING: other processes used ${fp}% of a core during $1"
   return 0
 }
-WRK_ENV=(env BODY_FILE="$BODY" EXTRA_HEADERS="$AUTH")
+WRK_ENV=(env BODY_FILE="$BODY" EXTRA_HEADERS="$WRK_HEADERS")
 wrk_run() {   # PATH SECONDS OUTFILE
   run_fg "${PIN_LOAD[@]}" timeout $(($2 + 30)) "${WRK_ENV[@]}" wrk -t1 -c"$SAT_CONNS" -d"$2s" --timeout 10s \
     -s "$BENCH_DIR/load/wrk_post.lua" "$(url_of "$1")" >"$3.txt" 2>&1
@@ -369,7 +381,7 @@ for r in $RATES; do
     log "fixed rate $r req/s $p: ${RATE_DURATION}s"
     phase_begin
     run_fg "${PIN_LOAD[@]}" timeout $((RATE_DURATION + 60)) "$LOADGEN" --url "$(url_of "$p")" --body "$BODY" \
-      -H "$AUTH" --rate "$r" --duration "$RATE_DURATION" --timeout 10 --label "$p-rate-$r" \
+      "${HDRS[@]}" --rate "$r" --duration "$RATE_DURATION" --timeout 10 --label "$p-rate-$r" \
       >"$RUN/rate$r-$p.json" 2>"$RUN/rate$r-$p.err"
     phase_end "rate$r-$p"
   done
@@ -381,7 +393,7 @@ if ((STREAM_N > 0)); then
     gw_alive "streams" || break
     log "streams $p: $STREAM_N sequential ($STREAM_CHUNKS chunks x ${STREAM_INTERVAL_MS} ms)"
     phase_begin
-    run_fg "${PIN_LOAD[@]}" timeout 300 "$LOADGEN" --url "$(url_of "$p")" --body "$BODY_STREAM" -H "$AUTH" \
+    run_fg "${PIN_LOAD[@]}" timeout 300 "$LOADGEN" --url "$(url_of "$p")" --body "$BODY_STREAM" "${HDRS[@]}" \
       "${STREAM_HDRS[@]}" --concurrency 1 --requests "$STREAM_N" --timeout 30 --label "$p-stream" \
       >"$RUN/stream-$p.json" 2>"$RUN/stream-$p.err"
     phase_end "stream-$p"
@@ -396,7 +408,7 @@ if ((HOLD_STREAMS > 0)) && gw_alive "hold"; then
   ready="$RUN/hold.ready"
   rm -f "$ready"
   base_active=$(stat_of active)
-  "${PIN_LOAD[@]}" "$LOADGEN" --url "$(url_of ibex)" --body "$BODY_STREAM" -H "$AUTH" \
+  "${PIN_LOAD[@]}" "$LOADGEN" --url "$(url_of ibex)" --body "$BODY_STREAM" "${HDRS[@]}" \
     -H "x-fakellm-chunks: 100" -H "x-fakellm-interval-ms: 600000" --hold "$HOLD_STREAMS" \
     --timeout "$HOLD_TIMEOUT" --ready-file "$ready" --label hold >"$RUN/hold.json" 2>"$RUN/hold.err" &
   HOLD_PID=$!

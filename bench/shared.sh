@@ -30,7 +30,11 @@ fi
 # gpt-4o-mini) is forwarded to the mock unchanged.
 ibex_q=$(printf '%q' "$IBEX_BIN")
 export GW_NAME=${GW_NAME:-ibex}
-export GW_CMD="OPENAI_API_KEY=x OPENAI_BASE_URL=\$MOCK_BASE_URL exec $ibex_q serve --listen 127.0.0.1:\$GW_PORT --workers ${WORKERS:-1}"
+# Authentication on, as in production: --dev pins the key the harness sends (API_KEY) in a
+# fresh SQLite store.
+export API_KEY=${API_KEY:-ibex_sk_benchKey000000000000000000000000000}
+store_dir=$(mktemp -d)
+export GW_CMD="OPENAI_API_KEY=x OPENAI_BASE_URL=\$MOCK_BASE_URL IBEX_DEV_TOKEN=\$API_KEY exec $ibex_q serve --listen 127.0.0.1:\$GW_PORT --workers ${WORKERS:-1} --dev --store-url sqlite://$store_dir/ibex.db"
 export TARGETS=${TARGETS:-"direct nginx portkey gw"}
 export RESULTS_DIR=${RESULTS_DIR:-$BENCH_DIR/out/shared}
 mkdir -p "$RESULTS_DIR"

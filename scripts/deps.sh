@@ -8,7 +8,7 @@ packages=(
   build-essential pkg-config clang clang-format libclang-rt-14-dev
   libuv1-dev node-llhttp libcurl4-openssl-dev libjson-c-dev libcjose-dev libssl-dev
   libsqlite3-dev libpq-dev libhiredis-dev libyaml-dev libcmocka-dev
-  postgresql curl wrk procps
+  libjansson-dev postgresql redis-server curl wrk procps
 )
 # Node.js (with its npm) runs the end-to-end suites; the machine image ships it, so only a
 # machine without node gets Debian's.

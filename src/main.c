@@ -13,7 +13,11 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "auth/identity.h"
+#include "cli/admin.h"
+#include "store/pool.h"
 #include "store/store.h"
+#include "store/writer.h"
 #include "upstream/upstream.h"
 
 #include "version.h"
@@ -26,9 +30,10 @@ static void usage(FILE *out)
             "  ibex serve [--config FILE] [--SETTING VALUE]...   run the gateway\n"
             "  ibex serve --help                                 every setting, with defaults\n"
             "  ibex migrate [--store-url URL]                    apply pending schema migrations\n"
+            "  ibex tenants|agents|keys create|list|revoke ...   administration (--help)\n"
             "  ibex version                                      version and build\n\n"
-            "Quick start: `ibex serve`, then\n"
-            "  curl -s localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+            "Quick start: `ibex serve --dev` prints a dev key; then\n"
+            "  curl -s localhost:8080/v1/chat/completions -H \"Authorization: Bearer $KEY\" \\\n"
             "    -d '{\"model\":\"mock\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n",
             IBEX_VERSION);
 }
@@ -95,6 +100,112 @@ static int apply_migrations(const char *store_url, ibex_store_migrated_fn on_app
     return rc ? -1 : 0;
 }
 
+/* What `ibex serve` runs beside the workers for identity: the store pool (off-loop reads and
+ * administration), the store writer (audit events), the credential checker and the revocation
+ * watcher. */
+struct identity_runtime {
+    struct ibex_store *writer_store;
+    struct ibex_store_writer *writer;
+    struct ibex_store_pool *pool;
+    struct ibex_auth auth;
+    struct ibex_revocation *revocation;
+};
+
+static void on_epoch(void *data, int64_t epoch)
+{
+    ibex_auth_note_epoch(data, epoch);
+}
+
+static void identity_stop(struct identity_runtime *ir)
+{
+    ibex_revocation_stop(ir->revocation);
+    /* the writer commits everything accepted before it stops */
+    if (ir->writer)
+        ibex_store_writer_free(ir->writer);
+    ibex_store_close(ir->writer_store);
+    ibex_store_pool_free(ir->pool);
+    ibex_auth_dispose(&ir->auth);
+}
+
+/* --dev (and auth mode none, which acts as the dev tenant): the dev tenant, key and agent. */
+static int dev_bootstrap(struct ibex_runtime *rt, struct identity_runtime *ir)
+{
+    const struct ibex_config *cfg = &rt->cfg;
+    struct ibex_store *s = NULL;
+    char err[512];
+    if (ibex_store_open(cfg->store_url, &s, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "store unavailable", "error", err, NULL);
+        return -1;
+    }
+    struct ibex_buf out;
+    ibex_buf_init(&out);
+    int rc = ibex_identity_dev_bootstrap(s, cfg->dev_token[0] ? cfg->dev_token : NULL,
+                                         cfg->dev_agent_id[0] ? cfg->dev_agent_id : NULL,
+                                         ir->auth.none_tenant, &out, err, sizeof(err));
+    ibex_store_close(s);
+    if (rc) {
+        ibex_log(IBEX_LOG_ERROR, "dev bootstrap failed", "error", err, NULL);
+    } else if (cfg->dev) {
+        /* stdout, not the log: the operator asked to see the key */
+        fwrite(out.p, 1, out.len, stdout);
+        fflush(stdout);
+    }
+    ibex_buf_dispose(&out);
+    return rc;
+}
+
+static int identity_start(struct ibex_runtime *rt, struct identity_runtime *ir)
+{
+    memset(ir, 0, sizeof(*ir));
+    const struct ibex_config *cfg = &rt->cfg;
+    char err[512];
+    if (strstr(cfg->store_url, ":memory:")) {
+        ibex_log(IBEX_LOG_ERROR, "invalid configuration", "error",
+                 "store_url: an in-memory SQLite database cannot be shared by ibex serve's "
+                 "threads; use a file",
+                 NULL);
+        return -1;
+    }
+    if (ibex_store_open(cfg->store_url, &ir->writer_store, err, sizeof(err)) != 0 ||
+        ibex_store_writer_new(ir->writer_store, NULL, &ir->writer) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "store unavailable", "error", err, NULL);
+        identity_stop(ir);
+        return -1;
+    }
+    ir->pool = ibex_store_pool_new(cfg->store_url, (size_t)cfg->store_pool_size);
+    if (ibex_auth_init(&ir->auth, cfg, ir->pool, ir->writer, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "invalid configuration", "error", err, NULL);
+        identity_stop(ir);
+        return -1;
+    }
+    if ((cfg->dev || (ir->auth.modes & IBEX_AUTH_NONE)) && dev_bootstrap(rt, ir) != 0) {
+        identity_stop(ir);
+        return -1;
+    }
+    if (ir->auth.modes & IBEX_AUTH_NONE)
+        ibex_log(IBEX_LOG_WARN,
+                 "AUTH MODE none: requests without a credential act as the dev tenant with "
+                 "every scope. Development only: never expose this instance.",
+                 "tenant", ir->auth.none_tenant, NULL);
+    struct ibex_revocation_opts ro = {
+        .store_url = cfg->store_url,
+        .redis_url = cfg->redis_url,
+        .poll_interval_ms = cfg->revocation_poll_interval_ms,
+        .on_epoch = on_epoch,
+        .data = &ir->auth,
+    };
+    if (ibex_revocation_start(&ro, &ir->revocation, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "revocation watcher failed to start", "error", err, NULL);
+        identity_stop(ir);
+        return -1;
+    }
+    rt->auth = &ir->auth;
+    rt->store_pool = ir->pool;
+    rt->revocation = ir->revocation;
+    ibex_metrics_set_auth_failure_names(ibex_auth_failure_codes, IBEX_AUTH_NFAILURES);
+    return 0;
+}
+
 static int serve(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
@@ -131,6 +242,12 @@ static int serve(int argc, char **argv)
         return 1;
     }
     ibex_store_redact_url(rt.cfg.store_url, rt.store_url_shown, sizeof(rt.store_url_shown));
+    struct identity_runtime ir;
+    if (identity_start(&rt, &ir) != 0) {
+        ibex_config_dispose(&rt.cfg);
+        ibex_upstream_global_cleanup();
+        return 1;
+    }
     rt.start_mono_ns = ibex_clock_mono_ns();
     rt.start_wall_ms = ibex_clock_wall_ms();
     rt.forward_headers = split_patterns(rt.cfg.forward_headers);
@@ -143,6 +260,7 @@ static int serve(int argc, char **argv)
                  NULL);
 
     int rc = ibex_serve(&rt);
+    identity_stop(&ir);
 
     ibex_providers_dispose(&rt.providers);
     for (char **p = rt.forward_headers; *p; p++)
@@ -198,6 +316,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (!strcmp(cmd, "migrate"))
         return migrate(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tenants") || !strcmp(cmd, "agents") || !strcmp(cmd, "keys"))
+        return ibex_cli_admin(cmd, argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("ibex %s (commit %s, built %s)\n", IBEX_VERSION, IBEX_GIT_COMMIT, __DATE__);
         return 0;

@@ -1,8 +1,9 @@
 /* Operational routes: /health (liveness), /ready (dependencies and upstream reachability),
  * /status (version, build, uptime), /metrics (Prometheus) and GET /v1/models.
- * /ready opens a real connection (TCP and TLS) to every remote provider, concurrently, each
- * bounded by min(its connect timeout, 2 s); it answers 503 while draining or when no remote
- * provider is reachable, and 200 otherwise, listing each check. */
+ * /ready reads the store (off-loop, on the store pool) and opens a real connection (TCP and TLS)
+ * to every remote provider, concurrently, each bounded by min(its connect timeout, 2 s); it
+ * answers 503 while draining, when the store does not answer, or when no remote provider is
+ * reachable, and 200 otherwise, listing each check. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,7 +61,21 @@ void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req)
     ibex_buf_appendf(&b, "],\"models\":%zu,\"store\":{\"backend\":\"%s\",\"url\":", rt->cfg.nmodels,
                      rt->store_backend);
     ibex_buf_append_json_str(&b, rt->store_url_shown, strlen(rt->store_url_shown));
-    ibex_buf_appendf(&b, ",\"schema_version\":%lld}}", (long long)rt->store_version);
+    ibex_buf_appendf(
+        &b, ",\"schema_version\":%lld},\"auth\":{\"modes\":", (long long)rt->store_version);
+    ibex_buf_append_json_str(&b, rt->cfg.auth_modes, strlen(rt->cfg.auth_modes));
+    ibex_buf_appendf(&b, ",\"identity_epoch\":%lld", (long long)atomic_load(&rt->auth->epoch));
+    if (rt->revocation) {
+        struct ibex_revocation_stats rs;
+        ibex_revocation_stats(rt->revocation, &rs);
+        ibex_buf_appendf(&b,
+                         ",\"revocation\":{\"redis\":%s,\"redis_connected\":%s,\"polls\":%llu,"
+                         "\"poll_errors\":%llu,\"messages\":%llu}",
+                         rt->cfg.redis_url[0] ? "true" : "false",
+                         rs.redis_connected ? "true" : "false", (unsigned long long)rs.polls,
+                         (unsigned long long)rs.poll_errors, (unsigned long long)rs.messages);
+    }
+    ibex_buf_append_cstr(&b, "}}");
     send_json(req, 200, &b);
     ibex_buf_dispose(&b);
 }
@@ -90,9 +105,10 @@ static void append_model(struct ibex_buf *b, bool *first, const char *id, const 
     ibex_buf_append_cstr(b, "}");
 }
 
-void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req)
+static void models_authorized(struct ibex_worker *w, struct ibex_req *req,
+                              const struct ibex_principal *p, const struct ibex_agent_ref *agent,
+                              void *data)
 {
-    info_for(req, IBEX_ROUTE_MODELS);
     const struct ibex_config *cfg = &w->rt->cfg;
     struct ibex_buf b;
     bool first = true;
@@ -106,6 +122,12 @@ void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req)
     ibex_buf_append_cstr(&b, "]}");
     send_json(req, 200, &b);
     ibex_buf_dispose(&b);
+}
+
+void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req)
+{
+    info_for(req, IBEX_ROUTE_MODELS);
+    ibex_auth_request(w, req, IBEX_SCOPE_CHAT, models_authorized, NULL);
 }
 
 /* ---- /ready ---- */
@@ -125,7 +147,10 @@ struct ready {
     struct ibex_req *req;
     struct probe *probes;
     size_t nprobes;
-    size_t pending;
+    size_t pending; /* probes and the store check still running */
+    struct ibex_store_job store_job;
+    bool store_pending, store_ok, aborted;
+    uint64_t store_started_ns, store_latency_ns;
 };
 
 static void ready_answer(struct ready *r)
@@ -136,6 +161,9 @@ static void ready_answer(struct ready *r)
     ibex_buf_init(&b);
     ibex_buf_append_cstr(&b, "{\"checks\":{");
     ibex_buf_appendf(&b, "\"accepting\":{\"status\":\"%s\"}", draining ? "draining" : "ok");
+    if (!draining)
+        ibex_buf_appendf(&b, ",\"store\":{\"status\":\"%s\",\"latency_ms\":%.3f}",
+                         r->store_ok ? "ok" : "unavailable", (double)r->store_latency_ns / 1e6);
     for (size_t i = 0; i < r->nprobes; i++) {
         struct probe *p = &r->probes[i];
         bool ok = p->result == IBEX_UPSTREAM_OK;
@@ -148,7 +176,7 @@ static void ready_answer(struct ready *r)
                          ok ? "ok" : ibex_upstream_result_name(p->result),
                          (double)p->latency_ns / 1e6);
     }
-    bool ready = !draining && (r->nprobes == 0 || reachable > 0);
+    bool ready = !draining && r->store_ok && (r->nprobes == 0 || reachable > 0);
     ibex_buf_appendf(&b, "},\"status\":\"%s\"}", ready ? "ready" : "unready");
     r->req->on_abort = NULL;
     send_json(r->req, ready ? 200 : 503, &b);
@@ -173,7 +201,29 @@ static void on_ready_abort(struct ibex_req *req)
     for (size_t i = 0; i < r->nprobes; i++)
         if (r->probes[i].call)
             ibex_upstream_cancel(r->probes[i].call);
-    ibex_res_stream_end(req);
+    r->aborted = true;
+    if (!r->store_pending) /* else the store check's completion finishes the request */
+        ibex_res_stream_end(req);
+}
+
+/* on a pool thread: one cheap read proves the store answers */
+static int run_store_check(struct ibex_store_job *job, struct ibex_store *s)
+{
+    return ibex_store_exec(s, "SELECT epoch FROM identity_epoch WHERE id = 1", NULL, 0, NULL, NULL);
+}
+
+static void store_check_done(struct ibex_store_job *job, int rc)
+{
+    struct ready *r = job->data;
+    r->store_pending = false;
+    if (r->aborted) {
+        ibex_res_stream_end(r->req);
+        return;
+    }
+    r->store_ok = rc == 0;
+    r->store_latency_ns = ibex_clock_mono_ns() - r->store_started_ns;
+    if (--r->pending == 0)
+        ready_answer(r);
 }
 
 void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req)
@@ -188,13 +238,20 @@ void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req)
     for (size_t i = 0; i < ps->n; i++)
         if (ps->list[i].ops->build_request)
             r->probes[r->nprobes++].provider = &ps->list[i];
-    if (r->nprobes == 0 || atomic_load(&w->rt->draining)) {
+    if (atomic_load(&w->rt->draining)) {
         r->nprobes = 0;
         ready_answer(r);
         return;
     }
     static const struct ibex_upstream_callbacks cb = {.on_done = on_probe_done};
-    r->pending = r->nprobes;
+    r->pending = r->nprobes + 1;
+    r->store_job.run = run_store_check;
+    r->store_job.done = store_check_done;
+    r->store_job.data = r;
+    r->store_started_ns = ibex_clock_mono_ns();
+    r->store_pending = ibex_store_pool_submit(&w->loop, w->rt->store_pool, &r->store_job) == 0;
+    if (!r->store_pending)
+        r->pending--;
     for (size_t i = 0; i < r->nprobes; i++) {
         struct probe *p = &r->probes[i];
         p->ready = r;

@@ -83,6 +83,43 @@ static const struct setting settings[] = {
     {"store_url", K_STRING, "sqlite://./ibex.db", 0, 0, OFF(store_url),
      "database: sqlite://PATH (one embedded file), sqlite:///ABS/PATH, or "
      "postgres://USER:PASS@HOST:PORT/DB"},
+    {"store_pool_size", K_INT, "4", 1, 64, OFF(store_pool_size),
+     "store connections for reads and administration off the event loops"},
+    {"dev", K_BOOL, "false", 0, 0, OFF(dev),
+     "development: create a tenant \"dev\", an admin key and an agent \"dev-agent\" when "
+     "absent, and print them"},
+    {"dev_token", K_STRING, "", 0, 0, OFF(dev_token),
+     "with --dev: the admin key to create (ibex_sk_ and 20-100 letters or digits)"},
+    {"dev_agent_id", K_STRING, "", 0, 0, OFF(dev_agent_id),
+     "with --dev: the dev agent's id (a UUID)"},
+    {"auth_modes", K_STRING, "keys", 0, 0, OFF(auth_modes),
+     "credentials accepted, comma-separated: keys (API keys), static (AUTH_TOKENS_JSON), jwt "
+     "(OIDC), none (no credential needed: development only)"},
+    {"auth_tokens_json", K_STRING, "", 0, 0, OFF(auth_tokens_json),
+     "mode static: {\"TOKEN\": {\"tenant_id\": UUID, \"scopes\": [...], \"subject\": S}}; "
+     "also read from AUTH_TOKENS_JSON"},
+    {"jwt_issuer", K_STRING, "", 0, 0, OFF(jwt_issuer), "mode jwt: the issuer (claim iss)"},
+    {"jwt_audience", K_STRING, "", 0, 0, OFF(jwt_audience),
+     "mode jwt: the audience tokens must name (claim aud)"},
+    {"jwt_jwks_url", K_STRING, "", 0, 0, OFF(jwt_jwks_url),
+     "mode jwt: where the issuer's signing keys are (JWKS)"},
+    {"jwt_tenant_claim", K_STRING, "tenant_id", 0, 0, OFF(jwt_tenant_claim),
+     "mode jwt: the claim holding the tenant id"},
+    {"jwt_scopes_claim", K_STRING, "scope", 0, 0, OFF(jwt_scopes_claim),
+     "mode jwt: the claim holding scopes (space-separated, or an array)"},
+    {"auth_cache_size", K_INT, "10000", 1, 10000000, OFF(auth_cache_size),
+     "validated credentials (and agents) each worker keeps"},
+    {"auth_cache_ttl", K_DURATION, "60s", 1000, 60 * MIN, OFF(auth_cache_ttl_ms),
+     "how long a worker trusts a cached credential or agent before reading it again"},
+    {"agent_required", K_BOOL, "false", 0, 0, OFF(agent_required),
+     "chat requests must name their agent in X-IBEX-Agent-ID"},
+    {"directive_mode", K_STRING, "prepend", 0, 0, OFF(directive_mode),
+     "an agent's directive: prepend (first system message) or replace (also drop the caller's "
+     "system messages)"},
+    {"redis_url", K_STRING, "", 0, 0, OFF(redis_url),
+     "redis://[:PASS@]HOST:PORT[/DB]: broadcast revocations at once to every instance"},
+    {"revocation_poll_interval", K_DURATION, "1s", 50, 10 * MIN, OFF(revocation_poll_interval_ms),
+     "how often the store is asked whether a key, agent or tenant was revoked elsewhere"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -125,6 +162,8 @@ int ibex_config_parse_duration(const char *s, uint64_t *ms)
         mult = MIN;
     else if (strcmp(end, "h") == 0)
         mult = 60 * MIN;
+    else if (strcmp(end, "d") == 0)
+        mult = 24 * 60 * MIN;
     else
         return -1;
     if (v > UINT64_MAX / mult)
@@ -636,6 +675,10 @@ int ibex_config_load(struct ibex_config *cfg, int argc, char **argv, char *err, 
         rc = load_yaml(cfg, path, err, errlen);
     if (rc == 0)
         rc = load_env(cfg, err, errlen);
+    const char *tokens = getenv("AUTH_TOKENS_JSON");
+    if (rc == 0 && tokens && cfg->auth_tokens_json[0] == '\0')
+        rc = set_value(cfg, find_setting("auth_tokens_json", 16), tokens, "AUTH_TOKENS_JSON", err,
+                       errlen);
     if (rc == 0)
         rc = load_flags(cfg, argc, argv, err, errlen);
     enum ibex_log_level level;

@@ -60,6 +60,23 @@ struct ibex_config {
     bool mock;
     char *default_provider;
     char *store_url; /* may hold a password: log it only through ibex_store_redact_url */
+    int64_t store_pool_size;
+    bool dev;
+    char *dev_token; /* a secret: never logged */
+    char *dev_agent_id;
+    char *auth_modes;
+    char *auth_tokens_json; /* secrets: never logged */
+    char *jwt_issuer;
+    char *jwt_audience;
+    char *jwt_jwks_url;
+    char *jwt_tenant_claim;
+    char *jwt_scopes_claim;
+    int64_t auth_cache_size;
+    uint64_t auth_cache_ttl_ms;
+    bool agent_required;
+    char *directive_mode;
+    char *redis_url; /* may hold a password */
+    uint64_t revocation_poll_interval_ms;
 
     struct ibex_provider_config *providers;
     size_t nproviders;
@@ -78,7 +95,7 @@ void ibex_config_print_help(FILE *out);
 const struct ibex_provider_config *ibex_config_provider(const struct ibex_config *cfg,
                                                         const char *name);
 
-/* Parses "250ms", "30s", "5m", "1h" or plain milliseconds. Returns 0 or -1. */
+/* Parses "250ms", "30s", "5m", "1h", "30d" or plain milliseconds. Returns 0 or -1. */
 int ibex_config_parse_duration(const char *s, uint64_t *ms);
 /* Parses "4096", "16k", "4m", "1g" (binary multiples, optional "b"/"ib"). Returns 0 or -1. */
 int ibex_config_parse_size(const char *s, uint64_t *bytes);

@@ -292,17 +292,12 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
     ibex_buf_dispose(&out);
 }
 
-void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
+/* Authenticated, with the agent resolved: validate, apply the agent's directive, route, call. */
+static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
+                            const struct ibex_principal *principal,
+                            const struct ibex_agent_ref *agent, void *data)
 {
-    struct chat *c = ibex_arena_calloc(req->arena, sizeof(*c));
-    c->info.route = IBEX_ROUTE_CHAT;
-    c->w = w;
-    c->req = req;
-    ibex_buf_init(&c->body);
-    ibex_buf_init(&c->sendbody);
-    ibex_arena_on_free(req->arena, chat_cleanup, c);
-    req->user = c;
-
+    struct chat *c = data;
     struct ibex_chat_error e;
     ibex_chat_error_init(&e);
     if (ibex_chat_request_parse(&c->chat, req->body.p, req->body.len, &e) != 0) {
@@ -330,14 +325,22 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     }
     c->info.provider = p;
     if (p->ops->answer) {
+        if (agent->directive[0])
+            ibex_chat_request_add_directive(&c->chat, agent->directive,
+                                            w->rt->auth->directive_replace);
         answer_locally(c, p);
         return;
     }
 
     const char *body = req->body.p;
     size_t body_len = req->body.len;
-    if (strcmp(upstream_model, c->chat.model) != 0) {
-        ibex_chat_request_serialize_with_model(&c->chat, upstream_model, &c->sendbody);
+    bool rename = strcmp(upstream_model, c->chat.model) != 0;
+    if (rename)
+        ibex_chat_request_set_model(&c->chat, upstream_model);
+    if (agent->directive[0])
+        ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
+    if (rename || agent->directive[0]) {
+        ibex_chat_request_serialize(&c->chat, &c->sendbody);
         body = c->sendbody.p;
         body_len = c->sendbody.len;
     }
@@ -355,4 +358,17 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     }
     req->on_abort = on_client_abort;
     req->on_drain = on_client_drain;
+}
+
+void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
+{
+    struct chat *c = ibex_arena_calloc(req->arena, sizeof(*c));
+    c->info.route = IBEX_ROUTE_CHAT;
+    c->w = w;
+    c->req = req;
+    ibex_buf_init(&c->body);
+    ibex_buf_init(&c->sendbody);
+    ibex_arena_on_free(req->arena, chat_cleanup, c);
+    req->user = c;
+    ibex_auth_request_agent(w, req, IBEX_SCOPE_CHAT, chat_authorized, c);
 }

@@ -122,13 +122,11 @@ static void check_messages(json_object *msgs, struct ibex_chat_error *e, size_t 
     }
 }
 
-int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, size_t len,
-                            struct ibex_chat_error *e)
+int ibex_json_parse(const char *body, size_t len, json_object **out, char *msg, size_t msglen)
 {
-    memset(chat, 0, sizeof(*chat));
+    *out = NULL;
     if (len > INT32_MAX) {
-        e->code = "INVALID_JSON";
-        snprintf(e->message, sizeof(e->message), "request body is too large to parse");
+        snprintf(msg, msglen, "request body is too large to parse");
         return -1;
     }
     /* JSON text is UTF-8 (RFC 8259 8.1) and has no raw control characters; json-c lets
@@ -136,8 +134,7 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
      * reach providers and logs. */
     size_t bad = ibex_json_text_invalid_at(body, len);
     if (bad != len) {
-        e->code = "INVALID_JSON";
-        snprintf(e->message, sizeof(e->message), "request body is not valid JSON: %s at byte %zu",
+        snprintf(msg, msglen, "request body is not valid JSON: %s at byte %zu",
                  (unsigned char)body[bad] < 0x20 ? "control character" : "invalid UTF-8", bad);
         return -1;
     }
@@ -161,11 +158,23 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
     /* json-c represents a JSON null as NULL: success is the tokener's verdict, not root. */
     if (jerr != json_tokener_success || offset != len) {
         json_object_put(root);
-        e->code = "INVALID_JSON";
-        snprintf(e->message, sizeof(e->message), "request body is not valid JSON: %s at byte %zu",
+        snprintf(msg, msglen, "request body is not valid JSON: %s at byte %zu",
                  jerr == json_tokener_success ? "unexpected data after the JSON value"
                                               : json_tokener_error_desc(jerr),
                  offset);
+        return -1;
+    }
+    *out = root;
+    return 0;
+}
+
+int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, size_t len,
+                            struct ibex_chat_error *e)
+{
+    memset(chat, 0, sizeof(*chat));
+    json_object *root;
+    if (ibex_json_parse(body, len, &root, e->message, sizeof(e->message)) != 0) {
+        e->code = "INVALID_JSON";
         return -1;
     }
     if (!json_object_is_type(root, json_type_object)) {
@@ -229,15 +238,49 @@ void ibex_chat_request_dispose(struct ibex_chat_request *chat)
     memset(chat, 0, sizeof(*chat));
 }
 
-void ibex_chat_request_serialize_with_model(struct ibex_chat_request *chat, const char *model,
-                                            struct ibex_buf *out)
+void ibex_chat_request_set_model(struct ibex_chat_request *chat, const char *model)
 {
     json_object_object_add(chat->root, "model", json_object_new_string(model));
     json_object *v = NULL;
     json_object_object_get_ex(chat->root, "model", &v);
     chat->model = json_object_get_string(v);
     chat->model_len = strlen(chat->model);
+}
+
+static bool is_system_role(json_object *msg)
+{
+    json_object *role = NULL;
+    if (!json_object_object_get_ex(msg, "role", &role))
+        return false;
+    const char *r = json_object_get_string(role);
+    return strcmp(r, "system") == 0 || strcmp(r, "developer") == 0;
+}
+
+void ibex_chat_request_add_directive(struct ibex_chat_request *chat, const char *directive,
+                                     bool replace)
+{
+    json_object *old = NULL;
+    json_object_object_get_ex(chat->root, "messages", &old);
+    size_t n = json_object_array_length(old);
+    json_object *msgs = json_object_new_array_ext((int)n + 1);
+    json_object *sys = json_object_new_object();
+    json_object_object_add(sys, "role", json_object_new_string("system"));
+    json_object_object_add(sys, "content", json_object_new_string(directive));
+    json_object_array_add(msgs, sys);
+    for (size_t i = 0; i < n; i++) {
+        json_object *m = json_object_array_get_idx(old, i);
+        if (replace && is_system_role(m))
+            continue;
+        json_object_array_add(msgs, json_object_get(m));
+    }
+    chat->nmessages = json_object_array_length(msgs);
+    json_object_object_add(chat->root, "messages", msgs);
+}
+
+void ibex_chat_request_serialize(const struct ibex_chat_request *chat, struct ibex_buf *out)
+{
     size_t len;
-    const char *s = json_object_to_json_string_length(chat->root, JSON_C_TO_STRING_PLAIN, &len);
+    const char *s = json_object_to_json_string_length(
+        chat->root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
     ibex_buf_append(out, s, len);
 }

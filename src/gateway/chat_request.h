@@ -31,12 +31,21 @@ struct ibex_chat_error {
 void ibex_chat_error_init(struct ibex_chat_error *e);
 void ibex_chat_error_dispose(struct ibex_chat_error *e);
 
+/* Parses a request body as one JSON value (strict: UTF-8 checked, no control bytes, nothing
+ * after the value but whitespace, nesting bounded). Returns 0 with *out (NULL for a JSON null;
+ * json_object_put it), or -1 with a message naming the byte. */
+int ibex_json_parse(const char *body, size_t len, json_object **out, char *msg, size_t msglen);
+
 /* Returns 0, or -1 with e filled. max_depth bounds JSON nesting. */
 int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, size_t len,
                             struct ibex_chat_error *e);
 void ibex_chat_request_dispose(struct ibex_chat_request *chat);
-/* Sets "model" in the document and serialises it into out (for aliases). */
-void ibex_chat_request_serialize_with_model(struct ibex_chat_request *chat, const char *model,
-                                            struct ibex_buf *out);
+/* Rewrites of the document before it goes upstream; ibex_chat_request_serialize writes the
+ * result. set_model renames the model (an alias); add_directive puts an agent's directive first
+ * as a system message and, with replace, drops the caller's system and developer messages. */
+void ibex_chat_request_set_model(struct ibex_chat_request *chat, const char *model);
+void ibex_chat_request_add_directive(struct ibex_chat_request *chat, const char *directive,
+                                     bool replace);
+void ibex_chat_request_serialize(const struct ibex_chat_request *chat, struct ibex_buf *out);
 
 #endif

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "../auth/auth.h"
+#include "../auth/revocation.h"
 #include "../config/config.h"
 #include "../core/buf.h"
 #include "../http/server.h"
@@ -24,9 +26,12 @@ struct ibex_runtime {
     uint64_t start_wall_ms;
     size_t nworkers;
     atomic_bool draining;
-    const char *store_backend; /* "sqlite" or "postgres" */
-    int64_t store_version;     /* schema version after the start-up migrations */
-    char store_url_shown[512]; /* store_url with its password redacted */
+    struct ibex_auth *auth;
+    struct ibex_store_pool *store_pool;
+    struct ibex_revocation *revocation; /* NULL in tests that run without one */
+    const char *store_backend;          /* "sqlite" or "postgres" */
+    int64_t store_version;              /* schema version after the start-up migrations */
+    char store_url_shown[512];          /* store_url with its password redacted */
 };
 
 struct ibex_worker {
@@ -39,6 +44,7 @@ struct ibex_worker {
     struct ibex_http_server *http;
     struct ibex_upstream *upstream;
     struct ibex_metrics *metrics;
+    struct ibex_auth_caches auth_caches;
     struct ibex_runtime *rt;
     struct ibex_buf access_log; /* lines written once per loop iteration (flush_log) */
     uv_check_t log_flush;
@@ -55,6 +61,7 @@ struct ibex_req_info {
     uint64_t upstream_ns;
     uint64_t ttft_ns;
     bool stream;
+    void *auth; /* the authentication in progress (auth/auth.c) */
 };
 
 /* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */
@@ -64,6 +71,8 @@ void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_metrics(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req);
+/* /v1/tenants, /v1/agents, /v1/keys, /v1/audit and below (api/identity.c). */
+void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_route route);
 
 /* Runs `ibex serve` until SIGTERM/SIGINT and the drain are over. Returns the exit code. */
 int ibex_serve(struct ibex_runtime *rt);

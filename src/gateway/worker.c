@@ -42,10 +42,29 @@ static const struct route routes[] = {
     {"/metrics", "GET", ibex_ops_metrics},
 };
 
+/* Administration collections: the path and everything below it (docs/identity.md). */
+static const struct {
+    const char *prefix;
+    enum ibex_route route;
+} admin_routes[] = {
+    {"/v1/tenants", IBEX_ROUTE_TENANTS},
+    {"/v1/agents", IBEX_ROUTE_AGENTS},
+    {"/v1/keys", IBEX_ROUTE_KEYS},
+    {"/v1/audit", IBEX_ROUTE_AUDIT},
+};
+
 static void handle(struct ibex_req *req, void *data)
 {
     struct ibex_worker *w = data;
     ibex_metrics_gauge_add(&w->metrics->in_flight, 1);
+    for (size_t i = 0; i < sizeof(admin_routes) / sizeof(admin_routes[0]); i++) {
+        size_t n = strlen(admin_routes[i].prefix);
+        if (req->path.len >= n && memcmp(req->path.p, admin_routes[i].prefix, n) == 0 &&
+            (req->path.len == n || req->path.p[n] == '/')) {
+            ibex_admin_handle(w, req, admin_routes[i].route);
+            return;
+        }
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = &routes[i];
         if (!ibex_str_eq_cstr(req->path, r->path))
@@ -218,6 +237,7 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     w->log_flush.data = w;
     uv_check_start(&w->log_flush, on_log_flush);
     w->metrics = ibex_metrics_register();
+    ibex_auth_caches_init(&w->auth_caches, w->rt->auth);
     w->upstream = ibex_upstream_new(&w->loop, !strcmp(cfg->upstream_http_client, "native"));
     struct ibex_http_config hc = {
         .max_header_bytes = cfg->max_header_bytes,
@@ -240,6 +260,7 @@ static void worker_dispose(struct ibex_worker *w)
 {
     ibex_http_server_free(w->http);
     uv_loop_close(&w->loop);
+    ibex_auth_caches_dispose(&w->auth_caches);
     ibex_buf_dispose(&w->access_log);
 }
 

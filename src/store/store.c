@@ -271,22 +271,32 @@ int ibex_store_schema_version(struct ibex_store *store, int64_t *version)
     return rc;
 }
 
+int ibex_store_begin(struct ibex_store *store)
+{
+    return ibex_store_script(store, store->ops->begin_sql);
+}
+
+int ibex_store_commit(struct ibex_store *store)
+{
+    int rc = ibex_store_script(store, "COMMIT");
+    if (rc)
+        rollback(store);
+    return rc;
+}
+
+void ibex_store_rollback(struct ibex_store *store)
+{
+    rollback(store);
+}
+
 static int begin_locked(struct ibex_store *store)
 {
-    int rc = ibex_store_script(store, store->ops->begin_sql);
+    int rc = ibex_store_begin(store);
     if (rc == 0 && store->ops->lock_sql) {
         rc = ibex_store_exec(store, store->ops->lock_sql, NULL, 0, NULL, NULL);
         if (rc)
             rollback(store);
     }
-    return rc;
-}
-
-static int commit(struct ibex_store *store)
-{
-    int rc = ibex_store_script(store, "COMMIT");
-    if (rc)
-        rollback(store);
     return rc;
 }
 
@@ -325,7 +335,7 @@ int ibex_store_migrate(struct ibex_store *store, ibex_store_migrated_fn on_appli
         rollback(store);
         return step_failed(store, rc, "migrate: schema_migrations");
     }
-    if ((rc = commit(store)) != 0)
+    if ((rc = ibex_store_commit(store)) != 0)
         return step_failed(store, rc, "migrate: schema_migrations");
 
     for (size_t i = 0; i < n; i++) {
@@ -363,7 +373,7 @@ int ibex_store_migrate(struct ibex_store *store, ibex_store_migrated_fn on_appli
             rollback(store);
             return step_failed(store, rc, what);
         }
-        if ((rc = commit(store)) != 0)
+        if ((rc = ibex_store_commit(store)) != 0)
             return step_failed(store, rc, what);
         if (on_applied)
             on_applied(data, m);

@@ -93,6 +93,11 @@ int ibex_store_exec(struct ibex_store *store, const char *sql,
  * itself failed). */
 int ibex_store_batch(struct ibex_store *store, const struct ibex_store_stmt *stmts, size_t n,
                      size_t *failed_at);
+/* Explicit transactions, for a unit of work that reads between its writes: begin opens a write
+ * transaction, commit ends it (rolling back when the commit fails), rollback abandons it. */
+int ibex_store_begin(struct ibex_store *store);
+int ibex_store_commit(struct ibex_store *store);
+void ibex_store_rollback(struct ibex_store *store);
 /* Runs a script of several statements without parameters (DDL), outside a transaction. */
 int ibex_store_script(struct ibex_store *store, const char *sql);
 /* The message of the last failed call on this handle ("" when none); never holds a password. */

@@ -20,13 +20,22 @@ static const double overhead_le[IBEX_METRICS_OVERHEAD_BUCKETS] = {
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 };
 static const char *const route_names[IBEX_ROUTE_COUNT] = {
-    "/v1/chat/completions", "/v1/models", "/health", "/ready", "/status", "/metrics", "other",
+    "/v1/chat/completions", "/v1/models", "/health",  "/ready",    "/status", "/metrics",
+    "/v1/tenants",          "/v1/agents", "/v1/keys", "/v1/audit", "other",
 };
 
 static struct ibex_metrics *_Atomic workers[IBEX_METRICS_MAX_WORKERS];
 static _Atomic size_t nworkers;
 static const char *const *provider_names;
 static size_t nproviders;
+static const char *const *auth_failure_names;
+static size_t nauth_failures;
+
+void ibex_metrics_set_auth_failure_names(const char *const *names, size_t n)
+{
+    auth_failure_names = names;
+    nauth_failures = n < IBEX_METRICS_NAUTH_FAILURES ? n : IBEX_METRICS_NAUTH_FAILURES;
+}
 
 void ibex_metrics_set_providers(const char *const *names, size_t n)
 {
@@ -96,6 +105,17 @@ void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns)
     observe(&m->overhead, overhead_le, IBEX_METRICS_OVERHEAD_BUCKETS, overhead_ns);
 }
 
+void ibex_metrics_auth_cache(struct ibex_metrics *m, bool hit)
+{
+    inc(hit ? &m->auth_cache_hits : &m->auth_cache_misses, 1);
+}
+
+void ibex_metrics_auth_failure(struct ibex_metrics *m, int reason)
+{
+    if (reason >= 0 && reason < IBEX_METRICS_NAUTH_FAILURES)
+        inc(&m->auth_failures[reason], 1);
+}
+
 void ibex_metrics_gauge_add(_Atomic int64_t *gauge, int64_t delta)
 {
     atomic_fetch_add_explicit(gauge, delta, memory_order_relaxed);
@@ -148,6 +168,18 @@ static void render_histogram(struct ibex_buf *out, const char *name, const char 
                      (unsigned long long)cum);
     ibex_buf_appendf(out, "%s_sum{%s} %.9f\n%s_count{%s} %llu\n", name, labels,
                      (double)sum_ns / 1e9, name, labels, (unsigned long long)cum);
+}
+
+/* The sum over workers of the counter at byte offset off of struct ibex_metrics. */
+static uint64_t sum_counter(size_t n, size_t off)
+{
+    uint64_t sum = 0;
+    for (size_t w = 0; w < n; w++) {
+        struct ibex_metrics *m = atomic_load(&workers[w]);
+        if (m)
+            sum += rd((_Atomic uint64_t *)((char *)m + off));
+    }
+    return sum;
 }
 
 void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int outcome))
@@ -247,4 +279,26 @@ void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int o
     render_histogram(out, "ibex_gateway_overhead_seconds", "",
                      offsetof(struct ibex_metrics, overhead), overhead_le,
                      IBEX_METRICS_OVERHEAD_BUCKETS);
+
+    uint64_t hits = sum_counter(n, offsetof(struct ibex_metrics, auth_cache_hits));
+    uint64_t misses = sum_counter(n, offsetof(struct ibex_metrics, auth_cache_misses));
+    ibex_buf_appendf(
+        out,
+        "# HELP ibex_auth_cache_hits_total Credential lookups answered by a worker's cache.\n"
+        "# TYPE ibex_auth_cache_hits_total counter\nibex_auth_cache_hits_total %llu\n"
+        "# HELP ibex_auth_cache_misses_total Credential lookups that went to the store, the "
+        "static tokens or the JWT verifier.\n"
+        "# TYPE ibex_auth_cache_misses_total counter\nibex_auth_cache_misses_total %llu\n"
+        "# HELP ibex_auth_cache_hit_ratio Hits over lookups since start (0 before any).\n"
+        "# TYPE ibex_auth_cache_hit_ratio gauge\nibex_auth_cache_hit_ratio %.4f\n",
+        (unsigned long long)hits, (unsigned long long)misses,
+        hits + misses ? (double)hits / (double)(hits + misses) : 0.0);
+    ibex_buf_append_cstr(out, "# HELP ibex_auth_failures_total Refused credentials, by code.\n"
+                              "# TYPE ibex_auth_failures_total counter\n");
+    for (size_t i = 0; i < nauth_failures; i++) {
+        uint64_t v = sum_counter(n, offsetof(struct ibex_metrics, auth_failures) +
+                                        i * sizeof(_Atomic uint64_t));
+        ibex_buf_appendf(out, "ibex_auth_failures_total{code=\"%s\"} %llu\n", auth_failure_names[i],
+                         (unsigned long long)v);
+    }
 }

@@ -20,6 +20,10 @@ enum ibex_route {
     IBEX_ROUTE_READY,
     IBEX_ROUTE_STATUS,
     IBEX_ROUTE_METRICS,
+    IBEX_ROUTE_TENANTS,
+    IBEX_ROUTE_AGENTS,
+    IBEX_ROUTE_KEYS,
+    IBEX_ROUTE_AUDIT,
     IBEX_ROUTE_OTHER,
     IBEX_ROUTE_COUNT,
 };
@@ -30,6 +34,7 @@ enum ibex_route {
 #define IBEX_METRICS_NOUTCOME 11
 #define IBEX_METRICS_LATENCY_BUCKETS 16
 #define IBEX_METRICS_OVERHEAD_BUCKETS 12
+#define IBEX_METRICS_NAUTH_FAILURES 8 /* enum ibex_auth_failure in auth/auth.h */
 
 struct ibex_histogram {
     _Atomic uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1]; /* last one: +Inf */
@@ -47,6 +52,10 @@ struct ibex_metrics {
     struct ibex_histogram upstream_latency[IBEX_METRICS_MAX_PROVIDERS];
     struct ibex_histogram ttft[IBEX_METRICS_MAX_PROVIDERS];
     struct ibex_histogram overhead;
+    /* credential cache of this worker, and refused credentials by reason */
+    _Atomic uint64_t auth_cache_hits;
+    _Atomic uint64_t auth_cache_misses;
+    _Atomic uint64_t auth_failures[IBEX_METRICS_NAUTH_FAILURES];
 };
 
 /* Names the providers (index = position) for labels; called once before any worker starts. */
@@ -60,6 +69,12 @@ void ibex_metrics_request(struct ibex_metrics *m, enum ibex_route route, int sta
 void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
                            uint64_t latency_ns, uint64_t ttft_ns);
 void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns);
+/* A credential cache lookup (hit or miss) on the request path. */
+void ibex_metrics_auth_cache(struct ibex_metrics *m, bool hit);
+/* A refused credential; reason below IBEX_METRICS_NAUTH_FAILURES. */
+void ibex_metrics_auth_failure(struct ibex_metrics *m, int reason);
+/* Names the auth failure reasons for labels; called once before any worker starts. */
+void ibex_metrics_set_auth_failure_names(const char *const *names, size_t n);
 void ibex_metrics_gauge_add(_Atomic int64_t *gauge, int64_t delta);
 
 /* Appends the Prometheus text exposition of every registered worker, summed. outcome_names

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { ibexProcess, fakellmProcess, ibexBin, fakellmBin, isExecutable, installExitHooks } from './lib/proc.mjs';
 import { loadSdk, makeClient } from './lib/sdk.mjs';
 import { E2E_DIR, now, truncate } from './lib/util.mjs';
+import { randomApiKey } from './lib/ibexadmin.mjs';
 
 const model = process.env.SMOKE_MODEL || 'gpt-4o-mini';
 const realKey = process.env.OPENAI_API_KEY || '';
@@ -40,11 +41,13 @@ async function main() {
         upstream = `${fake.url}/v1`;
         providerKey = 'smoke-provider-key';
     }
-    const ibex = ibexProcess({ name: 'smoke-ibex', logDir, upstream, providerKey });
+    // --dev with a pinned admin key: the client's credential (auth is on by default)
+    const clientKey = randomApiKey();
+    const ibex = ibexProcess({ name: 'smoke-ibex', logDir, upstream, providerKey, dev: { token: clientKey } });
     procs.push(ibex);
     await ibex.start();
 
-    const client = makeClient(sdk, { baseUrl: ibex.url, apiKey: 'smoke-client-key', timeoutMs: 60000 });
+    const client = makeClient(sdk, { baseUrl: ibex.url, apiKey: clientKey, timeoutMs: 60000 });
     const t0 = now();
     const { data, response } = await client.chat.completions
         .create({ model, messages: [{ role: 'user', content: 'Reply with the single word: pong' }] })

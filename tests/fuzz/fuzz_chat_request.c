@@ -17,8 +17,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(chat.model != NULL && chat.model_len > 0 && chat.nmessages > 0);
         struct ibex_buf out;
         ibex_buf_init(&out);
-        ibex_chat_request_serialize_with_model(&chat, "alias-target", &out);
+        ibex_chat_request_set_model(&chat, "alias-target");
+        ibex_chat_request_add_directive(&chat, "be brief", data[0] & 1);
+        ibex_chat_request_serialize(&chat, &out);
         assert(out.len > 0 && strstr(out.p, "alias-target") != NULL);
+        assert(strstr(out.p, "\"be brief\"") != NULL && chat.nmessages >= 1);
         ibex_buf_dispose(&out);
         ibex_chat_request_dispose(&chat);
     } else {

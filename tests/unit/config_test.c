@@ -484,6 +484,7 @@ static void test_parse_duration(void **state)
     assert_int_equal(dur("30s"), 30000);
     assert_int_equal(dur("5m"), 300000);
     assert_int_equal(dur("1h"), 3600000);
+    assert_int_equal(dur("30d"), 30ull * 86400000ull);
     assert_int_equal(dur("0s"), 0);
     assert_true(dur("5124095576030h") == 5124095576030ull * 3600000ull);
     uint64_t v = 77;
@@ -494,7 +495,7 @@ static void test_parse_duration(void **state)
                          " 5s",
                          "5 s",
                          "5sec",
-                         "5d",
+                         "5dd",
                          "5ms ",
                          "1.5s",
                          "5hms",

@@ -35,7 +35,7 @@ export default [
             const stream = async (chunks) => {
                 const { conn, head } = await startChat(target, {
                     body: chatBody({ model: MODEL, stream: true }),
-                    headers: knobs({ chunks, intervalMs: 100 }),
+                    headers: { ...ctx.authHeaders, ...knobs({ chunks, intervalMs: 100 }) },
                     timeoutMs: 20000,
                 });
                 started++;
@@ -64,7 +64,7 @@ export default [
                         method: 'POST',
                         path: '/v1/chat/completions',
                         body: chatBody({ model: MODEL }),
-                        headers: knobs({ delayMs, chunks: 3 }),
+                        headers: { ...ctx.authHeaders, ...knobs({ delayMs, chunks: 3 }) },
                         timeoutMs: 30000,
                     });
                     rec.status = res.status;

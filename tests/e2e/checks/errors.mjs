@@ -259,7 +259,7 @@ export default [
             const r = await streamUntilError(stream);
             assertStreamError(ctx.sdk, r, { code: 'UPSTREAM_RESET', text: expectedText(3), what: 'SDK' });
 
-            const raw = await streamChat(ctx.target, { body: chatBody({ model: MODEL }), headers: k });
+            const raw = await streamChat(ctx.target, { body: chatBody({ model: MODEL }), headers: { ...ctx.authHeaders, ...k } });
             assert.equal(raw.acc.text, expectedText(3), `raw: the upstream sent ${JSON.stringify(expectedText(3))} before the reset, the client got ${JSON.stringify(raw.acc.text)}`);
             assert.ok(raw.acc.error, 'raw: no error event');
             assertErrorShape(raw.acc.error, { code: 'UPSTREAM_RESET', what: 'raw error event' });

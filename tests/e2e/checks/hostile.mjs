@@ -91,7 +91,7 @@ export default [
             // Content-Length: the head alone may be answered; send the body only if it is not.
             const big = Buffer.from(JSON.stringify(chatBody({ model: 'mock', content: 'a'.repeat(100000) })));
             let conn = await connect(target);
-            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { 'Content-Type': 'application/json', 'Content-Length': String(big.length) } }));
+            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { ...ctx.authHeaders, 'Content-Type': 'application/json', 'Content-Length': String(big.length) } }));
             let res;
             try {
                 res = await conn.readResponse({ timeoutMs: 1500 });
@@ -105,7 +105,7 @@ export default [
 
             // chunked: the size is only known while reading
             conn = await connect(target);
-            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' } }));
+            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { ...ctx.authHeaders, 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' } }));
             for (let off = 0; off < big.length && !conn.ended; off += 8192) {
                 const part = big.subarray(off, off + 8192);
                 await conn.write(Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')])).catch(() => {});
@@ -162,7 +162,7 @@ export default [
         async run(ctx) {
             const smuggled = 'GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n';
             const req =
-                'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+                `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ctx.apiKey}\r\nContent-Type: application/json\r\n` +
                 `Content-Length: ${5 + smuggled.length}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n${smuggled}`;
             const { conn, res } = await exchange(ctx.target, req);
             assertErrorResponse(res, { status: 400, code: 'BAD_REQUEST', what: 'CL + TE', requireHeader: false });
@@ -243,7 +243,7 @@ export default [
             const ibex = await ctx.ibex({ upstream: null, settings: { body_timeout: '1s' } });
             const conn = await connect(ibex.target);
             const body = JSON.stringify(chatBody({ model: 'mock' }));
-            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { 'Content-Type': 'application/json', 'Content-Length': String(body.length) } }));
+            await conn.write(buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { ...ctx.authHeaders, 'Content-Type': 'application/json', 'Content-Length': String(body.length) } }));
             await conn.write(body.slice(0, 10));
             const t0 = now();
             try {
@@ -292,7 +292,7 @@ export default [
             await conn.write(
                 Buffer.concat([
                     buildRequest({ method: 'GET', path: '/health', headers: { 'X-Request-ID': 'pipe-1' } }),
-                    buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { 'X-Request-ID': 'pipe-2' }, body: chatBody({ model: 'mock' }) }),
+                    buildRequest({ method: 'POST', path: '/v1/chat/completions', headers: { ...ctx.authHeaders, 'X-Request-ID': 'pipe-2' }, body: chatBody({ model: 'mock' }) }),
                 ]),
             );
             const r1 = await conn.readResponse({ timeoutMs: 10000 });
@@ -305,7 +305,7 @@ export default [
             for (const r of [r1, r2]) assert.notEqual((r.headers.connection || '').toLowerCase(), 'close', 'keep-alive response says Connection: close');
             assert.ok(!(await conn.waitClosed(300)), 'connection closed after two keep-alive responses');
 
-            await conn.write(buildRequest({ method: 'GET', path: '/v1/models', headers: { Connection: 'close' } }));
+            await conn.write(buildRequest({ method: 'GET', path: '/v1/models', headers: { ...ctx.authHeaders, Connection: 'close' } }));
             const r3 = await conn.readResponse({ timeoutMs: 10000 });
             assert.equal(r3.status, 200, `third request on the same connection: ${r3.describe()}`);
             assert.equal(r3.json().object, 'list', `third response: ${r3.describe()}`);
@@ -322,7 +322,7 @@ export default [
             const before = await fake.quiesce();
             const { conn, head } = await startChat(ctx.target, {
                 body: chatBody({ model: MODEL, stream: true }),
-                headers: knobs({ chunks: 50, intervalMs: 100 }),
+                headers: { ...ctx.authHeaders, ...knobs({ chunks: 50, intervalMs: 100 }) },
             });
             assert.equal(head.status, 200, `stream did not start: HTTP ${head.status}`);
             const r = await readChatStream(conn, head, { timeoutMs: 5000, onEvent: () => false });
@@ -359,7 +359,7 @@ export default [
             const before = await fake.quiesce();
             const { conn, head } = await startChat(ctx.target, {
                 body: chatBody({ model: MODEL, stream: true }),
-                headers: knobs({ chunks: CHUNKS, chunkBytes: BYTES }),
+                headers: { ...ctx.authHeaders, ...knobs({ chunks: CHUNKS, chunkBytes: BYTES }) },
             });
             assert.equal(head.status, 200, `stream did not start: HTTP ${head.status}`);
 

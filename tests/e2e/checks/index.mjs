@@ -4,10 +4,14 @@ import chat from './chat.mjs';
 import stream from './stream.mjs';
 import models from './models.mjs';
 import errors from './errors.mjs';
+import auth from './auth.mjs';
+import identity from './identity.mjs';
+import jwt from './jwt.mjs';
+import revocation from './revocation.mjs';
 import hostile from './hostile.mjs';
 import ops from './ops.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...hostile, ...ops, ...drain];
+    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...ops, ...drain];
 }

@@ -82,7 +82,7 @@ export default [
         title: 'wire format of a stream: 200 text/event-stream, X-Request-ID, data: [DONE], clean chunked end',
         needs: ['raw', 'fakellm'],
         async run(ctx) {
-            const r = await streamChat(ctx.target, { body: chatBody({ model: MODEL }) });
+            const r = await streamChat(ctx.target, { body: chatBody({ model: MODEL }), headers: ctx.authHeaders });
             assert.ok(r.head.headers['x-request-id'], 'no X-Request-ID header on a stream');
             const p = streamProblems(r, { expectText: expectedText() });
             assert.deepEqual(p, [], `stream problems: ${p.join('; ')}`);
@@ -93,7 +93,7 @@ export default [
         title: 'model "mock" streams too: text, finish_reason stop, [DONE]',
         needs: ['raw'],
         async run(ctx) {
-            const r = await streamChat(ctx.target, { body: chatBody({ model: 'mock' }) });
+            const r = await streamChat(ctx.target, { body: chatBody({ model: 'mock' }), headers: ctx.authHeaders });
             const p = streamProblems(r);
             if (r.acc.text.length === 0) p.push('mock stream carried no text');
             assert.deepEqual(p, [], `stream problems: ${p.join('; ')}`);

@@ -8,7 +8,14 @@
 //   'process'  spawning dedicated ibex instances, reading the gateway's stderr (local mode only)
 //   'sdk'      the openai npm package
 //   'raw'      raw sockets to the target (plain http:// only)
+//   'admin'    the dev admin key and dev agent of an ibex the runner started (local mode only):
+//              checks that create tenants, agents and keys of their own
 // shared: false when the check uses only dedicated instances (default true).
+//
+// Authentication: every ibex the runner starts runs with --dev and a pinned dev admin key
+// (IBEX_DEV_TOKEN = apiKey, scope admin) and dev agent (IBEX_DEV_AGENT_ID = devAgentId); the SDK
+// clients and ctx.request send that key unless told otherwise. With --base-url the key is
+// --api-key (or $IBEX_API_KEY) and no dev agent is known.
 //
 // Invariants: checks run one at a time, in registration order. Whatever a check starts (sockets,
 // processes, deferred cleanups) is released before the next one begins, also when it fails or
@@ -24,6 +31,8 @@ import { FakellmClient } from './fakellm.mjs';
 import { loadSdk, makeClient } from './sdk.mjs';
 import { Report } from './report.mjs';
 import { SkipError, TimeoutError, firstLine, matchesAny, randomToken, withTimeout, now } from './util.mjs';
+import { API_KEY_RE, randomApiKey, bearer } from './ibexadmin.mjs';
+import { randomUUID } from 'node:crypto';
 
 const TAIL_LINES = 40;
 
@@ -33,7 +42,14 @@ export class Harness {
         this.opts = opts;
         this.remote = Boolean(opts.baseUrl);
         this.logDir = path.join(opts.reportDir, 'logs');
-        this.apiKey = opts.apiKey || randomToken('e2e-client-key');
+        if (this.remote) {
+            this.apiKey = opts.apiKey || process.env.IBEX_API_KEY || randomToken('e2e-client-key');
+            this.devAgentId = null;
+        } else {
+            // the dev admin key of every ibex the runner starts: an --api-key of the right form, else a fresh one
+            this.apiKey = opts.apiKey && API_KEY_RE.test(opts.apiKey) ? opts.apiKey : randomApiKey();
+            this.devAgentId = randomUUID();
+        }
         this.providerKey = randomToken('e2e-provider-key');
         this.sdk = null;
         this.fakellmProc = null;
@@ -55,6 +71,9 @@ export class Harness {
         // logs of an earlier run (only the files this runner names: NN-name.std{out,err}.log)
         for (const f of fs.readdirSync(this.logDir))
             if (/^\d+-.*\.std(out|err)\.log$/.test(f)) fs.rmSync(path.join(this.logDir, f), { force: true });
+        // and their stores: every run starts from empty ones (--dev bootstraps a fresh dev tenant)
+        for (const f of fs.readdirSync(this.logDir))
+            if (/\.db(-wal|-shm|-journal)?$/.test(f)) fs.rmSync(path.join(this.logDir, f), { force: true });
         this.sdk = await loadSdk();
         this.report = new Report(this.opts.reportDir, this.metadata());
         installExitHooks(() => {
@@ -105,6 +124,7 @@ export class Harness {
             settings: this.sharedIbexSettings(),
             upstream,
             providerKey: this.providerKey,
+            dev: this.dev,
         });
         try {
             await this.ibexProc.start();
@@ -114,6 +134,11 @@ export class Harness {
         } catch (e) {
             this.sharedError = `shared ibex failed to start: ${e.message}`;
         }
+    }
+
+    // What ibexProcess needs for --dev: the pinned dev admin key and dev agent.
+    get dev() {
+        return { token: this.apiKey, agentId: this.devAgentId };
     }
 
     async readVersion() {
@@ -172,6 +197,8 @@ export class Harness {
             if (!this.fakellmPresent) return `fakellm binary not found at ${this.fakellmPath} (run make, or set FAKELLM_BIN)`;
         }
         if (needs.includes('process') && this.remote) return 'needs process control of ibex (not available with --base-url)';
+        if (needs.includes('admin') && this.remote)
+            return 'needs the dev admin key and dev agent of an ibex the runner started (not available with --base-url)';
         if (needs.includes('raw') && !this.target) return `raw socket checks need a plain http:// target, got ${this.opts.baseUrl}`;
         return null;
     }
@@ -306,8 +333,19 @@ export class CheckContext {
         return this.h.remote;
     }
 
+    // The key the clients send: the dev admin key (scope admin) in local mode.
     get apiKey() {
         return this.h.apiKey;
+    }
+
+    // The dev agent's id (IBEX_DEV_AGENT_ID) in local mode, else null.
+    get devAgentId() {
+        return this.h.devAgentId;
+    }
+
+    // {Authorization: 'Bearer <apiKey>'} for raw requests.
+    get authHeaders() {
+        return bearer(this.apiKey);
     }
 
     get providerKey() {
@@ -359,14 +397,22 @@ export class CheckContext {
         return makeClient(this.sdk, { baseUrl, apiKey, headers, timeoutMs: timeoutMs || this.check.timeoutMs || 20000 });
     }
 
-    // GET/POST on the gateway over a fresh raw connection.
+    // GET/POST on the gateway over a fresh raw connection. Sends Authorization: Bearer <apiKey>
+    // unless the headers carry an Authorization already or opts.auth is false; opts.apiKey sends
+    // another key.
     request(path, opts = {}) {
-        return request(opts.target || this.target, { path, ...opts });
+        const { auth = true, apiKey = this.apiKey, ...rest } = opts;
+        let headers = rest.headers || {};
+        const list = Array.isArray(headers) ? headers : Object.entries(headers);
+        if (auth && !list.some(([k]) => k.toLowerCase() === 'authorization'))
+            headers = Array.isArray(headers) ? [...headers, ['Authorization', `Bearer ${apiKey}`]] : { ...headers, ...bearer(apiKey) };
+        return request(rest.target || this.target, { path, ...rest, headers });
     }
 
     // A dedicated ibex for this check, stopped (SIGTERM; must exit 0) when the check ends.
     // upstream: 'fakellm' (the shared one), null (no provider: only the mock model), or a URL.
-    async ibex({ name, settings = {}, upstream = 'fakellm', env = {}, workers = 1 } = {}) {
+    // It runs with --dev and the harness's dev key and agent unless dev is false.
+    async ibex({ name, settings = {}, upstream = 'fakellm', env = {}, workers = 1, dev = true } = {}) {
         if (upstream === 'fakellm') {
             if (!this.h.fakellmProc?.alive) throw new Error(this.h.fakellmError || 'shared fakellm is not running');
             upstream = this.fakellmUpstream;
@@ -378,6 +424,7 @@ export class CheckContext {
             upstream,
             providerKey: this.providerKey,
             env,
+            dev: dev ? this.h.dev : null,
         });
         p.dedicated = true;
         this.procs.push(p);

@@ -233,8 +233,14 @@ export function describeExit(e) {
 
 // ibex serve on a free port. settings: {name: value} passed as --flags; upstream: URL of an
 // OpenAI-compatible upstream ('.../v1'), or null for none (then only the mock model exists).
-export function ibexProcess({ name, logDir, settings = {}, upstream = null, providerKey = null, env = {}, bin = ibexBin() }) {
+// dev: {token, agentId} starts it with --dev and pins the dev admin key (IBEX_DEV_TOKEN) and the
+// dev agent (IBEX_DEV_AGENT_ID), so the caller knows the credentials in advance.
+export function ibexProcess({ name, logDir, settings = {}, upstream = null, providerKey = null, env = {}, dev = null, bin = ibexBin() }) {
     const extra = { ...env };
+    if (dev) {
+        extra.IBEX_DEV_TOKEN = dev.token;
+        if (dev.agentId) extra.IBEX_DEV_AGENT_ID = dev.agentId;
+    }
     // Each ibex gets a store of its own next to its log, so instances never share a database
     // and nothing is written into the working directory.
     if (!('IBEX_STORE_URL' in extra) && logDir) extra.IBEX_STORE_URL = `sqlite://${path.resolve(logDir, `${name}.db`)}`;
@@ -247,7 +253,7 @@ export function ibexProcess({ name, logDir, settings = {}, upstream = null, prov
         bin,
         logDir,
         env: cleanEnv(extra),
-        args: (port) => ['serve', '--listen', `127.0.0.1:${port}`, ...settingsArgs(settings)],
+        args: (port) => ['serve', '--listen', `127.0.0.1:${port}`, ...(dev ? ['--dev'] : []), ...settingsArgs(settings)],
     });
 }
 

@@ -1,0 +1,1310 @@
+/* Identity administration: validation, tenant-filtered SQL and the JSON of docs/identity.md.
+ *
+ * Every statement on agents and api_keys carries `tenant_id = $n` when the actor has a tenant;
+ * tenants are visible to the actor's own tenant and its children. Ids are generated here
+ * (UUIDv4), times are unix milliseconds in the store and seconds in JSON. */
+#include "identity.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "../core/clock.h"
+#include "../core/id.h"
+
+#define NAME_MAX_LEN 200
+#define DIRECTIVE_MAX_LEN (32 * 1024)
+#define METADATA_MAX_LEN (16 * 1024)
+
+const char *const ibex_audit_sql =
+    "INSERT INTO audit_events (id, tenant_id, actor, action, target, request_id, detail, "
+    "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+static const char bump_epoch_sql[] = "UPDATE identity_epoch SET epoch = epoch + 1 WHERE id = 1";
+static const char read_epoch_sql[] = "SELECT epoch FROM identity_epoch WHERE id = 1";
+
+void ibex_identity_result_init(struct ibex_identity_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    ibex_buf_init(&r->field_errors);
+}
+
+void ibex_identity_result_dispose(struct ibex_identity_result *r)
+{
+    ibex_buf_dispose(&r->field_errors);
+}
+
+static int fail(struct ibex_identity_result *r, int status, const char *code, const char *param,
+                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int fail(struct ibex_identity_result *r, int status, const char *code, const char *param,
+                const char *fmt, ...)
+{
+    r->status = status;
+    r->code = code;
+    snprintf(r->param, sizeof(r->param), "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+/* A validation error on one field: VALIDATION_ERROR with field_errors [{field, message}]. */
+static int invalid(struct ibex_identity_result *r, const char *field, const char *message)
+{
+    ibex_buf_reset(&r->field_errors);
+    ibex_buf_append_cstr(&r->field_errors, "[{\"field\":");
+    ibex_buf_append_json_str(&r->field_errors, field, strlen(field));
+    ibex_buf_append_cstr(&r->field_errors, ",\"message\":");
+    ibex_buf_append_json_str(&r->field_errors, message, strlen(message));
+    ibex_buf_append_cstr(&r->field_errors, "}]");
+    return fail(r, 400, "VALIDATION_ERROR", field, "%s: %s", field, message);
+}
+
+static int store_failed(struct ibex_store *s, struct ibex_identity_result *r, int rc)
+{
+    if (rc == IBEX_ECONN)
+        return fail(r, 503, "STORE_UNAVAILABLE", NULL, "the store is unavailable");
+    return fail(r, 500, "STORE_ERROR", NULL, "the store refused the operation");
+}
+
+static int row_exists(void *data, const struct ibex_store_value *cols, size_t ncols);
+
+/* A cross-tenant attempt goes to the operator's audit trail (no tenant), never the caller's:
+ * the caller must not be able to tell another tenant's id from an unknown one. */
+void ibex_audit_foreign(struct ibex_store *s, const char *caller_tenant, const char *actor,
+                        const char *request_id, const char *what, const char *id)
+{
+    struct ibex_buf detail;
+    ibex_buf_init(&detail);
+    ibex_buf_append_cstr(&detail, "{\"reason\":\"");
+    ibex_buf_append_cstr(&detail, what);
+    ibex_buf_append_cstr(&detail, " of another tenant\",\"caller_tenant\":");
+    ibex_buf_append_json_str(&detail, caller_tenant, strlen(caller_tenant));
+    ibex_buf_append_cstr(&detail, "}");
+    struct ibex_store_value p[IBEX_AUDIT_NPARAMS];
+    char aid[IBEX_ID_LEN + 1];
+    ibex_audit_params(p, aid, NULL, actor, "access.denied", id, request_id, detail.p,
+                      (int64_t)ibex_clock_wall_ms());
+    ibex_store_exec(s, ibex_audit_sql, p, IBEX_AUDIT_NPARAMS, NULL, NULL);
+    ibex_buf_dispose(&detail);
+}
+
+/* 404 for an id the actor cannot see; recorded for the operator when it exists elsewhere. */
+static int not_found(struct ibex_store *s, const struct ibex_actor *a, const char *table,
+                     const char *id, const char *what, const char *code,
+                     struct ibex_identity_result *r)
+{
+    if (a->tenant_id) {
+        char sql[64];
+        bool exists = false;
+        snprintf(sql, sizeof(sql), "SELECT id FROM %s WHERE id = $1", table);
+        struct ibex_store_value p[] = {ibex_store_text(id)};
+        if (ibex_store_exec(s, sql, p, 1, row_exists, &exists) == 0 && exists)
+            ibex_audit_foreign(s, a->tenant_id, a->subject, a->request_id, what, id);
+    }
+    return fail(r, 404, code, "id", "no such %s", what);
+}
+
+static int ok(struct ibex_identity_result *r, int status)
+{
+    r->status = status;
+    r->code = NULL;
+    return status;
+}
+
+/* ---- JSON out ---- */
+
+static void put_key(struct ibex_buf *b, const char *key)
+{
+    if (b->len && b->p[b->len - 1] != '{')
+        ibex_buf_append_cstr(b, ",");
+    ibex_buf_append_cstr(b, "\"");
+    ibex_buf_append_cstr(b, key);
+    ibex_buf_append_cstr(b, "\":");
+}
+
+static void put_str(struct ibex_buf *b, const char *key, const char *v, size_t len)
+{
+    put_key(b, key);
+    if (v == NULL)
+        ibex_buf_append_cstr(b, "null");
+    else
+        ibex_buf_append_json_str(b, v, len);
+}
+
+static void put_cstr(struct ibex_buf *b, const char *key, const char *v)
+{
+    put_str(b, key, v, v ? strlen(v) : 0);
+}
+
+/* Milliseconds as unix seconds, or null for 0 ("not yet"). */
+static void put_time(struct ibex_buf *b, const char *key, int64_t ms)
+{
+    put_key(b, key);
+    if (ms <= 0)
+        ibex_buf_append_cstr(b, "null");
+    else
+        ibex_buf_append_u64(b, (uint64_t)(ms / 1000));
+}
+
+/* JSON text stored by this module (metadata, scopes, agent_ids), written as is. */
+static void put_raw(struct ibex_buf *b, const char *key, const char *json)
+{
+    put_key(b, key);
+    ibex_buf_append_cstr(b, json && json[0] ? json : "null");
+}
+
+/* ---- rows ---- */
+
+/* Column text copied to a NUL-terminated buffer ("" for NULL). */
+static void col_text(const struct ibex_store_value *v, char *out, size_t n)
+{
+    size_t len = v->type == IBEX_STORE_TEXT && v->len < n ? v->len : 0;
+    if (len)
+        memcpy(out, v->p, len);
+    out[len] = '\0';
+}
+
+static char *col_dup(const struct ibex_store_value *v)
+{
+    return v->type == IBEX_STORE_TEXT ? ibex_xstrndup(v->p, v->len) : NULL;
+}
+
+static int64_t col_int(const struct ibex_store_value *v)
+{
+    return v->type == IBEX_STORE_INT ? v->i : 0;
+}
+
+static int row_exists(void *data, const struct ibex_store_value *cols, size_t ncols)
+{
+    *(bool *)data = true;
+    return 0;
+}
+
+static int row_int64(void *data, const struct ibex_store_value *cols, size_t ncols)
+{
+    *(int64_t *)data = ncols ? col_int(&cols[0]) : 0;
+    return 0;
+}
+
+/* A list answer: rows are appended by a row function that writes one object each. */
+struct list {
+    struct ibex_buf *out;
+    size_t n;
+};
+
+static void list_open(struct list *l, struct ibex_buf *out)
+{
+    l->out = out;
+    l->n = 0;
+    ibex_buf_append_cstr(out, "{\"object\":\"list\",\"data\":[");
+}
+
+static void list_item(struct list *l)
+{
+    if (l->n++)
+        ibex_buf_append_cstr(l->out, ",");
+}
+
+static void list_close(struct list *l)
+{
+    ibex_buf_append_cstr(l->out, "]}");
+}
+
+/* ---- input ---- */
+
+/* A required (or optional) string field of at most max bytes. *out NULL when absent. */
+static int get_string(json_object *body, const char *field, bool required, size_t max,
+                      const char **out, struct ibex_identity_result *r)
+{
+    json_object *v = NULL;
+    *out = NULL;
+    if (body == NULL || !json_object_object_get_ex(body, field, &v) || v == NULL) {
+        if (required)
+            return invalid(r, field, "is required");
+        return 0;
+    }
+    if (!json_object_is_type(v, json_type_string))
+        return invalid(r, field, "must be a string");
+    size_t len = (size_t)json_object_get_string_len(v);
+    if (len > max)
+        return invalid(r, field, "is too long");
+    if (required && len == 0)
+        return invalid(r, field, "must not be empty");
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+/* The optional metadata object, serialised; "{}" when absent. */
+static int get_metadata(json_object *body, const char **out, struct ibex_identity_result *r)
+{
+    json_object *v = NULL;
+    *out = "{}";
+    if (body == NULL || !json_object_object_get_ex(body, "metadata", &v) || v == NULL)
+        return 0;
+    if (!json_object_is_type(v, json_type_object))
+        return invalid(r, "metadata", "must be an object");
+    const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    if (strlen(s) > METADATA_MAX_LEN)
+        return invalid(r, "metadata", "is too large");
+    *out = s;
+    return 0;
+}
+
+static int check_body(json_object *body, struct ibex_identity_result *r)
+{
+    if (body != NULL && !json_object_is_type(body, json_type_object))
+        return fail(r, 400, "VALIDATION_ERROR", NULL, "the body must be a JSON object");
+    return 0;
+}
+
+static int check_id(const char *id, struct ibex_identity_result *r)
+{
+    if (!ibex_id_is_uuid(id, strlen(id)))
+        return invalid(r, "id", "must be a UUID");
+    return 0;
+}
+
+/* ---- transactions ---- */
+
+/* Ends a unit of work: on rc == 0 commits (reading the new epoch when bumped), else rolls back. */
+static int finish(struct ibex_store *s, int rc, bool bumped, struct ibex_identity_result *r)
+{
+    if (rc == 0 && bumped)
+        rc = ibex_store_exec(s, read_epoch_sql, NULL, 0, row_int64, &r->epoch);
+    if (rc == 0)
+        rc = ibex_store_commit(s);
+    else
+        ibex_store_rollback(s);
+    if (rc) {
+        r->epoch = 0;
+        return store_failed(s, r, rc);
+    }
+    return 0;
+}
+
+static int audit(struct ibex_store *s, const struct ibex_actor *a, const char *tenant_id,
+                 const char *action, const char *target, const char *detail_json)
+{
+    struct ibex_store_value p[IBEX_AUDIT_NPARAMS];
+    char id[IBEX_ID_LEN + 1];
+    ibex_audit_params(p, id, tenant_id, a->subject, action, target, a->request_id, detail_json,
+                      ibex_clock_wall_ms());
+    return ibex_store_exec(s, ibex_audit_sql, p, IBEX_AUDIT_NPARAMS, NULL, NULL);
+}
+
+void ibex_audit_params(struct ibex_store_value params[IBEX_AUDIT_NPARAMS], char *id,
+                       const char *tenant_id, const char *actor, const char *action,
+                       const char *target, const char *request_id, const char *detail_json,
+                       int64_t now_ms)
+{
+    ibex_id_uuid4(id);
+    params[0] = ibex_store_text(id);
+    params[1] = ibex_store_text(tenant_id);
+    params[2] = ibex_store_text(actor ? actor : "anonymous");
+    params[3] = ibex_store_text(action);
+    params[4] = ibex_store_text(target);
+    params[5] = ibex_store_text(request_id);
+    params[6] = ibex_store_text(detail_json ? detail_json : "{}");
+    params[7] = ibex_store_int(now_ms);
+}
+
+/* {"name": name} for an audit detail. */
+static void name_detail(struct ibex_buf *b, const char *name)
+{
+    ibex_buf_append_cstr(b, "{\"name\":");
+    ibex_buf_append_json_str(b, name, strlen(name));
+    ibex_buf_append_cstr(b, "}");
+}
+
+/* ---- tenants ---- */
+
+#define TENANT_COLS "id, name, metadata, parent_id, created_at, disabled_at"
+
+static int row_tenant(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct list *l = data;
+    list_item(l);
+    struct ibex_buf *b = l->out;
+    ibex_buf_append_cstr(b, "{");
+    put_str(b, "id", c[0].p, c[0].len);
+    put_cstr(b, "object", "tenant");
+    put_str(b, "name", c[1].p, c[1].len);
+    char *meta = col_dup(&c[2]);
+    put_raw(b, "metadata", meta);
+    free(meta);
+    put_str(b, "parent_id", c[3].type == IBEX_STORE_TEXT ? c[3].p : NULL, c[3].len);
+    put_time(b, "created_at", col_int(&c[4]));
+    put_time(b, "revoked_at", col_int(&c[5]));
+    ibex_buf_append_cstr(b, "}");
+    return 0;
+}
+
+/* Writes one tenant object visible to a (or nothing when it is not). */
+static int tenant_object(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                         struct ibex_buf *out, size_t *found)
+{
+    struct list l = {out, 0};
+    int rc;
+    if (a->tenant_id) {
+        struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+        rc = ibex_store_exec(s,
+                             "SELECT " TENANT_COLS " FROM tenants WHERE id = $1 AND "
+                             "(id = $2 OR parent_id = $2)",
+                             p, 2, row_tenant, &l);
+    } else {
+        struct ibex_store_value p[] = {ibex_store_text(id)};
+        rc = ibex_store_exec(s, "SELECT " TENANT_COLS " FROM tenants WHERE id = $1", p, 1,
+                             row_tenant, &l);
+    }
+    *found = l.n;
+    return rc;
+}
+
+static int insert_key(struct ibex_store *s, const char *tenant_id, const char *name,
+                      const char *key, const char *scopes_json, const char *agents_json,
+                      int64_t expires_ms, int64_t now, char id[IBEX_ID_LEN + 1]);
+static void key_object(struct ibex_buf *b, const char *id, const char *tenant_id, const char *name,
+                       const char *key, const char *scopes_json, const char *agents_json,
+                       int64_t expires_ms, int64_t created_ms);
+
+int ibex_tenant_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
+                       struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    const char *name, *meta;
+    if (check_body(body, r) || get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
+        get_metadata(body, &meta, r))
+        return r->status;
+
+    char id[IBEX_ID_LEN + 1], key_id[IBEX_ID_LEN + 1], key[IBEX_KEY_LEN + 1];
+    ibex_id_uuid4(id);
+    ibex_key_generate(key);
+    int64_t now = ibex_clock_wall_ms();
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(name),
+                                   ibex_store_text(meta), ibex_store_text(a->tenant_id),
+                                   ibex_store_int(now)};
+    struct ibex_buf detail;
+    ibex_buf_init(&detail);
+    name_detail(&detail, name);
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = ibex_store_exec(s,
+                             "INSERT INTO tenants (id, name, metadata, parent_id, created_at) "
+                             "VALUES ($1, $2, $3, $4, $5)",
+                             p, 5, NULL, NULL);
+    if (rc == 0)
+        rc = insert_key(s, id, "admin", key, "[\"admin\"]", NULL, 0, now, key_id);
+    if (rc == 0)
+        rc = audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.created", id, detail.p);
+    ibex_buf_dispose(&detail);
+    if (finish(s, rc, false, r))
+        return r->status;
+
+    ibex_buf_append_cstr(out, "{");
+    put_cstr(out, "id", id);
+    put_cstr(out, "object", "tenant");
+    put_cstr(out, "name", name);
+    put_raw(out, "metadata", meta);
+    put_cstr(out, "parent_id", a->tenant_id);
+    put_time(out, "created_at", now);
+    put_time(out, "revoked_at", 0);
+    put_key(out, "admin_key");
+    key_object(out, key_id, id, "admin", key, "[\"admin\"]", NULL, 0, now);
+    ibex_buf_append_cstr(out, "}");
+    return ok(r, 201);
+}
+
+int ibex_tenant_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
+                     struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    struct list l;
+    list_open(&l, out);
+    int rc;
+    if (a->tenant_id) {
+        struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
+        rc = ibex_store_exec(s,
+                             "SELECT " TENANT_COLS " FROM tenants WHERE id = $1 OR parent_id = $1 "
+                             "ORDER BY created_at DESC, id LIMIT $2",
+                             p, 2, row_tenant, &l);
+    } else {
+        struct ibex_store_value p[] = {ibex_store_int(limit)};
+        rc = ibex_store_exec(
+            s, "SELECT " TENANT_COLS " FROM tenants ORDER BY created_at DESC, id LIMIT $1", p, 1,
+            row_tenant, &l);
+    }
+    if (rc)
+        return store_failed(s, r, rc);
+    list_close(&l);
+    return ok(r, 200);
+}
+
+int ibex_tenant_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                    struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (check_id(id, r))
+        return r->status;
+    size_t found = 0;
+    int rc = tenant_object(s, a, id, out, &found);
+    if (rc)
+        return store_failed(s, r, rc);
+    if (!found)
+        return not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
+    return ok(r, 200);
+}
+
+int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                       struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (check_id(id, r))
+        return r->status;
+    /* A tenant may revoke the tenants it created, never itself. */
+    bool found = false;
+    int rc = ibex_store_begin(s);
+    if (rc == 0) {
+        struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+        rc = ibex_store_exec(s,
+                             a->tenant_id ? "SELECT id FROM tenants WHERE id = $1 AND "
+                                            "parent_id = $2"
+                                          : "SELECT id FROM tenants WHERE id = $1",
+                             p, a->tenant_id ? 2 : 1, row_exists, &found);
+    }
+    if (rc == 0 && found) {
+        struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id)};
+        rc = ibex_store_exec(s,
+                             "UPDATE tenants SET disabled_at = $1 WHERE id = $2 AND "
+                             "disabled_at IS NULL",
+                             p, 2, NULL, NULL);
+        if (rc == 0)
+            rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
+        if (rc == 0)
+            rc = audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.revoked", id, NULL);
+    }
+    if (!found && rc == 0) {
+        ibex_store_rollback(s);
+        return not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
+    }
+    if (finish(s, rc, true, r))
+        return r->status;
+    size_t n;
+    if ((rc = tenant_object(s, a, id, out, &n)) != 0)
+        return store_failed(s, r, rc);
+    return ok(r, 200);
+}
+
+/* ---- agents ---- */
+
+#define AGENT_COLS "id, tenant_id, name, directive, metadata, created_at, updated_at, disabled_at"
+
+static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct list *l = data;
+    list_item(l);
+    struct ibex_buf *b = l->out;
+    ibex_buf_append_cstr(b, "{");
+    put_str(b, "id", c[0].p, c[0].len);
+    put_cstr(b, "object", "agent");
+    put_str(b, "tenant_id", c[1].p, c[1].len);
+    put_str(b, "name", c[2].p, c[2].len);
+    put_str(b, "directive", c[3].p ? c[3].p : "", c[3].len);
+    char *meta = col_dup(&c[4]);
+    put_raw(b, "metadata", meta);
+    free(meta);
+    put_time(b, "created_at", col_int(&c[5]));
+    put_time(b, "updated_at", col_int(&c[6]));
+    put_time(b, "revoked_at", col_int(&c[7]));
+    ibex_buf_append_cstr(b, "}");
+    return 0;
+}
+
+/* The actor's tenant: agents and keys always belong to one. */
+static int need_tenant(const struct ibex_actor *a, struct ibex_identity_result *r)
+{
+    if (a->tenant_id == NULL)
+        return invalid(r, "tenant", "is required");
+    return 0;
+}
+
+static int agent_object(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                        struct ibex_buf *out, size_t *found)
+{
+    struct list l = {out, 0};
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc =
+        ibex_store_exec(s, "SELECT " AGENT_COLS " FROM agents WHERE id = $1 AND tenant_id = $2", p,
+                        2, row_agent, &l);
+    *found = l.n;
+    return rc;
+}
+
+int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
+                      struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    const char *name, *directive, *meta;
+    if (need_tenant(a, r) || check_body(body, r) ||
+        get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
+        get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
+        get_metadata(body, &meta, r))
+        return r->status;
+    const char *pinned = NULL;
+    if (get_string(body, "id", false, IBEX_ID_LEN, &pinned, r))
+        return r->status;
+    if (pinned && !ibex_id_is_uuid(pinned, strlen(pinned)))
+        return invalid(r, "id", "must be a UUID");
+
+    char id[IBEX_ID_LEN + 1];
+    if (pinned)
+        snprintf(id, sizeof(id), "%s", pinned);
+    else
+        ibex_id_uuid4(id);
+    int64_t now = ibex_clock_wall_ms();
+    struct ibex_store_value p[] = {
+        ibex_store_text(id),   ibex_store_text(a->tenant_id),
+        ibex_store_text(name), ibex_store_text(directive ? directive : ""),
+        ibex_store_text(meta), ibex_store_int(now)};
+    struct ibex_buf detail;
+    ibex_buf_init(&detail);
+    name_detail(&detail, name);
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = ibex_store_exec(s,
+                             "INSERT INTO agents (id, tenant_id, name, directive, metadata, "
+                             "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                             p, 6, NULL, NULL);
+    if (rc == 0)
+        rc = audit(s, a, a->tenant_id, "agent.created", id, detail.p);
+    ibex_buf_dispose(&detail);
+    if (rc == IBEX_EDB && pinned) {
+        ibex_store_rollback(s);
+        return fail(r, 409, "AGENT_EXISTS", "id", "an agent with this id exists");
+    }
+    if (finish(s, rc, false, r))
+        return r->status;
+    size_t n;
+    if ((rc = agent_object(s, a, id, out, &n)) != 0)
+        return store_failed(s, r, rc);
+    return ok(r, 201);
+}
+
+int ibex_agent_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
+                    struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r))
+        return r->status;
+    struct list l;
+    list_open(&l, out);
+    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
+    int rc = ibex_store_exec(s,
+                             "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
+                             "ORDER BY created_at DESC, id LIMIT $2",
+                             p, 2, row_agent, &l);
+    if (rc)
+        return store_failed(s, r, rc);
+    list_close(&l);
+    return ok(r, 200);
+}
+
+int ibex_agent_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                   struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r) || check_id(id, r))
+        return r->status;
+    size_t found = 0;
+    int rc = agent_object(s, a, id, out, &found);
+    if (rc)
+        return store_failed(s, r, rc);
+    if (!found)
+        return not_found(s, a, "agents", id, "agent", "AGENT_NOT_FOUND", r);
+    return ok(r, 200);
+}
+
+/* Runs an UPDATE on agent id of the actor's tenant, with audit and epoch, then answers the
+ * agent. sql's last two parameters are id and tenant_id. */
+static int agent_change(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                        const char *sql, struct ibex_store_value *p, size_t np, const char *action,
+                        const char *detail, struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    bool found = false;
+    struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = ibex_store_exec(s, "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2", q, 2,
+                             row_exists, &found);
+    if (rc == 0 && !found) {
+        ibex_store_rollback(s);
+        return not_found(s, a, "agents", id, "agent", "AGENT_NOT_FOUND", r);
+    }
+    if (rc == 0)
+        rc = ibex_store_exec(s, sql, p, np, NULL, NULL);
+    if (rc == 0)
+        rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
+    if (rc == 0)
+        rc = audit(s, a, a->tenant_id, action, id, detail);
+    if (finish(s, rc, true, r))
+        return r->status;
+    size_t n;
+    if ((rc = agent_object(s, a, id, out, &n)) != 0)
+        return store_failed(s, r, rc);
+    return ok(r, 200);
+}
+
+int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                      json_object *body, struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    const char *name, *directive, *meta = NULL;
+    if (need_tenant(a, r) || check_id(id, r) || check_body(body, r) ||
+        get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
+        get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r))
+        return r->status;
+    json_object *m = NULL;
+    if (body && json_object_object_get_ex(body, "metadata", &m) && get_metadata(body, &meta, r))
+        return r->status;
+    if (name && name[0] == '\0')
+        return invalid(r, "name", "must not be empty");
+    if (!name && !directive && !meta)
+        return fail(r, 400, "VALIDATION_ERROR", NULL,
+                    "nothing to update: give name, directive or metadata");
+    /* COALESCE keeps what the body does not name. */
+    struct ibex_store_value p[] = {ibex_store_text(name), ibex_store_text(directive),
+                                   ibex_store_text(meta), ibex_store_int(ibex_clock_wall_ms()),
+                                   ibex_store_text(id),   ibex_store_text(a->tenant_id)};
+    return agent_change(s, a, id,
+                        "UPDATE agents SET name = COALESCE($1, name), directive = COALESCE($2, "
+                        "directive), metadata = COALESCE($3, metadata), updated_at = $4 "
+                        "WHERE id = $5 AND tenant_id = $6",
+                        p, 6, "agent.updated", NULL, out, r);
+}
+
+int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                      struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r) || check_id(id, r))
+        return r->status;
+    struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
+                                   ibex_store_text(a->tenant_id)};
+    return agent_change(s, a, id,
+                        "UPDATE agents SET disabled_at = COALESCE(disabled_at, $1) "
+                        "WHERE id = $2 AND tenant_id = $3",
+                        p, 3, "agent.revoked", NULL, out, r);
+}
+
+/* ---- keys ---- */
+
+#define KEY_COLS                                                                                   \
+    "id, tenant_id, name, prefix, last4, scopes, agent_ids, expires_at, created_at, revoked_at"
+
+static void key_fields(struct ibex_buf *b, const char *id, const char *tenant_id, const char *name,
+                       const char *prefix, const char *last4, const char *scopes_json,
+                       const char *agents_json, int64_t expires_ms, int64_t created_ms)
+{
+    put_cstr(b, "id", id);
+    put_cstr(b, "object", "api_key");
+    put_cstr(b, "tenant_id", tenant_id);
+    put_cstr(b, "name", name);
+    put_cstr(b, "prefix", prefix);
+    put_cstr(b, "last4", last4);
+    put_raw(b, "scopes", scopes_json);
+    put_raw(b, "agent_ids", agents_json);
+    put_time(b, "expires_at", expires_ms);
+    put_time(b, "created_at", created_ms);
+}
+
+/* The answer to a creation: the key object with its secret, the only time it is shown. */
+static void key_object(struct ibex_buf *b, const char *id, const char *tenant_id, const char *name,
+                       const char *key, const char *scopes_json, const char *agents_json,
+                       int64_t expires_ms, int64_t created_ms)
+{
+    char prefix[IBEX_KEY_PREFIX_LEN + 1];
+    ibex_key_prefix(key, prefix);
+    ibex_buf_append_cstr(b, "{");
+    key_fields(b, id, tenant_id, name, prefix, key + strlen(key) - 4, scopes_json, agents_json,
+               expires_ms, created_ms);
+    put_time(b, "revoked_at", 0);
+    put_cstr(b, "key", key);
+    ibex_buf_append_cstr(b, "}");
+}
+
+static int row_key(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct list *l = data;
+    list_item(l);
+    char id[IBEX_ID_LEN + 1], tenant[IBEX_ID_LEN + 1], prefix[IBEX_KEY_PREFIX_LEN + 1], last4[8];
+    col_text(&c[0], id, sizeof(id));
+    col_text(&c[1], tenant, sizeof(tenant));
+    col_text(&c[3], prefix, sizeof(prefix));
+    col_text(&c[4], last4, sizeof(last4));
+    char *name = col_dup(&c[2]), *scopes = col_dup(&c[5]), *agents = col_dup(&c[6]);
+    ibex_buf_append_cstr(l->out, "{");
+    key_fields(l->out, id, tenant, name, prefix, last4, scopes, agents, col_int(&c[7]),
+               col_int(&c[8]));
+    put_time(l->out, "revoked_at", col_int(&c[9]));
+    ibex_buf_append_cstr(l->out, "}");
+    free(name);
+    free(scopes);
+    free(agents);
+    return 0;
+}
+
+static int key_object_stored(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                             struct ibex_buf *out, size_t *found)
+{
+    struct list l = {out, 0};
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_exec(
+        s, "SELECT " KEY_COLS " FROM api_keys WHERE id = $1 AND tenant_id = $2", p, 2, row_key, &l);
+    *found = l.n;
+    return rc;
+}
+
+static int insert_key(struct ibex_store *s, const char *tenant_id, const char *name,
+                      const char *key, const char *scopes_json, const char *agents_json,
+                      int64_t expires_ms, int64_t now, char id[IBEX_ID_LEN + 1])
+{
+    char prefix[IBEX_KEY_PREFIX_LEN + 1], sha[IBEX_SHA256_HEX_LEN + 1];
+    ibex_id_uuid4(id);
+    ibex_key_prefix(key, prefix);
+    ibex_sha256_hex(key, strlen(key), sha);
+    struct ibex_store_value p[] = {
+        ibex_store_text(id),
+        ibex_store_text(tenant_id),
+        ibex_store_text(name),
+        ibex_store_text(prefix),
+        ibex_store_text(sha),
+        ibex_store_text(scopes_json),
+        ibex_store_text(agents_json),
+        ibex_store_text(key + strlen(key) - 4),
+        expires_ms ? ibex_store_int(expires_ms) : ibex_store_null(),
+        ibex_store_int(now),
+    };
+    return ibex_store_exec(s,
+                           "INSERT INTO api_keys (id, tenant_id, name, prefix, sha256, scopes, "
+                           "agent_ids, last4, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, "
+                           "$6, $7, $8, $9, $10)",
+                           p, 10, NULL, NULL);
+}
+
+/* scopes: a non-empty array of known scope names the actor holds; writes them as JSON. */
+static int get_scopes(json_object *body, const struct ibex_actor *a, struct ibex_buf *json,
+                      struct ibex_identity_result *r)
+{
+    json_object *v = NULL;
+    if (body == NULL || !json_object_object_get_ex(body, "scopes", &v) || v == NULL)
+        return invalid(r, "scopes", "is required");
+    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
+        return invalid(r, "scopes", "must be a non-empty array of scope names");
+    uint32_t wanted = 0;
+    for (size_t i = 0; i < json_object_array_length(v); i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        uint32_t bit = 0;
+        if (json_object_is_type(e, json_type_string))
+            bit =
+                ibex_scope_parse(json_object_get_string(e), (size_t)json_object_get_string_len(e));
+        if (bit == 0)
+            return invalid(r, "scopes",
+                           "unknown scope (chat, sessions:read, sessions:write, traces:read, "
+                           "keys:admin, credentials:admin, admin)");
+        wanted |= bit;
+    }
+    for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1)
+        if ((wanted & bit) && !ibex_scopes_allow(a->scopes, bit))
+            return fail(r, 403, "INSUFFICIENT_SCOPE", "scopes",
+                        "a key may only grant scopes its creator holds ('%s' is not held)",
+                        ibex_scope_name(bit));
+    ibex_buf_append_cstr(json, "[");
+    for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1) {
+        if (!(wanted & bit))
+            continue;
+        if (json->len > 1)
+            ibex_buf_append_cstr(json, ",");
+        ibex_buf_append_json_str(json, ibex_scope_name(bit), strlen(ibex_scope_name(bit)));
+    }
+    ibex_buf_append_cstr(json, "]");
+    return 0;
+}
+
+/* agent_ids: absent or null (any agent), or 1..IBEX_PRINCIPAL_AGENTS live agents of the tenant. */
+static int get_agent_ids(struct ibex_store *s, json_object *body, const struct ibex_actor *a,
+                         struct ibex_buf *json, struct ibex_identity_result *r)
+{
+    json_object *v = NULL;
+    if (body == NULL || !json_object_object_get_ex(body, "agent_ids", &v) || v == NULL)
+        return 0;
+    size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+    if (n == 0 || n > IBEX_PRINCIPAL_AGENTS)
+        return invalid(r, "agent_ids", "must be an array of 1 to 8 agent ids");
+    ibex_buf_append_cstr(json, "[");
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        const char *id = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
+        if (!ibex_id_is_uuid(id, strlen(id)))
+            return invalid(r, "agent_ids", "must hold agent ids (UUIDs)");
+        bool found = false;
+        struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+        int rc = ibex_store_exec(s,
+                                 "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2 AND "
+                                 "disabled_at IS NULL",
+                                 p, 2, row_exists, &found);
+        if (rc)
+            return store_failed(s, r, rc);
+        if (!found)
+            return invalid(r, "agent_ids", "names an agent that does not exist");
+        if (i)
+            ibex_buf_append_cstr(json, ",");
+        ibex_buf_append_json_str(json, id, strlen(id));
+    }
+    ibex_buf_append_cstr(json, "]");
+    return 0;
+}
+
+int ibex_key_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
+                    const char *pinned_key, struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    const char *name;
+    struct ibex_buf scopes, agents;
+    ibex_buf_init(&scopes);
+    ibex_buf_init(&agents);
+    int64_t expires_ms = 0, now = ibex_clock_wall_ms();
+    json_object *exp = NULL;
+    if (need_tenant(a, r) || check_body(body, r) ||
+        get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
+        get_scopes(body, a, &scopes, r) || get_agent_ids(s, body, a, &agents, r))
+        goto done;
+    if (body && json_object_object_get_ex(body, "expires_at", &exp) && exp != NULL) {
+        if (!json_object_is_type(exp, json_type_int) || json_object_get_int64(exp) <= 0 ||
+            json_object_get_int64(exp) > INT64_MAX / 1000) {
+            invalid(r, "expires_at", "must be unix seconds");
+            goto done;
+        }
+        expires_ms = json_object_get_int64(exp) * 1000;
+        if (expires_ms <= now) {
+            invalid(r, "expires_at", "must be in the future");
+            goto done;
+        }
+    }
+    char key[IBEX_KEY_MAX_LEN + 1], id[IBEX_ID_LEN + 1];
+    if (pinned_key)
+        snprintf(key, sizeof(key), "%s", pinned_key);
+    else
+        ibex_key_generate(key);
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = insert_key(s, a->tenant_id, name ? name : "", key, scopes.p,
+                        agents.len ? agents.p : NULL, expires_ms, now, id);
+    if (rc == 0) {
+        struct ibex_buf detail;
+        ibex_buf_init(&detail);
+        ibex_buf_append_cstr(&detail, "{\"scopes\":");
+        ibex_buf_append(&detail, scopes.p, scopes.len);
+        ibex_buf_append_cstr(&detail, "}");
+        rc = audit(s, a, a->tenant_id, "key.created", id, detail.p);
+        ibex_buf_dispose(&detail);
+    }
+    if (finish(s, rc, false, r) == 0) {
+        key_object(out, id, a->tenant_id, name ? name : "", key, scopes.p,
+                   agents.len ? agents.p : NULL, expires_ms, now);
+        ok(r, 201);
+    }
+done:
+    ibex_buf_dispose(&scopes);
+    ibex_buf_dispose(&agents);
+    return r->status;
+}
+
+int ibex_key_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
+                  struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r))
+        return r->status;
+    struct list l;
+    list_open(&l, out);
+    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
+    int rc = ibex_store_exec(s,
+                             "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 "
+                             "ORDER BY created_at DESC, id LIMIT $2",
+                             p, 2, row_key, &l);
+    if (rc)
+        return store_failed(s, r, rc);
+    list_close(&l);
+    return ok(r, 200);
+}
+
+int ibex_key_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                 struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r) || check_id(id, r))
+        return r->status;
+    size_t found = 0;
+    int rc = key_object_stored(s, a, id, out, &found);
+    if (rc)
+        return store_failed(s, r, rc);
+    if (!found)
+        return not_found(s, a, "api_keys", id, "key", "KEY_NOT_FOUND", r);
+    return ok(r, 200);
+}
+
+int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                    struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r) || check_id(id, r))
+        return r->status;
+    bool found = false;
+    struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = ibex_store_exec(s, "SELECT id FROM api_keys WHERE id = $1 AND tenant_id = $2", q, 2,
+                             row_exists, &found);
+    if (rc == 0 && !found) {
+        ibex_store_rollback(s);
+        return not_found(s, a, "api_keys", id, "key", "KEY_NOT_FOUND", r);
+    }
+    if (rc == 0) {
+        struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
+                                       ibex_store_text(a->tenant_id)};
+        rc = ibex_store_exec(s,
+                             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) "
+                             "WHERE id = $2 AND tenant_id = $3",
+                             p, 3, NULL, NULL);
+    }
+    if (rc == 0)
+        rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
+    if (rc == 0)
+        rc = audit(s, a, a->tenant_id, "key.revoked", id, NULL);
+    if (finish(s, rc, true, r))
+        return r->status;
+    size_t n;
+    if ((rc = key_object_stored(s, a, id, out, &n)) != 0)
+        return store_failed(s, r, rc);
+    return ok(r, 200);
+}
+
+/* ---- audit ---- */
+
+static int row_audit(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct list *l = data;
+    list_item(l);
+    struct ibex_buf *b = l->out;
+    ibex_buf_append_cstr(b, "{");
+    put_str(b, "id", c[0].p, c[0].len);
+    put_cstr(b, "object", "audit_event");
+    put_str(b, "tenant_id", c[1].type == IBEX_STORE_TEXT ? c[1].p : NULL, c[1].len);
+    put_str(b, "actor", c[2].p, c[2].len);
+    put_str(b, "action", c[3].p, c[3].len);
+    put_str(b, "target", c[4].type == IBEX_STORE_TEXT ? c[4].p : NULL, c[4].len);
+    put_str(b, "request_id", c[5].type == IBEX_STORE_TEXT ? c[5].p : NULL, c[5].len);
+    char *detail = col_dup(&c[6]);
+    put_raw(b, "detail", detail);
+    free(detail);
+    put_time(b, "created_at", col_int(&c[7]));
+    ibex_buf_append_cstr(b, "}");
+    return 0;
+}
+
+int ibex_audit_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
+                    struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r))
+        return r->status;
+    struct list l;
+    list_open(&l, out);
+    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
+    int rc = ibex_store_exec(s,
+                             "SELECT id, tenant_id, actor, action, target, request_id, detail, "
+                             "created_at FROM audit_events WHERE tenant_id = $1 "
+                             "ORDER BY created_at DESC, id LIMIT $2",
+                             p, 2, row_audit, &l);
+    if (rc)
+        return store_failed(s, r, rc);
+    list_close(&l);
+    return ok(r, 200);
+}
+
+/* ---- authentication reads ---- */
+
+struct key_row {
+    bool found;
+    char sha[IBEX_SHA256_HEX_LEN + 1];
+    struct ibex_principal *p;
+    char *scopes, *agents;
+    int64_t expires_ms, revoked_ms, tenant_revoked_ms;
+};
+
+static int row_auth_key(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct key_row *k = data;
+    k->found = true;
+    col_text(&c[0], k->p->key_id, sizeof(k->p->key_id));
+    col_text(&c[1], k->p->tenant_id, sizeof(k->p->tenant_id));
+    col_text(&c[2], k->sha, sizeof(k->sha));
+    k->scopes = col_dup(&c[3]);
+    k->agents = col_dup(&c[4]);
+    k->expires_ms = col_int(&c[5]);
+    k->revoked_ms = col_int(&c[6]);
+    k->tenant_revoked_ms = col_int(&c[7]);
+    return 0;
+}
+
+/* Reads a JSON array of strings written by this module into scopes or the agent list. */
+static void parse_scopes(const char *json, struct ibex_principal *p)
+{
+    json_object *v = json ? json_tokener_parse(json) : NULL;
+    for (size_t i = 0;
+         v && json_object_is_type(v, json_type_array) && i < json_object_array_length(v); i++) {
+        json_object *e = json_object_array_get_idx(v, i);
+        p->scopes |=
+            ibex_scope_parse(json_object_get_string(e), (size_t)json_object_get_string_len(e));
+    }
+    json_object_put(v);
+}
+
+static void parse_agents(const char *json, struct ibex_principal *p)
+{
+    json_object *v = json ? json_tokener_parse(json) : NULL;
+    for (size_t i = 0; v && json_object_is_type(v, json_type_array) &&
+                       i < json_object_array_length(v) && p->nagents < IBEX_PRINCIPAL_AGENTS;
+         i++)
+        snprintf(p->agents[p->nagents++], IBEX_ID_LEN + 1, "%s",
+                 json_object_get_string(json_object_array_get_idx(v, i)));
+    json_object_put(v);
+}
+
+int ibex_key_authenticate(struct ibex_store *s, const char *key, size_t len, int64_t now_ms,
+                          enum ibex_key_state *state, struct ibex_principal *out)
+{
+    memset(out, 0, sizeof(*out));
+    *state = IBEX_KEY_UNKNOWN;
+    if (!ibex_key_well_formed(key, len))
+        return 0;
+    char prefix[IBEX_KEY_PREFIX_LEN + 1], sha[IBEX_SHA256_HEX_LEN + 1];
+    ibex_key_prefix(key, prefix);
+    ibex_sha256_hex(key, len, sha);
+    struct key_row k = {.p = out};
+    struct ibex_store_value p[] = {ibex_store_text(prefix)};
+    int rc = ibex_store_exec(s,
+                             "SELECT k.id, k.tenant_id, k.sha256, k.scopes, k.agent_ids, "
+                             "k.expires_at, k.revoked_at, t.disabled_at FROM api_keys k "
+                             "JOIN tenants t ON t.id = k.tenant_id WHERE k.prefix = $1",
+                             p, 1, row_auth_key, &k);
+    if (rc == 0 && k.found && strlen(k.sha) == IBEX_SHA256_HEX_LEN &&
+        ibex_const_time_eq(k.sha, sha, IBEX_SHA256_HEX_LEN)) {
+        out->kind = IBEX_PRINCIPAL_KEY;
+        snprintf(out->subject, sizeof(out->subject), "%s", out->key_id);
+        out->expires_at_ms = k.expires_ms;
+        parse_scopes(k.scopes, out);
+        parse_agents(k.agents, out);
+        if (k.revoked_ms || k.tenant_revoked_ms)
+            *state = IBEX_KEY_REVOKED;
+        else if (k.expires_ms && now_ms >= k.expires_ms)
+            *state = IBEX_KEY_EXPIRED;
+        else
+            *state = IBEX_KEY_VALID;
+    }
+    if (*state != IBEX_KEY_VALID) {
+        /* The audit trail names the key and its tenant only when the secret matched. */
+        struct ibex_principal named = {0};
+        if (*state != IBEX_KEY_UNKNOWN) {
+            memcpy(named.key_id, out->key_id, sizeof(named.key_id));
+            memcpy(named.tenant_id, out->tenant_id, sizeof(named.tenant_id));
+        }
+        *out = named;
+    }
+    free(k.scopes);
+    free(k.agents);
+    return rc;
+}
+
+static int row_tenant_state(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    *(enum ibex_key_state *)data = col_int(&c[0]) ? IBEX_KEY_REVOKED : IBEX_KEY_VALID;
+    return 0;
+}
+
+int ibex_tenant_state(struct ibex_store *s, const char *id, enum ibex_key_state *state)
+{
+    *state = IBEX_KEY_UNKNOWN;
+    struct ibex_store_value p[] = {ibex_store_text(id)};
+    return ibex_store_exec(s, "SELECT disabled_at FROM tenants WHERE id = $1", p, 1,
+                           row_tenant_state, state);
+}
+
+struct agent_row {
+    bool found;
+    bool revoked;
+    struct ibex_agent_info *info;
+};
+
+static int row_agent_info(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct agent_row *a = data;
+    a->found = true;
+    a->revoked = col_int(&c[1]) != 0;
+    a->info->directive =
+        c[0].type == IBEX_STORE_TEXT ? ibex_xstrndup(c[0].p, c[0].len) : ibex_xstrdup("");
+    return 0;
+}
+
+int ibex_agent_lookup(struct ibex_store *s, const char *tenant_id, const char *id, bool *found,
+                      bool *foreign, struct ibex_agent_info *info)
+{
+    *foreign = false;
+    memset(info, 0, sizeof(*info));
+    struct agent_row a = {.info = info};
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(tenant_id)};
+    int rc = ibex_store_exec(s,
+                             "SELECT directive, disabled_at FROM agents WHERE id = $1 AND "
+                             "tenant_id = $2",
+                             p, 2, row_agent_info, &a);
+    *found = rc == 0 && a.found && !a.revoked;
+    if (rc == 0 && !a.found) {
+        struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(tenant_id)};
+        rc = ibex_store_exec(s, "SELECT id FROM agents WHERE id = $1 AND tenant_id <> $2", q, 2,
+                             row_exists, foreign);
+    }
+    if (*found) {
+        snprintf(info->id, sizeof(info->id), "%s", id);
+        snprintf(info->tenant_id, sizeof(info->tenant_id), "%s", tenant_id);
+    } else {
+        free(info->directive);
+        info->directive = NULL;
+    }
+    return rc;
+}
+
+/* ---- --dev ---- */
+
+static int row_text(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    col_text(&c[0], data, IBEX_ID_LEN + 1);
+    return 0;
+}
+
+int ibex_identity_dev_bootstrap(struct ibex_store *s, const char *pinned_key,
+                                const char *pinned_agent, char tenant_id[IBEX_ID_LEN + 1],
+                                struct ibex_buf *out, char *err, size_t errlen)
+{
+    if (pinned_key && !ibex_key_well_formed(pinned_key, strlen(pinned_key))) {
+        snprintf(err, errlen, "IBEX_DEV_TOKEN must be ibex_sk_ and 20-100 letters or digits");
+        return -1;
+    }
+    if (pinned_agent && !ibex_id_is_uuid(pinned_agent, strlen(pinned_agent))) {
+        snprintf(err, errlen, "IBEX_DEV_AGENT_ID must be a UUID");
+        return -1;
+    }
+    struct ibex_actor op = {.subject = "dev-bootstrap", .scopes = IBEX_SCOPE_ALL};
+    struct ibex_identity_result r;
+    ibex_identity_result_init(&r);
+    struct ibex_buf scratch;
+    ibex_buf_init(&scratch);
+    int rc = -1;
+
+    tenant_id[0] = '\0';
+    int src = ibex_store_exec(s,
+                              "SELECT id FROM tenants WHERE name = 'dev' AND parent_id IS NULL "
+                              "AND disabled_at IS NULL ORDER BY created_at LIMIT 1",
+                              NULL, 0, row_text, tenant_id);
+    if (src)
+        goto store_error;
+    bool created_tenant = tenant_id[0] == '\0';
+    if (created_tenant) {
+        json_object *body = json_object_new_object();
+        json_object_object_add(body, "name", json_object_new_string("dev"));
+        ibex_tenant_create(s, &op, body, &scratch, &r);
+        json_object_put(body);
+        if (r.code)
+            goto failed;
+        /* the answer starts {"id":"<uuid>" */
+        snprintf(tenant_id, IBEX_ID_LEN + 1, "%.36s", scratch.p + 7);
+    }
+    op.tenant_id = tenant_id;
+
+    /* The admin key: the pinned one when given (created once), else a new one when the tenant
+     * is new (a key made earlier cannot be shown again: only its hash is kept). */
+    const char *key_note = "";
+    char key_shown[IBEX_KEY_MAX_LEN + 1] = "";
+    if (pinned_key) {
+        char prefix[IBEX_KEY_PREFIX_LEN + 1], owner[IBEX_ID_LEN + 1] = "";
+        ibex_key_prefix(pinned_key, prefix);
+        struct ibex_store_value p[] = {ibex_store_text(prefix)};
+        if ((src = ibex_store_exec(s, "SELECT tenant_id FROM api_keys WHERE prefix = $1", p, 1,
+                                   row_text, owner)) != 0)
+            goto store_error;
+        if (owner[0] && strcmp(owner, tenant_id) != 0) {
+            snprintf(err, errlen, "IBEX_DEV_TOKEN's prefix belongs to a key of another tenant");
+            goto done;
+        }
+        if (owner[0] == '\0') {
+            json_object *body =
+                json_tokener_parse("{\"name\":\"dev-admin\",\"scopes\":[\"admin\"]}");
+            ibex_buf_reset(&scratch);
+            ibex_key_create(s, &op, body, pinned_key, &scratch, &r);
+            json_object_put(body);
+            if (r.code)
+                goto failed;
+        }
+        key_note = " (IBEX_DEV_TOKEN)";
+        snprintf(key_shown, sizeof(key_shown), "%s", pinned_key);
+    } else if (created_tenant) {
+        /* the tenant's first key, in the answer of tenant_create */
+        const char *k = strstr(scratch.p, "\"key\":\"");
+        if (k)
+            snprintf(key_shown, sizeof(key_shown), "%.*s", IBEX_KEY_LEN, k + 7);
+    }
+
+    char agent_id[IBEX_ID_LEN + 1] = "";
+    if (pinned_agent) {
+        struct ibex_store_value p[] = {ibex_store_text(pinned_agent), ibex_store_text(tenant_id)};
+        if ((src = ibex_store_exec(s, "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2", p,
+                                   2, row_text, agent_id)) != 0)
+            goto store_error;
+    } else if ((src = ibex_store_exec(s,
+                                      "SELECT id FROM agents WHERE tenant_id = $1 AND name = "
+                                      "'dev-agent' AND disabled_at IS NULL ORDER BY created_at "
+                                      "LIMIT 1",
+                                      (struct ibex_store_value[]){ibex_store_text(tenant_id)}, 1,
+                                      row_text, agent_id)) != 0) {
+        goto store_error;
+    }
+    if (agent_id[0] == '\0') {
+        json_object *body = json_object_new_object();
+        json_object_object_add(body, "name", json_object_new_string("dev-agent"));
+        json_object_object_add(body, "directive",
+                               json_object_new_string("You are a helpful assistant."));
+        if (pinned_agent)
+            json_object_object_add(body, "id", json_object_new_string(pinned_agent));
+        ibex_buf_reset(&scratch);
+        ibex_agent_create(s, &op, body, &scratch, &r);
+        json_object_put(body);
+        if (r.code)
+            goto failed;
+        snprintf(agent_id, sizeof(agent_id), "%.36s", scratch.p + 7);
+    }
+
+    ibex_buf_append_cstr(out, "dev tenant: ");
+    ibex_buf_append_cstr(out, tenant_id);
+    ibex_buf_append_cstr(out, "\ndev agent:  ");
+    ibex_buf_append_cstr(out, agent_id);
+    ibex_buf_append_cstr(out, "\ndev key:    ");
+    if (key_shown[0]) {
+        ibex_buf_append_cstr(out, key_shown);
+        ibex_buf_append_cstr(out, key_note);
+    } else {
+        ibex_buf_append_cstr(out, "created earlier and shown then; set IBEX_DEV_TOKEN to pin "
+                                  "one, or run `ibex keys create`");
+    }
+    ibex_buf_append_cstr(out, "\n");
+    rc = 0;
+    goto done;
+store_error:
+    snprintf(err, errlen, "store: %s", ibex_store_errmsg(s));
+    goto done;
+failed:
+    snprintf(err, errlen, "%s: %s", r.code, r.message);
+done:
+    ibex_buf_dispose(&scratch);
+    ibex_identity_result_dispose(&r);
+    return rc;
+}
