@@ -161,7 +161,13 @@ IBEX_DEV_TOKEN ?= ibex_sk_devLocalOnly0000000000000000000000
 run: all
 	IBEX_DEV_TOKEN=$(IBEX_DEV_TOKEN) ./ibex serve --dev --log-level info
 
-bench: all
+# Micro-benchmarks of single request-path steps (bench/micro/), then the end-to-end harness.
+MICRO_BINS := $(patsubst bench/micro/%.c,$(BUILD)/bench/micro/%,$(wildcard bench/micro/*.c))
+$(BUILD)/bench/micro/%: $(BUILD)/bench/micro/%.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+bench: all $(MICRO_BINS)
+	@for b in $(MICRO_BINS); do $$b; done
 	bench/run.sh
 
 LINT_FILES := $(shell find src tools tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null)

@@ -84,6 +84,16 @@ async function revocationAcross(ctx, { label, storeUrl, settings }) {
         ['tenant', () => onA.revoke('tenants', child.id), () => cA.call('GET', '/v1/models'), () => cB.call('GET', '/v1/models'), 401, 'TOKEN_REVOKED'],
     ];
     for (const [what, revoke, useA, useB, status, code] of cases) {
+        // re-warm: an earlier case's revocation may have flushed B's cache
+        for (let i = 0; i < 4; i++) {
+            for (const [where, use] of [
+                ['A', useA],
+                ['B', useB],
+            ]) {
+                const res = await use();
+                assert.equal(res.status, 200, `${what} on ${where} right before its revocation: ${res.describe()}`);
+            }
+        }
         await revoke();
         const t0 = now();
         // A: at once, on every worker
