@@ -40,6 +40,7 @@ IBEX_RENAME=${IBEX_RENAME:-0}          # 1: run a copy named "bench-gw" (out of 
 FAKELLM_ARGS=${FAKELLM_ARGS:-}         # appended to fakellm's command line, e.g. "--delay-ms 20"
 MODEL=${MODEL:-gpt-4o-mini}            # forwarded unchanged (never "mock": ibex answers that itself)
 CLIENT_KEY=${CLIENT_KEY:-ibex_sk_benchKey000000000000000000000000000}  # ibex key of the clients (--dev pins it)
+BENCH_AUTH=${BENCH_AUTH:-1}            # 0: start ibex without --dev (a binary from before authentication, for A/B runs)
 BENCH_AGENT=${BENCH_AGENT:-0}          # 1: the clients act as the dev agent (X-IBEX-Agent-ID: its directive is injected)
 BENCH_AGENT_ID=8f1c6c9e-0d1a-4e7b-9a51-3c2b7d4e5f60
 UPSTREAM_PORT=${UPSTREAM_PORT:-18431}
@@ -250,8 +251,10 @@ if [[ "$GATEWAY" == ibex ]]; then
   # shellcheck disable=SC2086  # IBEX_EXTRA_ARGS is a word list on purpose
   # --dev with a pinned key and agent: authentication is on, as in production (a fresh SQLite
   # store per run; every request after the first is a credential-cache hit)
+  AUTH_ARGS=(--dev --store-url "sqlite://$RUN/ibex.db")
+  [[ "$BENCH_AUTH" == 1 ]] || AUTH_ARGS=()
   IBEX_CMD=("$IBEX_BIN" serve --listen "127.0.0.1:$IBEX_PORT" --workers "$WORKERS" --forward-headers 'x-fakellm-*'
-            --dev --store-url "sqlite://$RUN/ibex.db" $IBEX_EXTRA_ARGS)
+            "${AUTH_ARGS[@]}" $IBEX_EXTRA_ARGS)
   echo "OPENAI_API_KEY=bench OPENAI_BASE_URL=$UPSTREAM/v1 ${IBEX_CMD[*]}" >"$RUN/ibex.cmd"
   IBEX_START_MS=$(now_ms)
   "${PIN_IBEX[@]}" env OPENAI_API_KEY=bench OPENAI_BASE_URL="$UPSTREAM/v1" IBEX_DEV_TOKEN="$CLIENT_KEY" \

@@ -76,7 +76,7 @@ static int run_op(struct ibex_store_job *job, struct ibex_store *s)
         break;
     case IBEX_ROUTE_AGENTS:
         if (a->op == OP_CREATE)
-            ibex_agent_create(s, ac, a->body, out, r);
+            ibex_agent_create(s, ac, a->body, NULL, out, r);
         else if (a->op == OP_LIST)
             ibex_agent_list(s, ac, a->limit, out, r);
         else if (a->op == OP_GET)

@@ -5,11 +5,13 @@
  * (UUIDv4), times are unix milliseconds in the store and seconds in JSON. */
 #include "identity.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
@@ -475,9 +477,12 @@ int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const c
     }
     if (rc == 0 && found) {
         struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id)};
+        /* the tenant and every tenant below it: a revoked tenant cannot live on in a child */
         rc = ibex_store_exec(s,
-                             "UPDATE tenants SET disabled_at = $1 WHERE id = $2 AND "
-                             "disabled_at IS NULL",
+                             "WITH RECURSIVE sub(id) AS (SELECT CAST($2 AS TEXT) UNION "
+                             "SELECT t.id FROM tenants t JOIN sub ON t.parent_id = sub.id) "
+                             "UPDATE tenants SET disabled_at = $1 WHERE id IN (SELECT id FROM sub) "
+                             "AND disabled_at IS NULL",
                              p, 2, NULL, NULL);
         if (rc == 0)
             rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
@@ -542,7 +547,7 @@ static int agent_object(struct ibex_store *s, const struct ibex_actor *a, const 
 }
 
 int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                      struct ibex_buf *out, struct ibex_identity_result *r)
+                      const char *pinned, struct ibex_buf *out, struct ibex_identity_result *r)
 {
     const char *name, *directive, *meta;
     if (need_tenant(a, r) || check_body(body, r) ||
@@ -550,12 +555,6 @@ int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_obj
         get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
         get_metadata(body, &meta, r))
         return r->status;
-    const char *pinned = NULL;
-    if (get_string(body, "id", false, IBEX_ID_LEN, &pinned, r))
-        return r->status;
-    if (pinned && !ibex_id_is_uuid(pinned, strlen(pinned)))
-        return invalid(r, "id", "must be a UUID");
-
     char id[IBEX_ID_LEN + 1];
     if (pinned)
         snprintf(id, sizeof(id), "%s", pinned);
@@ -842,6 +841,9 @@ static int get_agent_ids(struct ibex_store *s, json_object *body, const struct i
         const char *id = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
         if (!ibex_id_is_uuid(id, strlen(id)))
             return invalid(r, "agent_ids", "must hold agent ids (UUIDs)");
+        for (size_t j = 0; j < i; j++)
+            if (strcasecmp(id, json_object_get_string(json_object_array_get_idx(v, j))) == 0)
+                return invalid(r, "agent_ids", "names an agent twice");
         bool found = false;
         struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
         int rc = ibex_store_exec(s,
@@ -1194,6 +1196,12 @@ int ibex_identity_dev_bootstrap(struct ibex_store *s, const char *pinned_key,
         snprintf(err, errlen, "IBEX_DEV_AGENT_ID must be a UUID");
         return -1;
     }
+    char agent_lower[IBEX_ID_LEN + 1];
+    if (pinned_agent) {
+        for (size_t i = 0; i <= IBEX_ID_LEN; i++)
+            agent_lower[i] = (char)tolower((unsigned char)pinned_agent[i]);
+        pinned_agent = agent_lower;
+    }
     struct ibex_actor op = {.subject = "dev-bootstrap", .scopes = IBEX_SCOPE_ALL};
     struct ibex_identity_result r;
     ibex_identity_result_init(&r);
@@ -1273,10 +1281,8 @@ int ibex_identity_dev_bootstrap(struct ibex_store *s, const char *pinned_key,
         json_object_object_add(body, "name", json_object_new_string("dev-agent"));
         json_object_object_add(body, "directive",
                                json_object_new_string("You are a helpful assistant."));
-        if (pinned_agent)
-            json_object_object_add(body, "id", json_object_new_string(pinned_agent));
         ibex_buf_reset(&scratch);
-        ibex_agent_create(s, &op, body, &scratch, &r);
+        ibex_agent_create(s, &op, body, pinned_agent, &scratch, &r);
         json_object_put(body);
         if (r.code)
             goto failed;

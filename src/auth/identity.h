@@ -54,8 +54,10 @@ int ibex_tenant_get(struct ibex_store *s, const struct ibex_actor *a, const char
 int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                        struct ibex_buf *out, struct ibex_identity_result *r);
 
+/* pinned: NULL for a new id, else the id to give the agent (IBEX_DEV_AGENT_ID); never from a
+ * request body, or an id of another tenant could be probed through the conflict. */
 int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                      struct ibex_buf *out, struct ibex_identity_result *r);
+                      const char *pinned, struct ibex_buf *out, struct ibex_identity_result *r);
 int ibex_agent_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
                     struct ibex_buf *out, struct ibex_identity_result *r);
 int ibex_agent_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,

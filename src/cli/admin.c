@@ -4,6 +4,7 @@
  * JSON on stdout; an error goes to stderr with exit status 1 (2 for a usage error). */
 #include "admin.h"
 
+#include <ctype.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,11 @@ int ibex_cli_admin(const char *noun, int argc, char **argv)
         usage(stderr, noun);
         return 2;
     }
+    /* ids are stored in lowercase (UUIDs from ibex); accept them in any case */
+    for (char *c = (char *)a.id; c && *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    for (char *c = (char *)a.tenant; c && *c; c++)
+        *c = (char)tolower((unsigned char)*c);
     if (!tenants && a.tenant == NULL) {
         fprintf(stderr, "ibex %s %s: --tenant ID is required\n", noun, a.verb);
         return 2;
@@ -186,7 +192,7 @@ int ibex_cli_admin(const char *noun, int argc, char **argv)
         if (tenants)
             ibex_tenant_create(s, &actor, body, &out, &r);
         else if (agents)
-            ibex_agent_create(s, &actor, body, &out, &r);
+            ibex_agent_create(s, &actor, body, NULL, &out, &r);
         else
             ibex_key_create(s, &actor, body, NULL, &out, &r);
     } else if (!strcmp(a.verb, "list")) {

@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ibex_tenant_create(store, &actor, body, &out, &r);
         break;
     case 1:
-        ibex_agent_create(store, &actor, body, &out, &r);
+        ibex_agent_create(store, &actor, body, NULL, &out, &r);
         break;
     case 2:
         ibex_agent_update(store, &actor, agent, body, &out, &r);

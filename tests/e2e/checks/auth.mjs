@@ -26,6 +26,7 @@ import {
 } from '../lib/ibexadmin.mjs';
 import { randomToken, sleep, truncate } from '../lib/util.mjs';
 import { MODEL } from './chat.mjs';
+import { parseProm, sumSamples } from '../lib/prom.mjs';
 
 const dev = (ctx, target = ctx.target) => new IbexAdmin(target, ctx.apiKey);
 const routePath = (p, id = randomUuid()) => p.replace('{id}', id);
@@ -194,6 +195,36 @@ export default [
                 what: 'SDK: revoked key',
             });
             assertSdkClass(ctx.sdk, err, 'AuthenticationError', 'SDK: revoked key');
+        },
+    },
+    {
+        id: 'auth.cache-hit-rate',
+        title: 'sustained load with a small key set: the credential cache answers over 90% of lookups',
+        needs: ['raw', 'admin'],
+        async run(ctx) {
+            const { admin } = await freshTenant(dev(ctx), 'cache');
+            const keys = [];
+            for (let i = 0; i < 4; i++) keys.push((await admin.createKey({ name: `load-${i}`, scopes: ['chat'] })).key);
+            const counters = async () => {
+                const r = await ctx.request('/metrics', { auth: false });
+                assert.equal(r.status, 200, `GET /metrics: ${r.describe()}`);
+                const m = parseProm(r.text());
+                return { hits: sumSamples(m, 'ibex_auth_cache_hits_total'), misses: sumSamples(m, 'ibex_auth_cache_misses_total') };
+            };
+            const before = await counters();
+            const N = 400;
+            for (let round = 0; round < N / 20; round++) {
+                const batch = [];
+                for (let i = 0; i < 20; i++) batch.push(ctx.request('/v1/models', { apiKey: keys[(round * 20 + i) % keys.length] }));
+                for (const r of await Promise.all(batch)) assert.equal(r.status, 200, `GET /v1/models under load: ${r.describe()}`);
+            }
+            const after = await counters();
+            const hits = after.hits - before.hits;
+            const misses = after.misses - before.misses;
+            assert.ok(hits + misses >= N, `the cache saw ${hits + misses} lookups for ${N} requests`);
+            const ratio = hits / (hits + misses);
+            ctx.note(`${N} requests over ${keys.length} keys: ${hits} hits, ${misses} misses, hit ratio ${ratio.toFixed(3)}`);
+            assert.ok(ratio > 0.9, `credential cache hit ratio ${ratio.toFixed(3)} <= 0.9 (${hits} hits, ${misses} misses)`);
         },
     },
     {
