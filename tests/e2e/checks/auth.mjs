@@ -4,6 +4,7 @@
 // sees it. Every check that creates identities works in tenants of its own (children of the dev
 // tenant), named uniquely.
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { assertErrorResponse, assertErrorShape } from '../lib/expect.mjs';
 import { expectApiError } from '../lib/sdk.mjs';
 import { RawConn, buildRequest } from '../lib/http.mjs';
@@ -225,6 +226,65 @@ export default [
             const ratio = hits / (hits + misses);
             ctx.note(`${N} requests over ${keys.length} keys: ${hits} hits, ${misses} misses, hit ratio ${ratio.toFixed(3)}`);
             assert.ok(ratio > 0.9, `credential cache hit ratio ${ratio.toFixed(3)} <= 0.9 (${hits} hits, ${misses} misses)`);
+        },
+    },
+    {
+        id: 'auth.static-tokens',
+        title: 'auth_modes keys,static: AUTH_TOKENS_JSON tokens carry their tenant and scopes; API keys still work; others are 401',
+        needs: ['raw', 'sdk', 'process', 'admin'],
+        shared: false,
+        timeoutMs: 40000,
+        async run(ctx) {
+            // the dev tenant of a dedicated instance is the static tokens' tenant
+            const store = { IBEX_STORE_URL: `sqlite://${path.resolve(ctx.h.logDir, 'auth-static.db')}` };
+            const probe = await ctx.ibex({ name: 'static-probe', upstream: null, env: store });
+            const tenantId = (await new IbexAdmin(probe.target, ctx.apiKey).ownTenant()).id;
+            await probe.stop();
+            const chatToken = randomToken('static-chat');
+            const adminToken = randomToken('static-admin');
+            const tokens = {
+                [chatToken]: { tenant_id: tenantId, scopes: ['chat'], subject: 'ci-bot' },
+                [adminToken]: { tenant_id: tenantId, scopes: ['admin'], subject: 'ops' },
+            };
+            const ibex = await ctx.ibex({
+                name: 'static',
+                upstream: null,
+                settings: { auth_modes: 'keys,static' },
+                env: { ...store, AUTH_TOKENS_JSON: JSON.stringify(tokens) },
+            });
+            const as = (key) => new IbexAdmin(ibex.target, key);
+            const chat = await as(chatToken).call('POST', '/v1/chat/completions', chatOf('static'));
+            assert.equal(chat.status, 200, `static chat token on chat: ${chat.describe()}`);
+            const sdkRes = await ctx.client({ baseUrl: ibex.url, apiKey: chatToken }).chat.completions.create(chatOf('sdk'));
+            assert.equal(sdkRes.object, 'chat.completion', 'SDK with a static token');
+            assertErrorResponse(await as(chatToken).call('GET', '/v1/keys'), { status: 403, code: 'INSUFFICIENT_SCOPE', what: 'static chat token on /v1/keys' });
+            const keys = await as(adminToken).call('GET', '/v1/keys');
+            assert.equal(keys.status, 200, `static admin token on /v1/keys: ${keys.describe()}`);
+            assert.ok(JSON.parse(keys.text()).data.every((k) => k.tenant_id === tenantId), 'the static admin token sees its own tenant only');
+            const dev = await as(ctx.apiKey).call('GET', '/v1/models');
+            assert.equal(dev.status, 200, `the dev API key with auth_modes keys,static: ${dev.describe()}`);
+            assertErrorResponse(await as(randomToken('static-unknown')).call('GET', '/v1/models'), { status: 401, code: 'INVALID_TOKEN', what: 'a token not in AUTH_TOKENS_JSON' });
+            const log = ibex.stderrText();
+            for (const t of [chatToken, adminToken]) assert.ok(!log.includes(t), `a static token appears in ibex's stderr (${ibex.stderrPath})`);
+        },
+    },
+    {
+        id: 'auth.none-mode',
+        title: 'auth_modes none: no credential acts as the dev tenant with every scope, with a loud warning at start; a bad credential is still 401',
+        needs: ['raw', 'process'],
+        shared: false,
+        timeoutMs: 30000,
+        async run(ctx) {
+            const ibex = await ctx.ibex({ name: 'none', upstream: null, dev: false, settings: { auth_modes: 'none' } });
+            const warning = ibex.stderrText().split('\n').find((l) => l.includes('AUTH MODE none'));
+            assert.ok(warning && JSON.parse(warning).level === 'warn', `no start-up warning naming auth mode none in ${ibex.stderrPath}`);
+            const open = new IbexAdmin(ibex.target, null);
+            const chat = await open.call('POST', '/v1/chat/completions', chatOf('no credential'));
+            assert.equal(chat.status, 200, `chat without a credential in mode none: ${chat.describe()}`);
+            const agents = await open.call('GET', '/v1/agents');
+            assert.equal(agents.status, 200, `GET /v1/agents without a credential in mode none: ${agents.describe()}`);
+            assert.ok(JSON.parse(agents.text()).data.some((a) => a.name === 'dev-agent'), 'mode none acts as the dev tenant (its dev-agent is listed)');
+            assertErrorResponse(await new IbexAdmin(ibex.target, randomApiKey()).call('GET', '/v1/models'), { status: 401, code: 'INVALID_TOKEN', what: 'an unknown key in mode none' });
         },
     },
     {
