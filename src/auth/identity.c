@@ -501,6 +501,50 @@ int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const c
     return ok(r, 200);
 }
 
+/* The actor's tenant: agents and keys always belong to one. */
+static int need_tenant(const struct ibex_actor *a, struct ibex_identity_result *r)
+{
+    if (a->tenant_id == NULL)
+        return invalid(r, "tenant", "is required");
+    return 0;
+}
+
+/* A list of the actor's tenant's rows: sql selects with $1 = tenant id and $2 = limit. */
+static int tenant_rows(struct ibex_store *s, const struct ibex_actor *a, const char *sql,
+                       ibex_store_row_fn row, int64_t limit, struct ibex_buf *out,
+                       struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r))
+        return r->status;
+    struct list l;
+    list_open(&l, out);
+    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
+    int rc = ibex_store_exec(s, sql, p, 2, row, &l);
+    if (rc)
+        return store_failed(s, r, rc);
+    list_close(&l);
+    return ok(r, 200);
+}
+
+/* One object of the actor's tenant, written by fetch, or the 404 of its kind. */
+typedef int (*fetch_fn)(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                        struct ibex_buf *out, size_t *found);
+
+static int tenant_object_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                             fetch_fn fetch, const char *table, const char *what, const char *code,
+                             struct ibex_buf *out, struct ibex_identity_result *r)
+{
+    if (need_tenant(a, r) || check_id(id, r))
+        return r->status;
+    size_t found = 0;
+    int rc = fetch(s, a, id, out, &found);
+    if (rc)
+        return store_failed(s, r, rc);
+    if (!found)
+        return not_found(s, a, table, id, what, code, r);
+    return ok(r, 200);
+}
+
 /* ---- agents ---- */
 
 #define AGENT_COLS "id, tenant_id, name, directive, metadata, created_at, updated_at, disabled_at"
@@ -523,14 +567,6 @@ static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
     put_time(b, "updated_at", col_int(&c[6]));
     put_time(b, "revoked_at", col_int(&c[7]));
     ibex_buf_append_cstr(b, "}");
-    return 0;
-}
-
-/* The actor's tenant: agents and keys always belong to one. */
-static int need_tenant(const struct ibex_actor *a, struct ibex_identity_result *r)
-{
-    if (a->tenant_id == NULL)
-        return invalid(r, "tenant", "is required");
     return 0;
 }
 
@@ -592,64 +628,58 @@ int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_obj
 int ibex_agent_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
                     struct ibex_buf *out, struct ibex_identity_result *r)
 {
-    if (need_tenant(a, r))
-        return r->status;
-    struct list l;
-    list_open(&l, out);
-    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
-    int rc = ibex_store_exec(s,
-                             "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
-                             "ORDER BY created_at DESC, id LIMIT $2",
-                             p, 2, row_agent, &l);
-    if (rc)
-        return store_failed(s, r, rc);
-    list_close(&l);
-    return ok(r, 200);
+    return tenant_rows(s, a,
+                       "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
+                       "ORDER BY created_at DESC, id LIMIT $2",
+                       row_agent, limit, out, r);
 }
 
 int ibex_agent_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                    struct ibex_buf *out, struct ibex_identity_result *r)
 {
-    if (need_tenant(a, r) || check_id(id, r))
-        return r->status;
-    size_t found = 0;
-    int rc = agent_object(s, a, id, out, &found);
-    if (rc)
-        return store_failed(s, r, rc);
-    if (!found)
-        return not_found(s, a, "agents", id, "agent", "AGENT_NOT_FOUND", r);
-    return ok(r, 200);
+    return tenant_object_get(s, a, id, agent_object, "agents", "agent", "AGENT_NOT_FOUND", out, r);
 }
 
-/* Runs an UPDATE on agent id of the actor's tenant, with audit and epoch, then answers the
- * agent. sql's last two parameters are id and tenant_id. */
-static int agent_change(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                        const char *sql, struct ibex_store_value *p, size_t np, const char *action,
-                        const char *detail, struct ibex_buf *out, struct ibex_identity_result *r)
+/* What a change of one tenant-owned object needs: its table, its kind for the 404 and the
+ * fetch that writes its answer. */
+struct kind {
+    const char *table, *what, *code;
+    fetch_fn fetch;
+};
+
+/* Runs an UPDATE on object id of the actor's tenant in one transaction with its audit event
+ * and an epoch bump, then answers the object. */
+static int tenant_object_change(struct ibex_store *s, const struct ibex_actor *a,
+                                const struct kind *k, const char *id, const char *sql,
+                                struct ibex_store_value *p, size_t np, const char *action,
+                                struct ibex_buf *out, struct ibex_identity_result *r)
 {
     bool found = false;
+    char check[80];
+    snprintf(check, sizeof(check), "SELECT id FROM %s WHERE id = $1 AND tenant_id = $2", k->table);
     struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
     int rc = ibex_store_begin(s);
     if (rc == 0)
-        rc = ibex_store_exec(s, "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2", q, 2,
-                             row_exists, &found);
+        rc = ibex_store_exec(s, check, q, 2, row_exists, &found);
     if (rc == 0 && !found) {
         ibex_store_rollback(s);
-        return not_found(s, a, "agents", id, "agent", "AGENT_NOT_FOUND", r);
+        return not_found(s, a, k->table, id, k->what, k->code, r);
     }
     if (rc == 0)
         rc = ibex_store_exec(s, sql, p, np, NULL, NULL);
     if (rc == 0)
         rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
     if (rc == 0)
-        rc = audit(s, a, a->tenant_id, action, id, detail);
+        rc = audit(s, a, a->tenant_id, action, id, NULL);
     if (finish(s, rc, true, r))
         return r->status;
     size_t n;
-    if ((rc = agent_object(s, a, id, out, &n)) != 0)
+    if ((rc = k->fetch(s, a, id, out, &n)) != 0)
         return store_failed(s, r, rc);
     return ok(r, 200);
 }
+
+static const struct kind agent_kind = {"agents", "agent", "AGENT_NOT_FOUND", agent_object};
 
 int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                       json_object *body, struct ibex_buf *out, struct ibex_identity_result *r)
@@ -671,11 +701,11 @@ int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const ch
     struct ibex_store_value p[] = {ibex_store_text(name), ibex_store_text(directive),
                                    ibex_store_text(meta), ibex_store_int(ibex_clock_wall_ms()),
                                    ibex_store_text(id),   ibex_store_text(a->tenant_id)};
-    return agent_change(s, a, id,
-                        "UPDATE agents SET name = COALESCE($1, name), directive = COALESCE($2, "
-                        "directive), metadata = COALESCE($3, metadata), updated_at = $4 "
-                        "WHERE id = $5 AND tenant_id = $6",
-                        p, 6, "agent.updated", NULL, out, r);
+    return tenant_object_change(s, a, &agent_kind, id,
+                                "UPDATE agents SET name = COALESCE($1, name), directive = "
+                                "COALESCE($2, directive), metadata = COALESCE($3, metadata), "
+                                "updated_at = $4 WHERE id = $5 AND tenant_id = $6",
+                                p, 6, "agent.updated", out, r);
 }
 
 int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
@@ -685,10 +715,10 @@ int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const ch
         return r->status;
     struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
                                    ibex_store_text(a->tenant_id)};
-    return agent_change(s, a, id,
-                        "UPDATE agents SET disabled_at = COALESCE(disabled_at, $1) "
-                        "WHERE id = $2 AND tenant_id = $3",
-                        p, 3, "agent.revoked", NULL, out, r);
+    return tenant_object_change(s, a, &agent_kind, id,
+                                "UPDATE agents SET disabled_at = COALESCE(disabled_at, $1) "
+                                "WHERE id = $2 AND tenant_id = $3",
+                                p, 3, "agent.revoked", out, r);
 }
 
 /* ---- keys ---- */
@@ -919,33 +949,17 @@ done:
 int ibex_key_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
                   struct ibex_buf *out, struct ibex_identity_result *r)
 {
-    if (need_tenant(a, r))
-        return r->status;
-    struct list l;
-    list_open(&l, out);
-    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
-    int rc = ibex_store_exec(s,
-                             "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 "
-                             "ORDER BY created_at DESC, id LIMIT $2",
-                             p, 2, row_key, &l);
-    if (rc)
-        return store_failed(s, r, rc);
-    list_close(&l);
-    return ok(r, 200);
+    return tenant_rows(s, a,
+                       "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 "
+                       "ORDER BY created_at DESC, id LIMIT $2",
+                       row_key, limit, out, r);
 }
 
 int ibex_key_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                  struct ibex_buf *out, struct ibex_identity_result *r)
 {
-    if (need_tenant(a, r) || check_id(id, r))
-        return r->status;
-    size_t found = 0;
-    int rc = key_object_stored(s, a, id, out, &found);
-    if (rc)
-        return store_failed(s, r, rc);
-    if (!found)
-        return not_found(s, a, "api_keys", id, "key", "KEY_NOT_FOUND", r);
-    return ok(r, 200);
+    return tenant_object_get(s, a, id, key_object_stored, "api_keys", "key", "KEY_NOT_FOUND", out,
+                             r);
 }
 
 int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
@@ -953,34 +967,13 @@ int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char
 {
     if (need_tenant(a, r) || check_id(id, r))
         return r->status;
-    bool found = false;
-    struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
-    int rc = ibex_store_begin(s);
-    if (rc == 0)
-        rc = ibex_store_exec(s, "SELECT id FROM api_keys WHERE id = $1 AND tenant_id = $2", q, 2,
-                             row_exists, &found);
-    if (rc == 0 && !found) {
-        ibex_store_rollback(s);
-        return not_found(s, a, "api_keys", id, "key", "KEY_NOT_FOUND", r);
-    }
-    if (rc == 0) {
-        struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
-                                       ibex_store_text(a->tenant_id)};
-        rc = ibex_store_exec(s,
-                             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) "
-                             "WHERE id = $2 AND tenant_id = $3",
-                             p, 3, NULL, NULL);
-    }
-    if (rc == 0)
-        rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
-    if (rc == 0)
-        rc = audit(s, a, a->tenant_id, "key.revoked", id, NULL);
-    if (finish(s, rc, true, r))
-        return r->status;
-    size_t n;
-    if ((rc = key_object_stored(s, a, id, out, &n)) != 0)
-        return store_failed(s, r, rc);
-    return ok(r, 200);
+    static const struct kind key_kind = {"api_keys", "key", "KEY_NOT_FOUND", key_object_stored};
+    struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
+                                   ibex_store_text(a->tenant_id)};
+    return tenant_object_change(s, a, &key_kind, id,
+                                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) "
+                                "WHERE id = $2 AND tenant_id = $3",
+                                p, 3, "key.revoked", out, r);
 }
 
 /* ---- audit ---- */
@@ -1009,20 +1002,11 @@ static int row_audit(void *data, const struct ibex_store_value *c, size_t ncols)
 int ibex_audit_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
                     struct ibex_buf *out, struct ibex_identity_result *r)
 {
-    if (need_tenant(a, r))
-        return r->status;
-    struct list l;
-    list_open(&l, out);
-    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
-    int rc = ibex_store_exec(s,
-                             "SELECT id, tenant_id, actor, action, target, request_id, detail, "
-                             "created_at FROM audit_events WHERE tenant_id = $1 "
-                             "ORDER BY created_at DESC, id LIMIT $2",
-                             p, 2, row_audit, &l);
-    if (rc)
-        return store_failed(s, r, rc);
-    list_close(&l);
-    return ok(r, 200);
+    return tenant_rows(s, a,
+                       "SELECT id, tenant_id, actor, action, target, request_id, detail, "
+                       "created_at FROM audit_events WHERE tenant_id = $1 "
+                       "ORDER BY created_at DESC, id LIMIT $2",
+                       row_audit, limit, out, r);
 }
 
 /* ---- authentication reads ---- */
