@@ -26,6 +26,7 @@
 #include "../../src/core/clock.h"
 #include "../../src/core/id.h"
 #include "testutil.h"
+#include "storeutil.h"
 
 static const char *pg_url;
 static unsigned seq;
@@ -37,22 +38,6 @@ struct fx {
     char run[32]; /* a tag unique to this case, for names */
     struct ibex_store *st;
 };
-
-static void must(struct ibex_store *st, int rc)
-{
-    if (rc != 0)
-        fail_msg("store call failed (%d): %s", rc, ibex_store_errmsg(st));
-}
-
-static void remove_sqlite_files(const char *path)
-{
-    char p[80];
-    unlink(path);
-    snprintf(p, sizeof(p), "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s-shm", path);
-    unlink(p);
-}
 
 static struct fx *fx_new(bool pg)
 {
@@ -75,7 +60,7 @@ static int setup_sqlite(void **state)
     snprintf(url, sizeof(url), "sqlite://%s", f->path);
     if (ibex_store_open(url, &f->st, err, sizeof(err)) != 0)
         fail_msg("open: %s", err);
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     *state = f;
     return 0;
 }
@@ -91,8 +76,8 @@ static int setup_pg(void **state)
         fail_msg("open: %s", err);
     snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", f->schema,
              f->schema);
-    must(f->st, ibex_store_script(f->st, sql));
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_script(f->st, sql));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     *state = f;
     return 0;
 }
@@ -107,7 +92,7 @@ static int teardown(void **state)
     }
     ibex_store_close(f->st);
     if (!f->pg)
-        remove_sqlite_files(f->path);
+        tu_remove_sqlite_files(f->path);
     free(f);
     return 0;
 }
@@ -124,7 +109,7 @@ static int64_t sql_int(struct fx *f, const char *sql, const char *p1, const char
 {
     struct ibex_store_value p[2] = {ibex_store_text(p1), ibex_store_text(p2)};
     int64_t v = -1;
-    must(f->st, ibex_store_exec(f->st, sql, p, p2 ? 2 : p1 ? 1 : 0, row_first_int, &v));
+    tu_store_must(f->st, ibex_store_exec(f->st, sql, p, p2 ? 2 : p1 ? 1 : 0, row_first_int, &v));
     return v;
 }
 
@@ -149,7 +134,7 @@ static int row_all_text(void *data, const struct ibex_store_value *c, size_t n)
 static void sql_text(struct fx *f, const char *sql, const char *p1, struct ibex_buf *out)
 {
     struct ibex_store_value p[1] = {ibex_store_text(p1)};
-    must(f->st, ibex_store_exec(f->st, sql, p, p1 ? 1 : 0, row_all_text, out));
+    tu_store_must(f->st, ibex_store_exec(f->st, sql, p, p1 ? 1 : 0, row_all_text, out));
 }
 
 /* ---- calls and their results ---- */
@@ -375,7 +360,7 @@ static enum ibex_key_state auth_at(struct fx *f, const char *key, int64_t now_ms
                                    struct ibex_principal *p)
 {
     enum ibex_key_state st = (enum ibex_key_state)99;
-    must(f->st, ibex_key_authenticate(f->st, key, strlen(key), now_ms, &st, p));
+    tu_store_must(f->st, ibex_key_authenticate(f->st, key, strlen(key), now_ms, &st, p));
     return st;
 }
 
@@ -767,7 +752,7 @@ static void test_agent_crud(void **state)
     assert_true(x.r.epoch > e2);
     bool found = true, foreign = true;
     struct ibex_agent_info info;
-    must(f->st, ibex_agent_lookup(f->st, T, A, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, T, A, &found, &foreign, &info));
     assert_false(found);
     assert_false(foreign);
     assert_null(info.directive);
@@ -845,25 +830,25 @@ static void test_agent_isolation(void **state)
     /* lookup: found in its own tenant, foreign from another, neither for an unknown id */
     bool found, foreign;
     struct ibex_agent_info info;
-    must(f->st, ibex_agent_lookup(f->st, TB, AB, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, TB, AB, &found, &foreign, &info));
     assert_true(found);
     assert_false(foreign);
     assert_string_equal(info.id, AB);
     assert_string_equal(info.tenant_id, TB);
     assert_string_equal(info.directive, "B secret directive");
     free(info.directive);
-    must(f->st, ibex_agent_lookup(f->st, TA, AB, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, TA, AB, &found, &foreign, &info));
     assert_false(found);
     assert_true(foreign);
     assert_null(info.directive);
     assert_string_equal(info.tenant_id, "");
     char random[ID_BUF];
     ibex_id_uuid4(random);
-    must(f->st, ibex_agent_lookup(f->st, TA, random, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, TA, random, &found, &foreign, &info));
     assert_false(found);
     assert_false(foreign);
     /* an agent without a directive has "" (never NULL) */
-    must(f->st, ibex_agent_lookup(f->st, TA, AA, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, TA, AA, &found, &foreign, &info));
     assert_true(found);
     assert_non_null(info.directive);
     assert_string_equal(info.directive, "");
@@ -1100,8 +1085,8 @@ static void test_key_expiry(void **state)
     /* expiry written straight into the store */
     struct ibex_store_value up[] = {ibex_store_int((int64_t)ibex_clock_wall_ms() - 1000),
                                     ibex_store_text(kid)};
-    must(f->st, ibex_store_exec(f->st, "UPDATE api_keys SET expires_at = $1 WHERE id = $2", up, 2,
-                                NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, "UPDATE api_keys SET expires_at = $1 WHERE id = $2",
+                                         up, 2, NULL, NULL));
     assert_int_equal(auth(f, key, &p), IBEX_KEY_EXPIRED);
     /* a revoked key that has also expired reads as revoked */
     res_reset(&x);
@@ -1237,8 +1222,8 @@ static void test_key_authenticate_states(void **state)
     char padded[KEY_BUF + 8];
     snprintf(padded, sizeof(padded), "%s!!!", key);
     enum ibex_key_state st;
-    must(f->st,
-         ibex_key_authenticate(f->st, padded, strlen(key), (int64_t)ibex_clock_wall_ms(), &st, &p));
+    tu_store_must(f->st, ibex_key_authenticate(f->st, padded, strlen(key),
+                                               (int64_t)ibex_clock_wall_ms(), &st, &p));
     assert_int_equal(st, IBEX_KEY_VALID);
     assert_string_equal(p.key_id, kid);
 
@@ -1507,7 +1492,7 @@ static void test_dev_bootstrap(void **state)
     assert_int_equal(p.scopes, IBEX_SCOPE_ADMIN);
     bool found, foreign;
     struct ibex_agent_info info;
-    must(f->st, ibex_agent_lookup(f->st, tid, agent, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, tid, agent, &found, &foreign, &info));
     assert_true(found);
     assert_true(strlen(info.directive) > 0);
     free(info.directive);
@@ -1589,7 +1574,7 @@ static void test_dev_bootstrap_pinned(void **state)
         assert_int_equal(p.scopes, IBEX_SCOPE_ADMIN);
         bool found, foreign;
         struct ibex_agent_info info;
-        must(f->st, ibex_agent_lookup(f->st, tid, pinned_agent, &found, &foreign, &info));
+        tu_store_must(f->st, ibex_agent_lookup(f->st, tid, pinned_agent, &found, &foreign, &info));
         assert_true(found);
         free(info.directive);
         assert_int_equal(count_dev(f, N_DEV_TENANTS, NULL), 1);
@@ -1805,7 +1790,7 @@ static void test_agent_create_id_does_not_reveal_foreign_agent(void **state)
     /* whatever the answer, B's agent stays B's */
     bool found, foreign;
     struct ibex_agent_info info;
-    must(f->st, ibex_agent_lookup(f->st, TB, AB, &found, &foreign, &info));
+    tu_store_must(f->st, ibex_agent_lookup(f->st, TB, AB, &found, &foreign, &info));
     assert_true(found);
     assert_string_equal(info.directive, "b's");
     free(info.directive);

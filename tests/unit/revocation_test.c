@@ -34,6 +34,7 @@
 #include "../../src/core/log.h"
 #include "../../src/store/store.h"
 #include "testutil.h"
+#include "storeutil.h"
 
 static const char *pg_url;
 static const char *redis_url;
@@ -62,22 +63,6 @@ struct fx {
     struct ibex_store *st;
 };
 
-static void must(struct ibex_store *st, int rc)
-{
-    if (rc != 0)
-        fail_msg("store call failed (%d): %s", rc, ibex_store_errmsg(st));
-}
-
-static void remove_sqlite_files(const char *path)
-{
-    char p[80];
-    unlink(path);
-    snprintf(p, sizeof(p), "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s-shm", path);
-    unlink(p);
-}
-
 static int setup_sqlite(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
@@ -89,7 +74,7 @@ static int setup_sqlite(void **state)
     char err[512];
     if (ibex_store_open(f->url, &f->st, err, sizeof(err)) != 0)
         fail_msg("open: %s", err);
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     *state = f;
     return 0;
 }
@@ -102,9 +87,9 @@ static int setup_pg(void **state)
     char err[512];
     if (ibex_store_open(f->url, &f->st, err, sizeof(err)) != 0)
         fail_msg("open: %s", err);
-    must(f->st, ibex_store_script(f->st, "DROP SCHEMA IF EXISTS public CASCADE; "
-                                         "CREATE SCHEMA public"));
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_script(f->st, "DROP SCHEMA IF EXISTS public CASCADE; "
+                                                  "CREATE SCHEMA public"));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     *state = f;
     return 0;
 }
@@ -114,7 +99,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     ibex_store_close(f->st);
     if (!f->pg)
-        remove_sqlite_files(f->path);
+        tu_remove_sqlite_files(f->path);
     free(f);
     return 0;
 }
@@ -122,8 +107,8 @@ static int teardown(void **state)
 static void set_epoch(struct fx *f, int64_t epoch)
 {
     struct ibex_store_value p = ibex_store_int(epoch);
-    must(f->st, ibex_store_exec(f->st, "UPDATE identity_epoch SET epoch = $1 WHERE id = 1", &p, 1,
-                                NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, "UPDATE identity_epoch SET epoch = $1 WHERE id = 1",
+                                         &p, 1, NULL, NULL));
 }
 
 /* The password of a scheme://user:password@host URL, or "". */
@@ -461,7 +446,7 @@ static void test_start_errors(void **state)
     assert_true(ibex_revocation_start(&o, &r, err, sizeof(err)) < 0);
     if (!strstr(err, "identity_epoch"))
         fail_msg("unclear error for an unmigrated store: %s", err);
-    remove_sqlite_files(path);
+    tu_remove_sqlite_files(path);
     snprintf(url, sizeof(url), "postgres://ibex:PGSECRET@127.0.0.1:%d/ibex", tu_closed_port());
     assert_int_equal(ibex_revocation_start(&o, &r, err, sizeof(err)), IBEX_ECONN);
     assert_null(strstr(err, "PGSECRET"));
@@ -566,22 +551,24 @@ static void test_poll_errors(void **state)
     rec_init(&rec);
     struct ibex_revocation *r = start(f->url, NULL, 50, &rec);
 
-    must(f->st, ibex_store_script(f->st, "DROP TABLE identity_epoch"));
+    tu_store_must(f->st, ibex_store_script(f->st, "DROP TABLE identity_epoch"));
     uint64_t t0 = ms_now();
     while (stats(r).poll_errors < 3 && ms_now() - t0 < 5000)
         sleep_ms(10);
     assert_true(stats(r).poll_errors >= 3);
-    must(f->st, ibex_store_script(f->st, "CREATE TABLE identity_epoch (id INTEGER PRIMARY KEY, "
-                                         "epoch BIGINT NOT NULL); "
-                                         "INSERT INTO identity_epoch (id, epoch) VALUES (1, 42)"));
+    tu_store_must(
+        f->st, ibex_store_script(f->st, "CREATE TABLE identity_epoch (id INTEGER PRIMARY KEY, "
+                                        "epoch BIGINT NOT NULL); "
+                                        "INSERT INTO identity_epoch (id, epoch) VALUES (1, 42)"));
     assert_true(rec_wait(&rec, 42, 5000) >= 0);
 
     if (f->pg) {
-        must(f->st, ibex_store_exec(f->st,
-                                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE datname = current_database() AND "
-                                    "pid <> pg_backend_pid()",
-                                    NULL, 0, NULL, NULL));
+        tu_store_must(f->st,
+                      ibex_store_exec(f->st,
+                                      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      "WHERE datname = current_database() AND "
+                                      "pid <> pg_backend_pid()",
+                                      NULL, 0, NULL, NULL));
         set_epoch(f, 43);
         assert_true(rec_wait(&rec, 43, 5000) >= 0);
     }

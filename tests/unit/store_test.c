@@ -22,6 +22,7 @@
 #include "../../src/store/store.h"
 #include "../../src/store/store_backend.h"
 #include "../../src/store/writer.h"
+#include "storeutil.h"
 
 struct fx {
     bool pg;
@@ -31,22 +32,6 @@ struct fx {
 };
 
 static const char *pg_url;
-
-static void remove_sqlite_files(const char *path)
-{
-    char p[80];
-    unlink(path);
-    snprintf(p, sizeof(p), "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s-shm", path);
-    unlink(p);
-}
-
-static void must(struct ibex_store *st, int rc)
-{
-    if (rc != 0)
-        fail_msg("store call failed (%d): %s", rc, ibex_store_errmsg(st));
-}
 
 static int setup_sqlite(void **state)
 {
@@ -71,8 +56,8 @@ static int setup_pg(void **state)
     char err[512];
     if (ibex_store_open(f->url, &f->st, err, sizeof(err)) != 0)
         fail_msg("open: %s", err);
-    must(f->st, ibex_store_script(f->st, "DROP SCHEMA IF EXISTS public CASCADE; "
-                                         "CREATE SCHEMA public"));
+    tu_store_must(f->st, ibex_store_script(f->st, "DROP SCHEMA IF EXISTS public CASCADE; "
+                                                  "CREATE SCHEMA public"));
     *state = f;
     return 0;
 }
@@ -82,7 +67,7 @@ static int teardown(void **state)
     struct fx *f = *state;
     ibex_store_close(f->st);
     if (!f->pg)
-        remove_sqlite_files(f->path);
+        tu_remove_sqlite_files(f->path);
     free(f);
     return 0;
 }
@@ -127,7 +112,7 @@ static void rows_free(struct rows *r)
 static int64_t count(struct ibex_store *st, const char *sql)
 {
     struct rows r = {0};
-    must(st, ibex_store_exec(st, sql, NULL, 0, collect, &r));
+    tu_store_must(st, ibex_store_exec(st, sql, NULL, 0, collect, &r));
     assert_int_equal(r.n, 1);
     assert_int_equal(r.v[0][0].type, IBEX_STORE_INT);
     int64_t v = r.v[0][0].i;
@@ -159,25 +144,26 @@ static void test_migrate_from_empty(void **state)
     for (size_t i = 1; i < n; i++)
         assert_true(list[i].version > list[i - 1].version);
     int64_t v = -1;
-    must(f->st, ibex_store_schema_version(f->st, &v));
+    tu_store_must(f->st, ibex_store_schema_version(f->st, &v));
     assert_int_equal(v, 0);
     int applied = 0;
-    must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v));
+    tu_store_must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v));
     assert_int_equal(applied, (int)n);
     assert_int_equal(v, list[n - 1].version);
     assert_int_equal(count(f->st, "SELECT count(*) FROM schema_migrations"), (int64_t)n);
     /* The tables of issue 3 exist and take rows. */
     struct ibex_store_value t[3] = {ibex_store_text("t1"), ibex_store_text("Acme"),
                                     ibex_store_int(1700000000000)};
-    must(f->st,
-         ibex_store_exec(f->st, "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)", t,
-                         3, NULL, NULL));
+    tu_store_must(f->st,
+                  ibex_store_exec(f->st,
+                                  "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)",
+                                  t, 3, NULL, NULL));
     struct ibex_store_value k[6] = {ibex_store_text("k1"),   ibex_store_text("t1"),
                                     ibex_store_text("abc"),  ibex_store_text("00ff"),
                                     ibex_store_text("wxyz"), ibex_store_int(1)};
     const char *ins = "INSERT INTO api_keys (id, tenant_id, prefix, sha256, last4, created_at) "
                       "VALUES ($1, $2, $3, $4, $5, $6)";
-    must(f->st, ibex_store_exec(f->st, ins, k, 6, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, ins, k, 6, NULL, NULL));
     /* prefix is unique */
     k[0] = ibex_store_text("k2");
     assert_int_equal(ibex_store_exec(f->st, ins, k, 6, NULL, NULL), IBEX_EDB);
@@ -194,9 +180,9 @@ static void test_migrate_twice(void **state)
     struct fx *f = *state;
     int applied = 0;
     int64_t v1, v2;
-    must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v1));
+    tu_store_must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v1));
     applied = 0;
-    must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v2));
+    tu_store_must(f->st, ibex_store_migrate(f->st, on_applied, &applied, &v2));
     assert_int_equal(applied, 0);
     assert_int_equal(v1, v2);
     size_t n;
@@ -207,11 +193,12 @@ static void test_migrate_twice(void **state)
 static void test_migrate_refuses_newer(void **state)
 {
     struct fx *f = *state;
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
-    must(f->st, ibex_store_exec(f->st,
-                                "INSERT INTO schema_migrations (version, name, applied_at) "
-                                "VALUES (9999, 'from_the_future', 0)",
-                                NULL, 0, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st,
+                  ibex_store_exec(f->st,
+                                  "INSERT INTO schema_migrations (version, name, applied_at) "
+                                  "VALUES (9999, 'from_the_future', 0)",
+                                  NULL, 0, NULL, NULL));
     int applied = 0;
     int64_t v = 0;
     assert_int_equal(ibex_store_migrate(f->st, on_applied, &applied, &v), IBEX_ESCHEMA);
@@ -230,8 +217,9 @@ static void test_migrate_refuses_newer(void **state)
 static void make_table(struct fx *f)
 {
     /* BYTEA: Postgres' bytes type; SQLite stores blobs as-is under any declared type. */
-    must(f->st, ibex_store_script(f->st, "CREATE TABLE t (id BIGINT PRIMARY KEY, n BIGINT, "
-                                         "s TEXT, b BYTEA)"));
+    tu_store_must(f->st,
+                  ibex_store_script(f->st, "CREATE TABLE t (id BIGINT PRIMARY KEY, n BIGINT, "
+                                           "s TEXT, b BYTEA)"));
 }
 
 static void test_exec_types_and_nulls(void **state)
@@ -241,20 +229,20 @@ static void test_exec_types_and_nulls(void **state)
     const char *ins = "INSERT INTO t (id, n, s, b) VALUES ($1, $2, $3, $4)";
     struct ibex_store_value p[4] = {ibex_store_int(1), ibex_store_int(INT64_MAX),
                                     ibex_store_text("x"), ibex_store_blob("\x01\x02", 2)};
-    must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
     p[0] = ibex_store_int(2), p[1] = ibex_store_null(), p[2] = ibex_store_null();
     p[3] = ibex_store_null();
-    must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
     p[0] = ibex_store_int(3), p[1] = ibex_store_int(INT64_MIN), p[2] = ibex_store_text("");
     p[3] = ibex_store_blob(NULL, 0);
-    must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
     /* ibex_store_text(NULL) is SQL NULL */
     p[0] = ibex_store_int(4), p[1] = ibex_store_int(-1), p[2] = ibex_store_text(NULL);
-    must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, ins, p, 4, NULL, NULL));
 
     struct rows r = {0};
-    must(f->st,
-         ibex_store_exec(f->st, "SELECT id, n, s, b FROM t ORDER BY id", NULL, 0, collect, &r));
+    tu_store_must(f->st, ibex_store_exec(f->st, "SELECT id, n, s, b FROM t ORDER BY id", NULL, 0,
+                                         collect, &r));
     assert_int_equal(r.n, 4);
     assert_int_equal(r.ncols, 4);
     assert_int_equal(r.v[0][0].type, IBEX_STORE_INT);
@@ -271,11 +259,11 @@ static void test_exec_types_and_nulls(void **state)
 
     /* WHERE with a NULL-safe parameter, placeholders out of order */
     struct ibex_store_value q[2] = {ibex_store_text("x"), ibex_store_int(1)};
-    must(f->st,
-         ibex_store_exec(f->st, "SELECT id FROM t WHERE id = $2 AND s = $1", q, 2, collect, &r));
+    tu_store_must(f->st, ibex_store_exec(f->st, "SELECT id FROM t WHERE id = $2 AND s = $1", q, 2,
+                                         collect, &r));
     assert_int_equal(r.n, 1);
     rows_free(&r);
-    must(f->st, ibex_store_exec(f->st, "SELECT $2, $1", q, 2, collect, &r));
+    tu_store_must(f->st, ibex_store_exec(f->st, "SELECT $2, $1", q, 2, collect, &r));
     assert_int_equal(r.v[0][0].i, 1);
     expect_bytes(&r.v[0][1], IBEX_STORE_TEXT, "x", 1);
     rows_free(&r);
@@ -295,7 +283,8 @@ static void test_exec_callback_stops(void **state)
     make_table(f);
     for (int i = 0; i < 3; i++) {
         struct ibex_store_value p = ibex_store_int(i);
-        must(f->st, ibex_store_exec(f->st, "INSERT INTO t (id) VALUES ($1)", &p, 1, NULL, NULL));
+        tu_store_must(f->st,
+                      ibex_store_exec(f->st, "INSERT INTO t (id) VALUES ($1)", &p, 1, NULL, NULL));
     }
     int calls = 0;
     assert_int_equal(ibex_store_exec(f->st, "SELECT id FROM t", NULL, 0, stop_at_first, &calls), 7);
@@ -317,12 +306,13 @@ static void test_roundtrip_text_and_blob(void **state)
     blob[10] = 0;
     struct ibex_store_value p[3] = {ibex_store_int(1), ibex_store_text(text),
                                     ibex_store_blob(blob, sizeof(blob))};
-    must(f->st,
-         ibex_store_exec(f->st, "INSERT INTO t (id, s, b) VALUES ($1, $2, $3)", p, 3, NULL, NULL));
+    tu_store_must(f->st, ibex_store_exec(f->st, "INSERT INTO t (id, s, b) VALUES ($1, $2, $3)", p,
+                                         3, NULL, NULL));
     struct rows r = {0};
     /* a $1 inside a literal stays a literal on both backends */
-    must(f->st, ibex_store_exec(f->st, "SELECT s, b, 'lit $1 ''q''' FROM t WHERE id = $1 -- $2\n",
-                                p, 1, collect, &r));
+    tu_store_must(f->st,
+                  ibex_store_exec(f->st, "SELECT s, b, 'lit $1 ''q''' FROM t WHERE id = $1 -- $2\n",
+                                  p, 1, collect, &r));
     assert_int_equal(r.n, 1);
     expect_bytes(&r.v[0][0], IBEX_STORE_TEXT, text, strlen(text));
     expect_bytes(&r.v[0][1], IBEX_STORE_BLOB, blob, sizeof(blob));
@@ -372,9 +362,9 @@ static void test_batch_atomic(void **state)
     assert_int_equal(count(f->st, "SELECT count(*) FROM t"), 0);
 
     struct ibex_store_stmt good[2] = {{ins, a, 2}, {ins, b, 2}};
-    must(f->st, ibex_store_batch(f->st, good, 2, &at));
+    tu_store_must(f->st, ibex_store_batch(f->st, good, 2, &at));
     assert_int_equal(count(f->st, "SELECT count(*) FROM t"), 2);
-    must(f->st, ibex_store_batch(f->st, good, 0, NULL));
+    tu_store_must(f->st, ibex_store_batch(f->st, good, 0, NULL));
 
     /* 600 statements in one batch (one pipeline on Postgres) */
     enum { N = 600 };
@@ -385,7 +375,7 @@ static void test_batch_atomic(void **state)
         vals[2 * i + 1] = ibex_store_text("m");
         many[i] = (struct ibex_store_stmt){ins, &vals[2 * i], 2};
     }
-    must(f->st, ibex_store_batch(f->st, many, N, NULL));
+    tu_store_must(f->st, ibex_store_batch(f->st, many, N, NULL));
     assert_int_equal(count(f->st, "SELECT count(*) FROM t"), 2 + N);
     free(vals);
     free(many);
@@ -493,7 +483,7 @@ static uint64_t now_ns(void)
 static void test_writer_concurrent(void **state)
 {
     struct fx *f = *state;
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     enum { THREADS = 4 };
     const char *env = getenv("IBEX_STORE_BENCH_ROWS");
     int total = env ? (int)strtol(env, NULL, 10) : 20000;
@@ -539,7 +529,7 @@ static void test_writer_concurrent(void **state)
 static void test_writer_full_queue(void **state)
 {
     struct fx *f = *state;
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     /* A long interval and a batch larger than the queue: after its first look the writer sleeps
      * until a flush, so the queue fills. */
     struct ibex_store_writer_opts o = {.capacity = 4, .batch_max = 64, .interval_ms = 60000};
@@ -572,7 +562,7 @@ static void test_writer_full_queue(void **state)
 static void test_writer_shutdown_commits_everything(void **state)
 {
     struct fx *f = *state;
-    must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
+    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
     struct ibex_store_writer_opts o = {.interval_ms = 60000};
     struct ibex_store_writer *w;
     assert_int_equal(ibex_store_writer_new(f->st, &o, &w), 0);
