@@ -37,7 +37,7 @@ struct admin {
     struct ibex_actor actor;
     struct ibex_principal principal;
     struct ibex_buf out;
-    struct ibex_identity_result result;
+    struct ibex_api_result result;
 };
 
 static void admin_cleanup(void *data)
@@ -45,7 +45,7 @@ static void admin_cleanup(void *data)
     struct admin *a = data;
     json_object_put(a->body);
     ibex_buf_dispose(&a->out);
-    ibex_identity_result_dispose(&a->result);
+    ibex_api_result_dispose(&a->result);
 }
 
 static void admin_error(struct admin *a, int status, const char *code, const char *message,
@@ -62,7 +62,7 @@ static int run_op(struct ibex_store_job *job, struct ibex_store *s)
     struct admin *a = job->data;
     const struct ibex_actor *ac = &a->actor;
     struct ibex_buf *out = &a->out;
-    struct ibex_identity_result *r = &a->result;
+    struct ibex_api_result *r = &a->result;
     switch (a->route) {
     case IBEX_ROUTE_TENANTS:
         if (a->op == OP_CREATE)
@@ -117,7 +117,7 @@ static void op_done(struct ibex_store_job *job, int rc)
         ibex_res_stream_end(a->req);
         return;
     }
-    struct ibex_identity_result *r = &a->result;
+    struct ibex_api_result *r = &a->result;
     if (rc) {
         admin_error(a, 503, "STORE_UNAVAILABLE", "the store is unavailable", NULL, NULL,
                     "Retry-After: 1\r\n");
@@ -235,7 +235,7 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
     a->rt = w->rt;
     a->route = route;
     ibex_buf_init(&a->out);
-    ibex_identity_result_init(&a->result);
+    ibex_api_result_init(&a->result);
     ibex_arena_on_free(req->arena, admin_cleanup, a);
     req->user = a;
 

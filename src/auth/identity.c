@@ -19,301 +19,26 @@
 
 #define NAME_MAX_LEN 200
 #define DIRECTIVE_MAX_LEN (32 * 1024)
-#define METADATA_MAX_LEN (16 * 1024)
-
-const char *const ibex_audit_sql =
-    "INSERT INTO audit_events (id, tenant_id, actor, action, target, request_id, detail, "
-    "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 static const char bump_epoch_sql[] = "UPDATE identity_epoch SET epoch = epoch + 1 WHERE id = 1";
 static const char read_epoch_sql[] = "SELECT epoch FROM identity_epoch WHERE id = 1";
 
-void ibex_identity_result_init(struct ibex_identity_result *r)
-{
-    memset(r, 0, sizeof(*r));
-    ibex_buf_init(&r->field_errors);
-}
-
-void ibex_identity_result_dispose(struct ibex_identity_result *r)
-{
-    ibex_buf_dispose(&r->field_errors);
-}
-
-static int fail(struct ibex_identity_result *r, int status, const char *code, const char *param,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-static int fail(struct ibex_identity_result *r, int status, const char *code, const char *param,
-                const char *fmt, ...)
-{
-    r->status = status;
-    r->code = code;
-    snprintf(r->param, sizeof(r->param), "%s", param ? param : "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(r->message, sizeof(r->message), fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-/* A validation error on one field: VALIDATION_ERROR with field_errors [{field, message}]. */
-static int invalid(struct ibex_identity_result *r, const char *field, const char *message)
-{
-    ibex_buf_reset(&r->field_errors);
-    ibex_buf_append_cstr(&r->field_errors, "[{\"field\":");
-    ibex_buf_append_json_str(&r->field_errors, field, strlen(field));
-    ibex_buf_append_cstr(&r->field_errors, ",\"message\":");
-    ibex_buf_append_json_str(&r->field_errors, message, strlen(message));
-    ibex_buf_append_cstr(&r->field_errors, "}]");
-    return fail(r, 400, "VALIDATION_ERROR", field, "%s: %s", field, message);
-}
-
-static int store_failed(struct ibex_store *s, struct ibex_identity_result *r, int rc)
-{
-    if (rc == IBEX_ECONN)
-        return fail(r, 503, "STORE_UNAVAILABLE", NULL, "the store is unavailable");
-    return fail(r, 500, "STORE_ERROR", NULL, "the store refused the operation");
-}
-
-static int row_exists(void *data, const struct ibex_store_value *cols, size_t ncols);
-
-/* A cross-tenant attempt goes to the operator's audit trail (no tenant), never the caller's:
- * the caller must not be able to tell another tenant's id from an unknown one. */
-void ibex_audit_foreign(struct ibex_store *s, const char *caller_tenant, const char *actor,
-                        const char *request_id, const char *what, const char *id)
-{
-    struct ibex_buf detail;
-    ibex_buf_init(&detail);
-    ibex_buf_append_cstr(&detail, "{\"reason\":\"");
-    ibex_buf_append_cstr(&detail, what);
-    ibex_buf_append_cstr(&detail, " of another tenant\",\"caller_tenant\":");
-    ibex_buf_append_json_str(&detail, caller_tenant, strlen(caller_tenant));
-    ibex_buf_append_cstr(&detail, "}");
-    struct ibex_store_value p[IBEX_AUDIT_NPARAMS];
-    char aid[IBEX_ID_LEN + 1];
-    ibex_audit_params(p, aid, NULL, actor, "access.denied", id, request_id, detail.p,
-                      (int64_t)ibex_clock_wall_ms());
-    ibex_store_exec(s, ibex_audit_sql, p, IBEX_AUDIT_NPARAMS, NULL, NULL);
-    ibex_buf_dispose(&detail);
-}
-
-/* 404 for an id the actor cannot see; recorded for the operator when it exists elsewhere. */
-static int not_found(struct ibex_store *s, const struct ibex_actor *a, const char *table,
-                     const char *id, const char *what, const char *code,
-                     struct ibex_identity_result *r)
-{
-    if (a->tenant_id) {
-        char sql[64];
-        bool exists = false;
-        snprintf(sql, sizeof(sql), "SELECT id FROM %s WHERE id = $1", table);
-        struct ibex_store_value p[] = {ibex_store_text(id)};
-        if (ibex_store_exec(s, sql, p, 1, row_exists, &exists) == 0 && exists)
-            ibex_audit_foreign(s, a->tenant_id, a->subject, a->request_id, what, id);
-    }
-    return fail(r, 404, code, "id", "no such %s", what);
-}
-
-static int ok(struct ibex_identity_result *r, int status)
-{
-    r->status = status;
-    r->code = NULL;
-    return status;
-}
-
-/* ---- JSON out ---- */
-
-static void put_key(struct ibex_buf *b, const char *key)
-{
-    if (b->len && b->p[b->len - 1] != '{')
-        ibex_buf_append_cstr(b, ",");
-    ibex_buf_append_cstr(b, "\"");
-    ibex_buf_append_cstr(b, key);
-    ibex_buf_append_cstr(b, "\":");
-}
-
-static void put_str(struct ibex_buf *b, const char *key, const char *v, size_t len)
-{
-    put_key(b, key);
-    if (v == NULL)
-        ibex_buf_append_cstr(b, "null");
-    else
-        ibex_buf_append_json_str(b, v, len);
-}
-
-static void put_cstr(struct ibex_buf *b, const char *key, const char *v)
-{
-    put_str(b, key, v, v ? strlen(v) : 0);
-}
-
-/* Milliseconds as unix seconds, or null for 0 ("not yet"). */
-static void put_time(struct ibex_buf *b, const char *key, int64_t ms)
-{
-    put_key(b, key);
-    if (ms <= 0)
-        ibex_buf_append_cstr(b, "null");
-    else
-        ibex_buf_append_u64(b, (uint64_t)(ms / 1000));
-}
-
-/* JSON text stored by this module (metadata, scopes, agent_ids), written as is. */
-static void put_raw(struct ibex_buf *b, const char *key, const char *json)
-{
-    put_key(b, key);
-    ibex_buf_append_cstr(b, json && json[0] ? json : "null");
-}
-
-/* ---- rows ---- */
-
-/* Column text copied to a NUL-terminated buffer ("" for NULL). */
-static void col_text(const struct ibex_store_value *v, char *out, size_t n)
-{
-    size_t len = v->type == IBEX_STORE_TEXT && v->len < n ? v->len : 0;
-    if (len)
-        memcpy(out, v->p, len);
-    out[len] = '\0';
-}
-
-static char *col_dup(const struct ibex_store_value *v)
-{
-    return v->type == IBEX_STORE_TEXT ? ibex_xstrndup(v->p, v->len) : NULL;
-}
-
-static int64_t col_int(const struct ibex_store_value *v)
-{
-    return v->type == IBEX_STORE_INT ? v->i : 0;
-}
-
-static int row_exists(void *data, const struct ibex_store_value *cols, size_t ncols)
-{
-    *(bool *)data = true;
-    return 0;
-}
-
-static int row_int64(void *data, const struct ibex_store_value *cols, size_t ncols)
-{
-    *(int64_t *)data = ncols ? col_int(&cols[0]) : 0;
-    return 0;
-}
-
-/* A list answer: rows are appended by a row function that writes one object each. */
-struct list {
-    struct ibex_buf *out;
-    size_t n;
-};
-
-static void list_open(struct list *l, struct ibex_buf *out)
-{
-    l->out = out;
-    l->n = 0;
-    ibex_buf_append_cstr(out, "{\"object\":\"list\",\"data\":[");
-}
-
-static void list_item(struct list *l)
-{
-    if (l->n++)
-        ibex_buf_append_cstr(l->out, ",");
-}
-
-static void list_close(struct list *l)
-{
-    ibex_buf_append_cstr(l->out, "]}");
-}
-
-/* ---- input ---- */
-
-/* A required (or optional) string field of at most max bytes. *out NULL when absent. */
-static int get_string(json_object *body, const char *field, bool required, size_t max,
-                      const char **out, struct ibex_identity_result *r)
-{
-    json_object *v = NULL;
-    *out = NULL;
-    if (body == NULL || !json_object_object_get_ex(body, field, &v) || v == NULL) {
-        if (required)
-            return invalid(r, field, "is required");
-        return 0;
-    }
-    if (!json_object_is_type(v, json_type_string))
-        return invalid(r, field, "must be a string");
-    size_t len = (size_t)json_object_get_string_len(v);
-    if (len > max)
-        return invalid(r, field, "is too long");
-    if (required && len == 0)
-        return invalid(r, field, "must not be empty");
-    *out = json_object_get_string(v);
-    return 0;
-}
-
-/* The optional metadata object, serialised; "{}" when absent. */
-static int get_metadata(json_object *body, const char **out, struct ibex_identity_result *r)
-{
-    json_object *v = NULL;
-    *out = "{}";
-    if (body == NULL || !json_object_object_get_ex(body, "metadata", &v) || v == NULL)
-        return 0;
-    if (!json_object_is_type(v, json_type_object))
-        return invalid(r, "metadata", "must be an object");
-    const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-    if (strlen(s) > METADATA_MAX_LEN)
-        return invalid(r, "metadata", "is too large");
-    *out = s;
-    return 0;
-}
-
-static int check_body(json_object *body, struct ibex_identity_result *r)
-{
-    if (body != NULL && !json_object_is_type(body, json_type_object))
-        return fail(r, 400, "VALIDATION_ERROR", NULL, "the body must be a JSON object");
-    return 0;
-}
-
-static int check_id(const char *id, struct ibex_identity_result *r)
-{
-    if (!ibex_id_is_uuid(id, strlen(id)))
-        return invalid(r, "id", "must be a UUID");
-    return 0;
-}
-
 /* ---- transactions ---- */
 
 /* Ends a unit of work: on rc == 0 commits (reading the new epoch when bumped), else rolls back. */
-static int finish(struct ibex_store *s, int rc, bool bumped, struct ibex_identity_result *r)
+static int finish(struct ibex_store *s, int rc, bool bumped, struct ibex_api_result *r)
 {
     if (rc == 0 && bumped)
-        rc = ibex_store_exec(s, read_epoch_sql, NULL, 0, row_int64, &r->epoch);
+        rc = ibex_store_exec(s, read_epoch_sql, NULL, 0, ibex_row_int64, &r->epoch);
     if (rc == 0)
         rc = ibex_store_commit(s);
     else
         ibex_store_rollback(s);
     if (rc) {
         r->epoch = 0;
-        return store_failed(s, r, rc);
+        return ibex_api_store_failed(s, r, rc);
     }
     return 0;
-}
-
-static int audit(struct ibex_store *s, const struct ibex_actor *a, const char *tenant_id,
-                 const char *action, const char *target, const char *detail_json)
-{
-    struct ibex_store_value p[IBEX_AUDIT_NPARAMS];
-    char id[IBEX_ID_LEN + 1];
-    ibex_audit_params(p, id, tenant_id, a->subject, action, target, a->request_id, detail_json,
-                      ibex_clock_wall_ms());
-    return ibex_store_exec(s, ibex_audit_sql, p, IBEX_AUDIT_NPARAMS, NULL, NULL);
-}
-
-void ibex_audit_params(struct ibex_store_value params[IBEX_AUDIT_NPARAMS], char *id,
-                       const char *tenant_id, const char *actor, const char *action,
-                       const char *target, const char *request_id, const char *detail_json,
-                       int64_t now_ms)
-{
-    ibex_id_uuid4(id);
-    params[0] = ibex_store_text(id);
-    params[1] = ibex_store_text(tenant_id);
-    params[2] = ibex_store_text(actor ? actor : "anonymous");
-    params[3] = ibex_store_text(action);
-    params[4] = ibex_store_text(target);
-    params[5] = ibex_store_text(request_id);
-    params[6] = ibex_store_text(detail_json ? detail_json : "{}");
-    params[7] = ibex_store_int(now_ms);
 }
 
 /* {"name": name} for an audit detail. */
@@ -330,19 +55,19 @@ static void name_detail(struct ibex_buf *b, const char *name)
 
 static int row_tenant(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    struct list *l = data;
-    list_item(l);
+    struct ibex_api_list *l = data;
+    ibex_api_list_item(l);
     struct ibex_buf *b = l->out;
     ibex_buf_append_cstr(b, "{");
-    put_str(b, "id", c[0].p, c[0].len);
-    put_cstr(b, "object", "tenant");
-    put_str(b, "name", c[1].p, c[1].len);
-    char *meta = col_dup(&c[2]);
-    put_raw(b, "metadata", meta);
+    ibex_json_put_str(b, "id", c[0].p, c[0].len);
+    ibex_json_put_cstr(b, "object", "tenant");
+    ibex_json_put_str(b, "name", c[1].p, c[1].len);
+    char *meta = ibex_col_dup(&c[2]);
+    ibex_json_put_raw(b, "metadata", meta);
     free(meta);
-    put_str(b, "parent_id", c[3].type == IBEX_STORE_TEXT ? c[3].p : NULL, c[3].len);
-    put_time(b, "created_at", col_int(&c[4]));
-    put_time(b, "revoked_at", col_int(&c[5]));
+    ibex_json_put_str(b, "parent_id", c[3].type == IBEX_STORE_TEXT ? c[3].p : NULL, c[3].len);
+    ibex_json_put_time(b, "created_at", ibex_col_int(&c[4]));
+    ibex_json_put_time(b, "revoked_at", ibex_col_int(&c[5]));
     ibex_buf_append_cstr(b, "}");
     return 0;
 }
@@ -351,7 +76,7 @@ static int row_tenant(void *data, const struct ibex_store_value *c, size_t ncols
 static int tenant_object(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                          struct ibex_buf *out, size_t *found)
 {
-    struct list l = {out, 0};
+    struct ibex_api_list l = {out, 0};
     int rc;
     if (a->tenant_id) {
         struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
@@ -376,11 +101,12 @@ static void key_object(struct ibex_buf *b, const char *id, const char *tenant_id
                        int64_t expires_ms, int64_t created_ms);
 
 int ibex_tenant_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                       struct ibex_buf *out, struct ibex_identity_result *r)
+                       struct ibex_buf *out, struct ibex_api_result *r)
 {
     const char *name, *meta;
-    if (check_body(body, r) || get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
-        get_metadata(body, &meta, r))
+    if (ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
+        ibex_api_get_metadata(body, &meta, r))
         return r->status;
 
     char id[IBEX_ID_LEN + 1], key_id[IBEX_ID_LEN + 1], key[IBEX_KEY_LEN + 1];
@@ -402,30 +128,30 @@ int ibex_tenant_create(struct ibex_store *s, const struct ibex_actor *a, json_ob
     if (rc == 0)
         rc = insert_key(s, id, "admin", key, "[\"admin\"]", NULL, 0, now, key_id);
     if (rc == 0)
-        rc = audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.created", id, detail.p);
+        rc = ibex_audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.created", id, detail.p);
     ibex_buf_dispose(&detail);
     if (finish(s, rc, false, r))
         return r->status;
 
     ibex_buf_append_cstr(out, "{");
-    put_cstr(out, "id", id);
-    put_cstr(out, "object", "tenant");
-    put_cstr(out, "name", name);
-    put_raw(out, "metadata", meta);
-    put_cstr(out, "parent_id", a->tenant_id);
-    put_time(out, "created_at", now);
-    put_time(out, "revoked_at", 0);
-    put_key(out, "admin_key");
+    ibex_json_put_cstr(out, "id", id);
+    ibex_json_put_cstr(out, "object", "tenant");
+    ibex_json_put_cstr(out, "name", name);
+    ibex_json_put_raw(out, "metadata", meta);
+    ibex_json_put_cstr(out, "parent_id", a->tenant_id);
+    ibex_json_put_time(out, "created_at", now);
+    ibex_json_put_time(out, "revoked_at", 0);
+    ibex_json_put_key(out, "admin_key");
     key_object(out, key_id, id, "admin", key, "[\"admin\"]", NULL, 0, now);
     ibex_buf_append_cstr(out, "}");
-    return ok(r, 201);
+    return ibex_api_ok(r, 201);
 }
 
 int ibex_tenant_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                     struct ibex_buf *out, struct ibex_identity_result *r)
+                     struct ibex_buf *out, struct ibex_api_result *r)
 {
-    struct list l;
-    list_open(&l, out);
+    struct ibex_api_list l;
+    ibex_api_list_open(&l, out);
     int rc;
     if (a->tenant_id) {
         struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
@@ -440,29 +166,29 @@ int ibex_tenant_list(struct ibex_store *s, const struct ibex_actor *a, int64_t l
             row_tenant, &l);
     }
     if (rc)
-        return store_failed(s, r, rc);
-    list_close(&l);
-    return ok(r, 200);
+        return ibex_api_store_failed(s, r, rc);
+    ibex_api_list_close(&l);
+    return ibex_api_ok(r, 200);
 }
 
 int ibex_tenant_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                    struct ibex_buf *out, struct ibex_identity_result *r)
+                    struct ibex_buf *out, struct ibex_api_result *r)
 {
-    if (check_id(id, r))
+    if (ibex_api_check_id(id, r))
         return r->status;
     size_t found = 0;
     int rc = tenant_object(s, a, id, out, &found);
     if (rc)
-        return store_failed(s, r, rc);
+        return ibex_api_store_failed(s, r, rc);
     if (!found)
-        return not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
-    return ok(r, 200);
+        return ibex_api_not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
+    return ibex_api_ok(r, 200);
 }
 
 int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                       struct ibex_buf *out, struct ibex_identity_result *r)
+                       struct ibex_buf *out, struct ibex_api_result *r)
 {
-    if (check_id(id, r))
+    if (ibex_api_check_id(id, r))
         return r->status;
     /* A tenant may revoke the tenants it created, never itself. */
     bool found = false;
@@ -473,7 +199,7 @@ int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const c
                              a->tenant_id ? "SELECT id FROM tenants WHERE id = $1 AND "
                                             "parent_id = $2"
                                           : "SELECT id FROM tenants WHERE id = $1",
-                             p, a->tenant_id ? 2 : 1, row_exists, &found);
+                             p, a->tenant_id ? 2 : 1, ibex_row_exists, &found);
     }
     if (rc == 0 && found) {
         struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id)};
@@ -487,62 +213,18 @@ int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const c
         if (rc == 0)
             rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
         if (rc == 0)
-            rc = audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.revoked", id, NULL);
+            rc = ibex_audit(s, a, a->tenant_id ? a->tenant_id : id, "tenant.revoked", id, NULL);
     }
     if (!found && rc == 0) {
         ibex_store_rollback(s);
-        return not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
+        return ibex_api_not_found(s, a, "tenants", id, "tenant", "TENANT_NOT_FOUND", r);
     }
     if (finish(s, rc, true, r))
         return r->status;
     size_t n;
     if ((rc = tenant_object(s, a, id, out, &n)) != 0)
-        return store_failed(s, r, rc);
-    return ok(r, 200);
-}
-
-/* The actor's tenant: agents and keys always belong to one. */
-static int need_tenant(const struct ibex_actor *a, struct ibex_identity_result *r)
-{
-    if (a->tenant_id == NULL)
-        return invalid(r, "tenant", "is required");
-    return 0;
-}
-
-/* A list of the actor's tenant's rows: sql selects with $1 = tenant id and $2 = limit. */
-static int tenant_rows(struct ibex_store *s, const struct ibex_actor *a, const char *sql,
-                       ibex_store_row_fn row, int64_t limit, struct ibex_buf *out,
-                       struct ibex_identity_result *r)
-{
-    if (need_tenant(a, r))
-        return r->status;
-    struct list l;
-    list_open(&l, out);
-    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_int(limit)};
-    int rc = ibex_store_exec(s, sql, p, 2, row, &l);
-    if (rc)
-        return store_failed(s, r, rc);
-    list_close(&l);
-    return ok(r, 200);
-}
-
-/* One object of the actor's tenant, written by fetch, or the 404 of its kind. */
-typedef int (*fetch_fn)(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                        struct ibex_buf *out, size_t *found);
-
-static int tenant_object_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                             fetch_fn fetch, const char *table, const char *what, const char *code,
-                             struct ibex_buf *out, struct ibex_identity_result *r)
-{
-    if (need_tenant(a, r) || check_id(id, r))
-        return r->status;
-    size_t found = 0;
-    int rc = fetch(s, a, id, out, &found);
-    if (rc)
-        return store_failed(s, r, rc);
-    if (!found)
-        return not_found(s, a, table, id, what, code, r);
-    return ok(r, 200);
+        return ibex_api_store_failed(s, r, rc);
+    return ibex_api_ok(r, 200);
 }
 
 /* ---- agents ---- */
@@ -551,21 +233,21 @@ static int tenant_object_get(struct ibex_store *s, const struct ibex_actor *a, c
 
 static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    struct list *l = data;
-    list_item(l);
+    struct ibex_api_list *l = data;
+    ibex_api_list_item(l);
     struct ibex_buf *b = l->out;
     ibex_buf_append_cstr(b, "{");
-    put_str(b, "id", c[0].p, c[0].len);
-    put_cstr(b, "object", "agent");
-    put_str(b, "tenant_id", c[1].p, c[1].len);
-    put_str(b, "name", c[2].p, c[2].len);
-    put_str(b, "directive", c[3].p ? c[3].p : "", c[3].len);
-    char *meta = col_dup(&c[4]);
-    put_raw(b, "metadata", meta);
+    ibex_json_put_str(b, "id", c[0].p, c[0].len);
+    ibex_json_put_cstr(b, "object", "agent");
+    ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
+    ibex_json_put_str(b, "name", c[2].p, c[2].len);
+    ibex_json_put_str(b, "directive", c[3].p ? c[3].p : "", c[3].len);
+    char *meta = ibex_col_dup(&c[4]);
+    ibex_json_put_raw(b, "metadata", meta);
     free(meta);
-    put_time(b, "created_at", col_int(&c[5]));
-    put_time(b, "updated_at", col_int(&c[6]));
-    put_time(b, "revoked_at", col_int(&c[7]));
+    ibex_json_put_time(b, "created_at", ibex_col_int(&c[5]));
+    ibex_json_put_time(b, "updated_at", ibex_col_int(&c[6]));
+    ibex_json_put_time(b, "revoked_at", ibex_col_int(&c[7]));
     ibex_buf_append_cstr(b, "}");
     return 0;
 }
@@ -573,7 +255,7 @@ static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
 static int agent_object(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                         struct ibex_buf *out, size_t *found)
 {
-    struct list l = {out, 0};
+    struct ibex_api_list l = {out, 0};
     struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
     int rc =
         ibex_store_exec(s, "SELECT " AGENT_COLS " FROM agents WHERE id = $1 AND tenant_id = $2", p,
@@ -583,13 +265,13 @@ static int agent_object(struct ibex_store *s, const struct ibex_actor *a, const 
 }
 
 int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                      const char *pinned, struct ibex_buf *out, struct ibex_identity_result *r)
+                      const char *pinned, struct ibex_buf *out, struct ibex_api_result *r)
 {
     const char *name, *directive, *meta;
-    if (need_tenant(a, r) || check_body(body, r) ||
-        get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
-        get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
-        get_metadata(body, &meta, r))
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
+        ibex_api_get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
+        ibex_api_get_metadata(body, &meta, r))
         return r->status;
     char id[IBEX_ID_LEN + 1];
     if (pinned)
@@ -611,40 +293,41 @@ int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_obj
                              "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                              p, 6, NULL, NULL);
     if (rc == 0)
-        rc = audit(s, a, a->tenant_id, "agent.created", id, detail.p);
+        rc = ibex_audit(s, a, a->tenant_id, "agent.created", id, detail.p);
     ibex_buf_dispose(&detail);
     if (rc == IBEX_EDB && pinned) {
         ibex_store_rollback(s);
-        return fail(r, 409, "AGENT_EXISTS", "id", "an agent with this id exists");
+        return ibex_api_fail(r, 409, "AGENT_EXISTS", "id", "an agent with this id exists");
     }
     if (finish(s, rc, false, r))
         return r->status;
     size_t n;
     if ((rc = agent_object(s, a, id, out, &n)) != 0)
-        return store_failed(s, r, rc);
-    return ok(r, 201);
+        return ibex_api_store_failed(s, r, rc);
+    return ibex_api_ok(r, 201);
 }
 
 int ibex_agent_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                    struct ibex_buf *out, struct ibex_identity_result *r)
+                    struct ibex_buf *out, struct ibex_api_result *r)
 {
-    return tenant_rows(s, a,
-                       "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
-                       "ORDER BY created_at DESC, id LIMIT $2",
-                       row_agent, limit, out, r);
+    return ibex_api_tenant_rows(s, a,
+                                "SELECT " AGENT_COLS " FROM agents WHERE tenant_id = $1 "
+                                "ORDER BY created_at DESC, id LIMIT $2",
+                                row_agent, limit, out, r);
 }
 
 int ibex_agent_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                   struct ibex_buf *out, struct ibex_identity_result *r)
+                   struct ibex_buf *out, struct ibex_api_result *r)
 {
-    return tenant_object_get(s, a, id, agent_object, "agents", "agent", "AGENT_NOT_FOUND", out, r);
+    return ibex_api_tenant_get(s, a, id, agent_object, "agents", "agent", "AGENT_NOT_FOUND", out,
+                               r);
 }
 
 /* What a change of one tenant-owned object needs: its table, its kind for the 404 and the
  * fetch that writes its answer. */
 struct kind {
     const char *table, *what, *code;
-    fetch_fn fetch;
+    ibex_api_fetch_fn fetch;
 };
 
 /* Runs an UPDATE on object id of the actor's tenant in one transaction with its audit event
@@ -652,7 +335,7 @@ struct kind {
 static int tenant_object_change(struct ibex_store *s, const struct ibex_actor *a,
                                 const struct kind *k, const char *id, const char *sql,
                                 struct ibex_store_value *p, size_t np, const char *action,
-                                struct ibex_buf *out, struct ibex_identity_result *r)
+                                struct ibex_buf *out, struct ibex_api_result *r)
 {
     bool found = false;
     char check[80];
@@ -660,43 +343,44 @@ static int tenant_object_change(struct ibex_store *s, const struct ibex_actor *a
     struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
     int rc = ibex_store_begin(s);
     if (rc == 0)
-        rc = ibex_store_exec(s, check, q, 2, row_exists, &found);
+        rc = ibex_store_exec(s, check, q, 2, ibex_row_exists, &found);
     if (rc == 0 && !found) {
         ibex_store_rollback(s);
-        return not_found(s, a, k->table, id, k->what, k->code, r);
+        return ibex_api_not_found(s, a, k->table, id, k->what, k->code, r);
     }
     if (rc == 0)
         rc = ibex_store_exec(s, sql, p, np, NULL, NULL);
     if (rc == 0)
         rc = ibex_store_exec(s, bump_epoch_sql, NULL, 0, NULL, NULL);
     if (rc == 0)
-        rc = audit(s, a, a->tenant_id, action, id, NULL);
+        rc = ibex_audit(s, a, a->tenant_id, action, id, NULL);
     if (finish(s, rc, true, r))
         return r->status;
     size_t n;
     if ((rc = k->fetch(s, a, id, out, &n)) != 0)
-        return store_failed(s, r, rc);
-    return ok(r, 200);
+        return ibex_api_store_failed(s, r, rc);
+    return ibex_api_ok(r, 200);
 }
 
 static const struct kind agent_kind = {"agents", "agent", "AGENT_NOT_FOUND", agent_object};
 
 int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                      json_object *body, struct ibex_buf *out, struct ibex_identity_result *r)
+                      json_object *body, struct ibex_buf *out, struct ibex_api_result *r)
 {
     const char *name, *directive, *meta = NULL;
-    if (need_tenant(a, r) || check_id(id, r) || check_body(body, r) ||
-        get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
-        get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r))
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_id(id, r) || ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
+        ibex_api_get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r))
         return r->status;
     json_object *m = NULL;
-    if (body && json_object_object_get_ex(body, "metadata", &m) && get_metadata(body, &meta, r))
+    if (body && json_object_object_get_ex(body, "metadata", &m) &&
+        ibex_api_get_metadata(body, &meta, r))
         return r->status;
     if (name && name[0] == '\0')
-        return invalid(r, "name", "must not be empty");
+        return ibex_api_invalid(r, "name", "must not be empty");
     if (!name && !directive && !meta)
-        return fail(r, 400, "VALIDATION_ERROR", NULL,
-                    "nothing to update: give name, directive or metadata");
+        return ibex_api_fail(r, 400, "VALIDATION_ERROR", NULL,
+                             "nothing to update: give name, directive or metadata");
     /* COALESCE keeps what the body does not name. */
     struct ibex_store_value p[] = {ibex_store_text(name), ibex_store_text(directive),
                                    ibex_store_text(meta), ibex_store_int(ibex_clock_wall_ms()),
@@ -709,9 +393,9 @@ int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const ch
 }
 
 int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                      struct ibex_buf *out, struct ibex_identity_result *r)
+                      struct ibex_buf *out, struct ibex_api_result *r)
 {
-    if (need_tenant(a, r) || check_id(id, r))
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_id(id, r))
         return r->status;
     struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
                                    ibex_store_text(a->tenant_id)};
@@ -730,16 +414,16 @@ static void key_fields(struct ibex_buf *b, const char *id, const char *tenant_id
                        const char *prefix, const char *last4, const char *scopes_json,
                        const char *agents_json, int64_t expires_ms, int64_t created_ms)
 {
-    put_cstr(b, "id", id);
-    put_cstr(b, "object", "api_key");
-    put_cstr(b, "tenant_id", tenant_id);
-    put_cstr(b, "name", name);
-    put_cstr(b, "prefix", prefix);
-    put_cstr(b, "last4", last4);
-    put_raw(b, "scopes", scopes_json);
-    put_raw(b, "agent_ids", agents_json);
-    put_time(b, "expires_at", expires_ms);
-    put_time(b, "created_at", created_ms);
+    ibex_json_put_cstr(b, "id", id);
+    ibex_json_put_cstr(b, "object", "api_key");
+    ibex_json_put_cstr(b, "tenant_id", tenant_id);
+    ibex_json_put_cstr(b, "name", name);
+    ibex_json_put_cstr(b, "prefix", prefix);
+    ibex_json_put_cstr(b, "last4", last4);
+    ibex_json_put_raw(b, "scopes", scopes_json);
+    ibex_json_put_raw(b, "agent_ids", agents_json);
+    ibex_json_put_time(b, "expires_at", expires_ms);
+    ibex_json_put_time(b, "created_at", created_ms);
 }
 
 /* The answer to a creation: the key object with its secret, the only time it is shown. */
@@ -752,25 +436,25 @@ static void key_object(struct ibex_buf *b, const char *id, const char *tenant_id
     ibex_buf_append_cstr(b, "{");
     key_fields(b, id, tenant_id, name, prefix, key + strlen(key) - 4, scopes_json, agents_json,
                expires_ms, created_ms);
-    put_time(b, "revoked_at", 0);
-    put_cstr(b, "key", key);
+    ibex_json_put_time(b, "revoked_at", 0);
+    ibex_json_put_cstr(b, "key", key);
     ibex_buf_append_cstr(b, "}");
 }
 
 static int row_key(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    struct list *l = data;
-    list_item(l);
+    struct ibex_api_list *l = data;
+    ibex_api_list_item(l);
     char id[IBEX_ID_LEN + 1], tenant[IBEX_ID_LEN + 1], prefix[IBEX_KEY_PREFIX_LEN + 1], last4[8];
-    col_text(&c[0], id, sizeof(id));
-    col_text(&c[1], tenant, sizeof(tenant));
-    col_text(&c[3], prefix, sizeof(prefix));
-    col_text(&c[4], last4, sizeof(last4));
-    char *name = col_dup(&c[2]), *scopes = col_dup(&c[5]), *agents = col_dup(&c[6]);
+    ibex_col_text(&c[0], id, sizeof(id));
+    ibex_col_text(&c[1], tenant, sizeof(tenant));
+    ibex_col_text(&c[3], prefix, sizeof(prefix));
+    ibex_col_text(&c[4], last4, sizeof(last4));
+    char *name = ibex_col_dup(&c[2]), *scopes = ibex_col_dup(&c[5]), *agents = ibex_col_dup(&c[6]);
     ibex_buf_append_cstr(l->out, "{");
-    key_fields(l->out, id, tenant, name, prefix, last4, scopes, agents, col_int(&c[7]),
-               col_int(&c[8]));
-    put_time(l->out, "revoked_at", col_int(&c[9]));
+    key_fields(l->out, id, tenant, name, prefix, last4, scopes, agents, ibex_col_int(&c[7]),
+               ibex_col_int(&c[8]));
+    ibex_json_put_time(l->out, "revoked_at", ibex_col_int(&c[9]));
     ibex_buf_append_cstr(l->out, "}");
     free(name);
     free(scopes);
@@ -781,7 +465,7 @@ static int row_key(void *data, const struct ibex_store_value *c, size_t ncols)
 static int key_object_stored(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                              struct ibex_buf *out, size_t *found)
 {
-    struct list l = {out, 0};
+    struct ibex_api_list l = {out, 0};
     struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
     int rc = ibex_store_exec(
         s, "SELECT " KEY_COLS " FROM api_keys WHERE id = $1 AND tenant_id = $2", p, 2, row_key, &l);
@@ -818,13 +502,13 @@ static int insert_key(struct ibex_store *s, const char *tenant_id, const char *n
 
 /* scopes: a non-empty array of known scope names the actor holds; writes them as JSON. */
 static int get_scopes(json_object *body, const struct ibex_actor *a, struct ibex_buf *json,
-                      struct ibex_identity_result *r)
+                      struct ibex_api_result *r)
 {
     json_object *v = NULL;
     if (body == NULL || !json_object_object_get_ex(body, "scopes", &v) || v == NULL)
-        return invalid(r, "scopes", "is required");
+        return ibex_api_invalid(r, "scopes", "is required");
     if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
-        return invalid(r, "scopes", "must be a non-empty array of scope names");
+        return ibex_api_invalid(r, "scopes", "must be a non-empty array of scope names");
     uint32_t wanted = 0;
     for (size_t i = 0; i < json_object_array_length(v); i++) {
         json_object *e = json_object_array_get_idx(v, i);
@@ -833,16 +517,17 @@ static int get_scopes(json_object *body, const struct ibex_actor *a, struct ibex
             bit =
                 ibex_scope_parse(json_object_get_string(e), (size_t)json_object_get_string_len(e));
         if (bit == 0)
-            return invalid(r, "scopes",
-                           "unknown scope (chat, sessions:read, sessions:write, traces:read, "
-                           "keys:admin, credentials:admin, admin)");
+            return ibex_api_invalid(
+                r, "scopes",
+                "unknown scope (chat, sessions:read, sessions:write, traces:read, "
+                "keys:admin, credentials:admin, admin)");
         wanted |= bit;
     }
     for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1)
         if ((wanted & bit) && !ibex_scopes_allow(a->scopes, bit))
-            return fail(r, 403, "INSUFFICIENT_SCOPE", "scopes",
-                        "a key may only grant scopes its creator holds ('%s' is not held)",
-                        ibex_scope_name(bit));
+            return ibex_api_fail(r, 403, "INSUFFICIENT_SCOPE", "scopes",
+                                 "a key may only grant scopes its creator holds ('%s' is not held)",
+                                 ibex_scope_name(bit));
     ibex_buf_append_cstr(json, "[");
     for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1) {
         if (!(wanted & bit))
@@ -857,33 +542,33 @@ static int get_scopes(json_object *body, const struct ibex_actor *a, struct ibex
 
 /* agent_ids: absent or null (any agent), or 1..IBEX_PRINCIPAL_AGENTS live agents of the tenant. */
 static int get_agent_ids(struct ibex_store *s, json_object *body, const struct ibex_actor *a,
-                         struct ibex_buf *json, struct ibex_identity_result *r)
+                         struct ibex_buf *json, struct ibex_api_result *r)
 {
     json_object *v = NULL;
     if (body == NULL || !json_object_object_get_ex(body, "agent_ids", &v) || v == NULL)
         return 0;
     size_t n = json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
     if (n == 0 || n > IBEX_PRINCIPAL_AGENTS)
-        return invalid(r, "agent_ids", "must be an array of 1 to 8 agent ids");
+        return ibex_api_invalid(r, "agent_ids", "must be an array of 1 to 8 agent ids");
     ibex_buf_append_cstr(json, "[");
     for (size_t i = 0; i < n; i++) {
         json_object *e = json_object_array_get_idx(v, i);
         const char *id = json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
         if (!ibex_id_is_uuid(id, strlen(id)))
-            return invalid(r, "agent_ids", "must hold agent ids (UUIDs)");
+            return ibex_api_invalid(r, "agent_ids", "must hold agent ids (UUIDs)");
         for (size_t j = 0; j < i; j++)
             if (strcasecmp(id, json_object_get_string(json_object_array_get_idx(v, j))) == 0)
-                return invalid(r, "agent_ids", "names an agent twice");
+                return ibex_api_invalid(r, "agent_ids", "names an agent twice");
         bool found = false;
         struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
         int rc = ibex_store_exec(s,
                                  "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2 AND "
                                  "disabled_at IS NULL",
-                                 p, 2, row_exists, &found);
+                                 p, 2, ibex_row_exists, &found);
         if (rc)
-            return store_failed(s, r, rc);
+            return ibex_api_store_failed(s, r, rc);
         if (!found)
-            return invalid(r, "agent_ids", "names an agent that does not exist");
+            return ibex_api_invalid(r, "agent_ids", "names an agent that does not exist");
         if (i)
             ibex_buf_append_cstr(json, ",");
         ibex_buf_append_json_str(json, id, strlen(id));
@@ -893,7 +578,7 @@ static int get_agent_ids(struct ibex_store *s, json_object *body, const struct i
 }
 
 int ibex_key_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                    const char *pinned_key, struct ibex_buf *out, struct ibex_identity_result *r)
+                    const char *pinned_key, struct ibex_buf *out, struct ibex_api_result *r)
 {
     const char *name;
     struct ibex_buf scopes, agents;
@@ -901,19 +586,19 @@ int ibex_key_create(struct ibex_store *s, const struct ibex_actor *a, json_objec
     ibex_buf_init(&agents);
     int64_t expires_ms = 0, now = ibex_clock_wall_ms();
     json_object *exp = NULL;
-    if (need_tenant(a, r) || check_body(body, r) ||
-        get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
         get_scopes(body, a, &scopes, r) || get_agent_ids(s, body, a, &agents, r))
         goto done;
     if (body && json_object_object_get_ex(body, "expires_at", &exp) && exp != NULL) {
         if (!json_object_is_type(exp, json_type_int) || json_object_get_int64(exp) <= 0 ||
             json_object_get_int64(exp) > INT64_MAX / 1000) {
-            invalid(r, "expires_at", "must be unix seconds");
+            ibex_api_invalid(r, "expires_at", "must be unix seconds");
             goto done;
         }
         expires_ms = json_object_get_int64(exp) * 1000;
         if (expires_ms <= now) {
-            invalid(r, "expires_at", "must be in the future");
+            ibex_api_invalid(r, "expires_at", "must be in the future");
             goto done;
         }
     }
@@ -932,13 +617,13 @@ int ibex_key_create(struct ibex_store *s, const struct ibex_actor *a, json_objec
         ibex_buf_append_cstr(&detail, "{\"scopes\":");
         ibex_buf_append(&detail, scopes.p, scopes.len);
         ibex_buf_append_cstr(&detail, "}");
-        rc = audit(s, a, a->tenant_id, "key.created", id, detail.p);
+        rc = ibex_audit(s, a, a->tenant_id, "key.created", id, detail.p);
         ibex_buf_dispose(&detail);
     }
     if (finish(s, rc, false, r) == 0) {
         key_object(out, id, a->tenant_id, name ? name : "", key, scopes.p,
                    agents.len ? agents.p : NULL, expires_ms, now);
-        ok(r, 201);
+        ibex_api_ok(r, 201);
     }
 done:
     ibex_buf_dispose(&scopes);
@@ -947,25 +632,25 @@ done:
 }
 
 int ibex_key_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                  struct ibex_buf *out, struct ibex_identity_result *r)
+                  struct ibex_buf *out, struct ibex_api_result *r)
 {
-    return tenant_rows(s, a,
-                       "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 "
-                       "ORDER BY created_at DESC, id LIMIT $2",
-                       row_key, limit, out, r);
+    return ibex_api_tenant_rows(s, a,
+                                "SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 "
+                                "ORDER BY created_at DESC, id LIMIT $2",
+                                row_key, limit, out, r);
 }
 
 int ibex_key_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                 struct ibex_buf *out, struct ibex_identity_result *r)
+                 struct ibex_buf *out, struct ibex_api_result *r)
 {
-    return tenant_object_get(s, a, id, key_object_stored, "api_keys", "key", "KEY_NOT_FOUND", out,
-                             r);
+    return ibex_api_tenant_get(s, a, id, key_object_stored, "api_keys", "key", "KEY_NOT_FOUND", out,
+                               r);
 }
 
 int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                    struct ibex_buf *out, struct ibex_identity_result *r)
+                    struct ibex_buf *out, struct ibex_api_result *r)
 {
-    if (need_tenant(a, r) || check_id(id, r))
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_id(id, r))
         return r->status;
     static const struct kind key_kind = {"api_keys", "key", "KEY_NOT_FOUND", key_object_stored};
     struct ibex_store_value p[] = {ibex_store_int(ibex_clock_wall_ms()), ibex_store_text(id),
@@ -980,33 +665,33 @@ int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char
 
 static int row_audit(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    struct list *l = data;
-    list_item(l);
+    struct ibex_api_list *l = data;
+    ibex_api_list_item(l);
     struct ibex_buf *b = l->out;
     ibex_buf_append_cstr(b, "{");
-    put_str(b, "id", c[0].p, c[0].len);
-    put_cstr(b, "object", "audit_event");
-    put_str(b, "tenant_id", c[1].type == IBEX_STORE_TEXT ? c[1].p : NULL, c[1].len);
-    put_str(b, "actor", c[2].p, c[2].len);
-    put_str(b, "action", c[3].p, c[3].len);
-    put_str(b, "target", c[4].type == IBEX_STORE_TEXT ? c[4].p : NULL, c[4].len);
-    put_str(b, "request_id", c[5].type == IBEX_STORE_TEXT ? c[5].p : NULL, c[5].len);
-    char *detail = col_dup(&c[6]);
-    put_raw(b, "detail", detail);
+    ibex_json_put_str(b, "id", c[0].p, c[0].len);
+    ibex_json_put_cstr(b, "object", "audit_event");
+    ibex_json_put_str(b, "tenant_id", c[1].type == IBEX_STORE_TEXT ? c[1].p : NULL, c[1].len);
+    ibex_json_put_str(b, "actor", c[2].p, c[2].len);
+    ibex_json_put_str(b, "action", c[3].p, c[3].len);
+    ibex_json_put_str(b, "target", c[4].type == IBEX_STORE_TEXT ? c[4].p : NULL, c[4].len);
+    ibex_json_put_str(b, "request_id", c[5].type == IBEX_STORE_TEXT ? c[5].p : NULL, c[5].len);
+    char *detail = ibex_col_dup(&c[6]);
+    ibex_json_put_raw(b, "detail", detail);
     free(detail);
-    put_time(b, "created_at", col_int(&c[7]));
+    ibex_json_put_time(b, "created_at", ibex_col_int(&c[7]));
     ibex_buf_append_cstr(b, "}");
     return 0;
 }
 
 int ibex_audit_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                    struct ibex_buf *out, struct ibex_identity_result *r)
+                    struct ibex_buf *out, struct ibex_api_result *r)
 {
-    return tenant_rows(s, a,
-                       "SELECT id, tenant_id, actor, action, target, request_id, detail, "
-                       "created_at FROM audit_events WHERE tenant_id = $1 "
-                       "ORDER BY created_at DESC, id LIMIT $2",
-                       row_audit, limit, out, r);
+    return ibex_api_tenant_rows(s, a,
+                                "SELECT id, tenant_id, actor, action, target, request_id, detail, "
+                                "created_at FROM audit_events WHERE tenant_id = $1 "
+                                "ORDER BY created_at DESC, id LIMIT $2",
+                                row_audit, limit, out, r);
 }
 
 /* ---- authentication reads ---- */
@@ -1023,14 +708,14 @@ static int row_auth_key(void *data, const struct ibex_store_value *c, size_t nco
 {
     struct key_row *k = data;
     k->found = true;
-    col_text(&c[0], k->p->key_id, sizeof(k->p->key_id));
-    col_text(&c[1], k->p->tenant_id, sizeof(k->p->tenant_id));
-    col_text(&c[2], k->sha, sizeof(k->sha));
-    k->scopes = col_dup(&c[3]);
-    k->agents = col_dup(&c[4]);
-    k->expires_ms = col_int(&c[5]);
-    k->revoked_ms = col_int(&c[6]);
-    k->tenant_revoked_ms = col_int(&c[7]);
+    ibex_col_text(&c[0], k->p->key_id, sizeof(k->p->key_id));
+    ibex_col_text(&c[1], k->p->tenant_id, sizeof(k->p->tenant_id));
+    ibex_col_text(&c[2], k->sha, sizeof(k->sha));
+    k->scopes = ibex_col_dup(&c[3]);
+    k->agents = ibex_col_dup(&c[4]);
+    k->expires_ms = ibex_col_int(&c[5]);
+    k->revoked_ms = ibex_col_int(&c[6]);
+    k->tenant_revoked_ms = ibex_col_int(&c[7]);
     return 0;
 }
 
@@ -1105,7 +790,7 @@ int ibex_key_authenticate(struct ibex_store *s, const char *key, size_t len, int
 
 static int row_tenant_state(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    *(enum ibex_key_state *)data = col_int(&c[0]) ? IBEX_KEY_REVOKED : IBEX_KEY_VALID;
+    *(enum ibex_key_state *)data = ibex_col_int(&c[0]) ? IBEX_KEY_REVOKED : IBEX_KEY_VALID;
     return 0;
 }
 
@@ -1127,7 +812,7 @@ static int row_agent_info(void *data, const struct ibex_store_value *c, size_t n
 {
     struct agent_row *a = data;
     a->found = true;
-    a->revoked = col_int(&c[1]) != 0;
+    a->revoked = ibex_col_int(&c[1]) != 0;
     a->info->directive =
         c[0].type == IBEX_STORE_TEXT ? ibex_xstrndup(c[0].p, c[0].len) : ibex_xstrdup("");
     return 0;
@@ -1148,7 +833,7 @@ int ibex_agent_lookup(struct ibex_store *s, const char *tenant_id, const char *i
     if (rc == 0 && !a.found) {
         struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(tenant_id)};
         rc = ibex_store_exec(s, "SELECT id FROM agents WHERE id = $1 AND tenant_id <> $2", q, 2,
-                             row_exists, foreign);
+                             ibex_row_exists, foreign);
     }
     if (*found) {
         snprintf(info->id, sizeof(info->id), "%s", id);
@@ -1164,7 +849,7 @@ int ibex_agent_lookup(struct ibex_store *s, const char *tenant_id, const char *i
 
 static int row_text(void *data, const struct ibex_store_value *c, size_t ncols)
 {
-    col_text(&c[0], data, IBEX_ID_LEN + 1);
+    ibex_col_text(&c[0], data, IBEX_ID_LEN + 1);
     return 0;
 }
 
@@ -1187,8 +872,8 @@ int ibex_identity_dev_bootstrap(struct ibex_store *s, const char *pinned_key,
         pinned_agent = agent_lower;
     }
     struct ibex_actor op = {.subject = "dev-bootstrap", .scopes = IBEX_SCOPE_ALL};
-    struct ibex_identity_result r;
-    ibex_identity_result_init(&r);
+    struct ibex_api_result r;
+    ibex_api_result_init(&r);
     struct ibex_buf scratch;
     ibex_buf_init(&scratch);
     int rc = -1;
@@ -1295,6 +980,6 @@ failed:
     snprintf(err, errlen, "%s: %s", r.code, r.message);
 done:
     ibex_buf_dispose(&scratch);
-    ibex_identity_result_dispose(&r);
+    ibex_api_result_dispose(&r);
     return rc;
 }

@@ -19,82 +19,47 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../api/resource.h"
 #include "../core/buf.h"
 #include "../store/store.h"
 #include "keys.h"
 #include "principal.h"
 
-struct ibex_actor {
-    const char *tenant_id;  /* NULL: the operator (CLI) */
-    const char *subject;    /* who, for the audit trail: key id, token subject, "cli" */
-    uint32_t scopes;        /* what the actor holds (a key may grant only these) */
-    const char *request_id; /* for the audit trail; may be NULL */
-};
-
-/* The outcome of an operation: status 200/201 with the JSON answer in out, or an error. */
-struct ibex_identity_result {
-    int status;
-    const char *code;             /* error code, NULL on success */
-    char message[200];            /* error message */
-    char param[64];               /* the offending field, or "" */
-    struct ibex_buf field_errors; /* JSON array for VALIDATION_ERROR, else empty */
-    int64_t epoch;                /* > 0: the identity epoch this change moved to */
-};
-
-void ibex_identity_result_init(struct ibex_identity_result *r);
-void ibex_identity_result_dispose(struct ibex_identity_result *r);
-
 /* Each returns result->status; body is the parsed request body (may be NULL for no body). */
 int ibex_tenant_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                       struct ibex_buf *out, struct ibex_identity_result *r);
+                       struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_tenant_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                     struct ibex_buf *out, struct ibex_identity_result *r);
+                     struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_tenant_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                    struct ibex_buf *out, struct ibex_identity_result *r);
+                    struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                       struct ibex_buf *out, struct ibex_identity_result *r);
+                       struct ibex_buf *out, struct ibex_api_result *r);
 
 /* pinned: NULL for a new id, else the id to give the agent (IBEX_DEV_AGENT_ID); never from a
  * request body, or an id of another tenant could be probed through the conflict. */
 int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                      const char *pinned, struct ibex_buf *out, struct ibex_identity_result *r);
+                      const char *pinned, struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_agent_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                    struct ibex_buf *out, struct ibex_identity_result *r);
+                    struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_agent_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                   struct ibex_buf *out, struct ibex_identity_result *r);
+                   struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                      json_object *body, struct ibex_buf *out, struct ibex_identity_result *r);
+                      json_object *body, struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                      struct ibex_buf *out, struct ibex_identity_result *r);
+                      struct ibex_buf *out, struct ibex_api_result *r);
 
 /* pinned_key: NULL to generate the secret, else a well-formed key to store (IBEX_DEV_TOKEN). */
 int ibex_key_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
-                    const char *pinned_key, struct ibex_buf *out, struct ibex_identity_result *r);
+                    const char *pinned_key, struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_key_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                  struct ibex_buf *out, struct ibex_identity_result *r);
+                  struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_key_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                 struct ibex_buf *out, struct ibex_identity_result *r);
+                 struct ibex_buf *out, struct ibex_api_result *r);
 int ibex_key_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
-                    struct ibex_buf *out, struct ibex_identity_result *r);
+                    struct ibex_buf *out, struct ibex_api_result *r);
 
 int ibex_audit_list(struct ibex_store *s, const struct ibex_actor *a, int64_t limit,
-                    struct ibex_buf *out, struct ibex_identity_result *r);
-
-/* The audit statement (one row of audit_events) for the store writer or a transaction: fills
- * params (8 values; text points at the arguments, and at id, which must hold IBEX_ID_LEN + 1).
- * detail_json is a JSON object without secrets. */
-extern const char *const ibex_audit_sql;
-#define IBEX_AUDIT_NPARAMS 8
-void ibex_audit_params(struct ibex_store_value params[IBEX_AUDIT_NPARAMS], char *id,
-                       const char *tenant_id, const char *actor, const char *action,
-                       const char *target, const char *request_id, const char *detail_json,
-                       int64_t now_ms);
-
-/* Records, for the operator only (tenant_id NULL), that caller_tenant's actor asked for id, a
- * `what` ("agent", "key", "tenant") of another tenant. The caller gets the answer an unknown id
- * gets; this row is how the attempt is still seen. */
-void ibex_audit_foreign(struct ibex_store *s, const char *caller_tenant, const char *actor,
-                        const char *request_id, const char *what, const char *id);
+                    struct ibex_buf *out, struct ibex_api_result *r);
 
 /* The credential behind an API key, read for authentication. */
 enum ibex_key_state {

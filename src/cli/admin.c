@@ -175,8 +175,8 @@ int ibex_cli_admin(const char *noun, int argc, char **argv)
     int64_t limit = a.limit ? strtoll(a.limit, NULL, 10) : 100;
     struct ibex_actor actor = {
         .tenant_id = a.tenant, .subject = "cli", .scopes = IBEX_SCOPE_ALL, .request_id = NULL};
-    struct ibex_identity_result r;
-    ibex_identity_result_init(&r);
+    struct ibex_api_result r;
+    ibex_api_result_init(&r);
     struct ibex_buf out;
     ibex_buf_init(&out);
     json_object *body = NULL;
@@ -220,7 +220,7 @@ int ibex_cli_admin(const char *noun, int argc, char **argv)
 done:
     json_object_put(body);
     ibex_buf_dispose(&out);
-    ibex_identity_result_dispose(&r);
+    ibex_api_result_dispose(&r);
 out:
     ibex_store_close(s);
     ibex_config_dispose(&cfg);

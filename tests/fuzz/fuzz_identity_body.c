@@ -40,8 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct ibex_actor actor = {.tenant_id = tenant,
                                .subject = "fuzz",
                                .scopes = data[0] & 0x80 ? IBEX_SCOPE_ALL : IBEX_SCOPE_KEYS_ADMIN};
-    struct ibex_identity_result r;
-    ibex_identity_result_init(&r);
+    struct ibex_api_result r;
+    ibex_api_result_init(&r);
     struct ibex_buf out;
     ibex_buf_init(&out);
     switch (data[0] % 4) {
@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(r.status >= 400 && r.status < 500);
     }
     ibex_buf_dispose(&out);
-    ibex_identity_result_dispose(&r);
+    ibex_api_result_dispose(&r);
     json_object_put(body);
     return 0;
 }

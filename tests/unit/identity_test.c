@@ -140,7 +140,7 @@ static void sql_text(struct fx *f, const char *sql, const char *p1, struct ibex_
 /* ---- calls and their results ---- */
 
 struct res {
-    struct ibex_identity_result r;
+    struct ibex_api_result r;
     struct ibex_buf out;
     json_object *j; /* the answer, parsed (strictly) when the call succeeded */
     int status;
@@ -148,7 +148,7 @@ struct res {
 
 static void res_init(struct res *x)
 {
-    ibex_identity_result_init(&x->r);
+    ibex_api_result_init(&x->r);
     ibex_buf_init(&x->out);
     x->j = NULL;
     x->status = 0;
@@ -158,7 +158,7 @@ static void res_dispose(struct res *x)
 {
     json_object_put(x->j);
     ibex_buf_dispose(&x->out);
-    ibex_identity_result_dispose(&x->r);
+    ibex_api_result_dispose(&x->r);
 }
 
 static void res_reset(struct res *x)
