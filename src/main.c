@@ -201,6 +201,7 @@ static int identity_start(struct ibex_runtime *rt, struct identity_runtime *ir)
     }
     rt->auth = &ir->auth;
     rt->store_pool = ir->pool;
+    rt->writer = ir->writer;
     rt->revocation = ir->revocation;
     ibex_metrics_set_auth_failure_names(ibex_auth_failure_codes, IBEX_AUTH_NFAILURES);
     return 0;

@@ -1,8 +1,9 @@
-/* The administration API over HTTP: /v1/tenants, /v1/agents, /v1/keys, /v1/audit
- * (docs/identity.md). A request is authenticated and scope-checked on the loop, its body parsed
- * there, and the store work (auth/identity.c) runs on the store pool; the answer is sent from
- * the job's completion. A change that moved the identity epoch is noted before the answer goes
- * out, so this instance's caches never serve what it just revoked. */
+/* The control-plane API over HTTP: /v1/tenants, /v1/agents, /v1/keys, /v1/audit
+ * (docs/identity.md), /v1/sessions and /v1/traces/{id} (docs/sessions.md). A request is
+ * authenticated and scope-checked on the loop, its body parsed there, and the store work
+ * (auth/identity.c) runs on the store pool; the answer is sent from the job's completion. A change
+ * that moved the identity epoch is noted before the answer goes out, so this instance's caches
+ * never serve what it just revoked. */
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include "../core/id.h"
 #include "../gateway/chat_request.h"
 #include "../gateway/gateway.h"
+#include "../telemetry/trace.h"
+#include "sessions.h"
 
 #define LIST_LIMIT_DEFAULT 100
 #define LIST_LIMIT_MAX 1000
@@ -32,6 +35,7 @@ struct admin {
     enum op op;
     char id[IBEX_ID_LEN + 1]; /* from the path; "" for collections */
     int64_t limit;
+    struct ibex_session_query sessions; /* GET /v1/sessions */
     bool aborted;
     json_object *body;
     struct ibex_actor actor;
@@ -95,6 +99,19 @@ static int run_op(struct ibex_store_job *job, struct ibex_store *s)
             ibex_key_get(s, ac, a->id, out, r);
         else
             ibex_key_revoke(s, ac, a->id, out, r);
+        break;
+    case IBEX_ROUTE_TRACES:
+        ibex_trace_get(s, ac, a->id, out, r);
+        break;
+    case IBEX_ROUTE_SESSIONS:
+        if (a->op == OP_CREATE)
+            ibex_session_create(s, ac, a->body, out, r);
+        else if (a->op == OP_LIST)
+            ibex_session_list(s, ac, &a->sessions, out, r);
+        else if (a->op == OP_GET)
+            ibex_session_get(s, ac, a->id, out, r);
+        else
+            ibex_session_update(s, ac, a->id, a->body, out, r);
         break;
     default:
         ibex_audit_list(s, ac, a->limit, out, r);
@@ -221,10 +238,9 @@ static int parse_path(struct admin *a, struct ibex_str rest, struct ibex_str *id
 }
 
 static const uint32_t route_scope[IBEX_ROUTE_COUNT] = {
-    [IBEX_ROUTE_TENANTS] = IBEX_SCOPE_ADMIN,
-    [IBEX_ROUTE_AGENTS] = IBEX_SCOPE_KEYS_ADMIN,
-    [IBEX_ROUTE_KEYS] = IBEX_SCOPE_KEYS_ADMIN,
-    [IBEX_ROUTE_AUDIT] = IBEX_SCOPE_ADMIN,
+    [IBEX_ROUTE_TENANTS] = IBEX_SCOPE_ADMIN,      [IBEX_ROUTE_AGENTS] = IBEX_SCOPE_KEYS_ADMIN,
+    [IBEX_ROUTE_KEYS] = IBEX_SCOPE_KEYS_ADMIN,    [IBEX_ROUTE_AUDIT] = IBEX_SCOPE_ADMIN,
+    [IBEX_ROUTE_TRACES] = IBEX_SCOPE_TRACES_READ,
 };
 
 void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_route route)
@@ -243,7 +259,10 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
     size_t plen = strlen(prefix);
     struct ibex_str id, rest = {req->path.p + plen, req->path.len - plen};
     bool revoke;
-    if (parse_path(a, rest, &id, &revoke) != 0 || (route == IBEX_ROUTE_AUDIT && id.p)) {
+    /* /v1/audit is a collection only; /v1/traces/{id} an item only */
+    if (parse_path(a, rest, &id, &revoke) != 0 || (route == IBEX_ROUTE_AUDIT && id.p) ||
+        (route == IBEX_ROUTE_TRACES && (id.p == NULL || revoke)) ||
+        (route == IBEX_ROUTE_SESSIONS && revoke)) {
         admin_error(a, 404, "NOT_FOUND", "no such route", NULL, NULL, NULL);
         return;
     }
@@ -261,10 +280,16 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
         if (!is_post)
             goto not_allowed;
     } else {
-        bool is_patch = ibex_str_eq_cstr(req->method, "PATCH");
-        allow = route == IBEX_ROUTE_AGENTS ? "Allow: GET, PATCH\r\n" : "Allow: GET\r\n";
-        a->op = is_patch ? OP_UPDATE : OP_GET;
-        if (!is_get && !(is_patch && route == IBEX_ROUTE_AGENTS))
+        /* agents are updated with PATCH (any field), sessions with PUT (status, metadata) */
+        const char *update = route == IBEX_ROUTE_AGENTS     ? "PATCH"
+                             : route == IBEX_ROUTE_SESSIONS ? "PUT"
+                                                            : NULL;
+        bool is_update = update && ibex_str_eq_cstr(req->method, update);
+        allow = route == IBEX_ROUTE_AGENTS     ? "Allow: GET, PATCH\r\n"
+                : route == IBEX_ROUTE_SESSIONS ? "Allow: GET, PUT\r\n"
+                                               : "Allow: GET\r\n";
+        a->op = is_update ? OP_UPDATE : OP_GET;
+        if (!is_get && !is_update)
             goto not_allowed;
     }
     if (id.p) {
@@ -276,7 +301,13 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
         for (size_t i = 0; i < IBEX_ID_LEN; i++)
             a->id[i] = (char)(id.p[i] >= 'A' && id.p[i] <= 'F' ? id.p[i] + 32 : id.p[i]);
     }
-    if (a->op == OP_LIST) {
+    if (a->op == OP_LIST && route == IBEX_ROUTE_SESSIONS) {
+        if (ibex_session_query_parse(req->query, &a->sessions, &a->result) != 0) {
+            struct ibex_api_result *r = &a->result;
+            admin_error(a, r->status, r->code, r->message, r->param, r->field_errors.p, NULL);
+            return;
+        }
+    } else if (a->op == OP_LIST) {
         bool bad;
         a->limit = parse_limit(req->query, &bad);
         if (bad) {
@@ -285,7 +316,11 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
             return;
         }
     }
-    ibex_auth_request(w, req, route_scope[route], authorized, a);
+    uint32_t scope = route_scope[route];
+    if (route == IBEX_ROUTE_SESSIONS)
+        scope = a->op == OP_LIST || a->op == OP_GET ? IBEX_SCOPE_SESSIONS_READ
+                                                    : IBEX_SCOPE_SESSIONS_WRITE;
+    ibex_auth_request(w, req, scope, authorized, a);
     return;
 not_allowed:
     admin_error(a, 405, "METHOD_NOT_ALLOWED", "method not allowed on this route", NULL, NULL,

@@ -522,7 +522,7 @@ static void agent_not_found(struct auth_req *ar)
 
 static void agent_ready(struct auth_req *ar, const char *directive)
 {
-    struct ibex_agent_ref ref = {ar->agent_id, directive ? directive : ""};
+    struct ibex_agent_ref ref = {ar->agent_id[0] ? ar->agent_id : NULL, directive ? directive : ""};
     ar->then(ar->w, ar->req, &ar->cred.principal, &ref, ar->data);
 }
 

@@ -13,10 +13,15 @@
 #include <string.h>
 
 #include "../core/clock.h"
+#include "../core/id.h"
+#include "answer.h"
 #include "chat_request.h"
 #include "gateway.h"
 
 #define MAX_ERROR_BODY (64 * 1024)
+/* The answer text and tool calls kept per turn (for checkpoints); the relay is not bounded by it.
+ */
+#define ANSWER_MAX_BYTES (1024 * 1024)
 
 struct chat {
     struct ibex_req_info info; /* first: the access log reads req->user as this */
@@ -30,6 +35,10 @@ struct chat {
     bool upstream_error; /* non-2xx status: buffer the body for the error */
     bool too_large;
     bool stream_open;
+    char trace_id[IBEX_UUID_LEN + 1];
+    char tenant_id[IBEX_ID_LEN + 1];
+    char agent_id[IBEX_ID_LEN + 1];
+    struct ibex_answer answer; /* what the model answered, collected as it is relayed */
 };
 
 static void chat_cleanup(void *data)
@@ -38,6 +47,15 @@ static void chat_cleanup(void *data)
     ibex_chat_request_dispose(&c->chat);
     ibex_buf_dispose(&c->body);
     ibex_buf_dispose(&c->sendbody);
+    ibex_answer_dispose(&c->answer);
+}
+
+/* The usage the answer reported goes to the trace. */
+static void note_usage(struct chat *c)
+{
+    c->info.prompt_tokens = c->answer.prompt_tokens;
+    c->info.completion_tokens = c->answer.completion_tokens;
+    c->info.total_tokens = c->answer.total_tokens;
 }
 
 static void fail(struct chat *c, int status, const char *code, const char *message,
@@ -117,6 +135,7 @@ static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size
         stream_gauge(c, 1);
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
     }
+    ibex_answer_feed_sse(&c->answer, p, len);
     return ibex_res_stream_write(c->req, p, len);
 }
 
@@ -220,6 +239,7 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
     if (c->stream_open) {
         stream_gauge(c, -1);
         c->call = NULL;
+        note_usage(c);
         if (r == IBEX_UPSTREAM_OK || r == IBEX_UPSTREAM_ABORTED)
             ibex_res_stream_end(c->req);
         else
@@ -248,6 +268,8 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         fail(c, 502, "UPSTREAM_ERROR", "the provider sent an empty stream", NULL);
         return;
     }
+    ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
+    note_usage(c);
     ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
 }
 
@@ -282,6 +304,11 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
     struct ibex_buf out;
     ibex_buf_init(&out);
     p->ops->answer(p, &c->chat, &out);
+    if (c->chat.stream)
+        ibex_answer_feed_sse(&c->answer, out.p, out.len);
+    else
+        ibex_answer_from_json(&c->answer, out.p, out.len);
+    note_usage(c);
     if (c->chat.stream) {
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
         ibex_res_stream_write(c->req, out.p, out.len);
@@ -298,6 +325,20 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
                             const struct ibex_agent_ref *agent, void *data)
 {
     struct chat *c = data;
+    /* From here the request leaves a trace, whatever its outcome. */
+    ibex_id_uuid4(c->trace_id);
+    memcpy(c->tenant_id, principal->tenant_id, sizeof(c->tenant_id));
+    c->info.trace_id = c->trace_id;
+    c->info.tenant_id = c->tenant_id;
+    if (agent->id) {
+        memcpy(c->agent_id, agent->id, sizeof(c->agent_id));
+        c->info.agent_id = c->agent_id;
+    }
+    c->info.prompt_tokens = c->info.completion_tokens = c->info.total_tokens = -1;
+    char *h = ibex_arena_alloc(req->arena, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN);
+    snprintf(h, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN, "X-IBEX-Trace-ID: %s\r\n",
+             c->trace_id);
+    req->response_headers = h;
     struct ibex_chat_error e;
     ibex_chat_error_init(&e);
     if (ibex_chat_request_parse(&c->chat, req->body.p, req->body.len, &e) != 0) {
@@ -368,6 +409,7 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     c->req = req;
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
+    ibex_answer_init(&c->answer, ANSWER_MAX_BYTES);
     ibex_arena_on_free(req->arena, chat_cleanup, c);
     req->user = c;
     ibex_auth_request_agent(w, req, IBEX_SCOPE_CHAT, chat_authorized, c);

@@ -28,6 +28,7 @@ struct ibex_runtime {
     atomic_bool draining;
     struct ibex_auth *auth;
     struct ibex_store_pool *store_pool;
+    struct ibex_store_writer *writer;   /* traces and audit events of the request path */
     struct ibex_revocation *revocation; /* NULL in tests that run without one */
     const char *store_backend;          /* "sqlite" or "postgres" */
     int64_t store_version;              /* schema version after the start-up migrations */
@@ -62,6 +63,11 @@ struct ibex_req_info {
     uint64_t ttft_ns;
     bool stream;
     void *auth; /* the authentication in progress (auth/auth.c) */
+    /* set once a chat request is authenticated: it then leaves a trace (telemetry/trace.h) */
+    const char *trace_id;
+    const char *tenant_id;
+    const char *agent_id;
+    int64_t prompt_tokens, completion_tokens, total_tokens; /* -1: not reported */
 };
 
 /* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */

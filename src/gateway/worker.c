@@ -17,6 +17,7 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../telemetry/trace.h"
 #include "gateway.h"
 
 enum worker_command {
@@ -47,10 +48,9 @@ static const struct {
     const char *prefix;
     enum ibex_route route;
 } admin_routes[] = {
-    {"/v1/tenants", IBEX_ROUTE_TENANTS},
-    {"/v1/agents", IBEX_ROUTE_AGENTS},
-    {"/v1/keys", IBEX_ROUTE_KEYS},
-    {"/v1/audit", IBEX_ROUTE_AUDIT},
+    {"/v1/tenants", IBEX_ROUTE_TENANTS}, {"/v1/agents", IBEX_ROUTE_AGENTS},
+    {"/v1/keys", IBEX_ROUTE_KEYS},       {"/v1/audit", IBEX_ROUTE_AUDIT},
+    {"/v1/traces", IBEX_ROUTE_TRACES},   {"/v1/sessions", IBEX_ROUTE_SESSIONS},
 };
 
 static void handle(struct ibex_req *req, void *data)
@@ -137,6 +137,26 @@ static void on_request_done(struct ibex_req *req, void *data)
     if (info && info->provider && info->provider->ops->build_request && info->upstream_ns)
         ibex_metrics_overhead(w->metrics,
                               total > info->upstream_ns ? total - info->upstream_ns : 0);
+    if (info && info->trace_id && w->rt->writer) {
+        struct ibex_trace t = {
+            .id = info->trace_id,
+            .tenant_id = info->tenant_id,
+            .request_id = req->request_id,
+            .agent_id = info->agent_id,
+            .model = info->model,
+            .provider = info->provider ? info->provider->cfg->name : NULL,
+            .stream = info->stream,
+            .status = req->status,
+            .code = info->code,
+            .duration_ns = total,
+            .upstream_ns = info->upstream_ns,
+            .ttft_ns = info->ttft_ns,
+            .prompt_tokens = info->prompt_tokens,
+            .completion_tokens = info->completion_tokens,
+            .total_tokens = info->total_tokens,
+        };
+        ibex_trace_record(w->rt->writer, &t, (int64_t)ibex_clock_wall_ms());
+    }
 
     if (!w->rt->cfg.access_log || !ibex_log_enabled(IBEX_LOG_INFO))
         return;

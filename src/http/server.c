@@ -517,7 +517,8 @@ static void set_request_id(struct ibex_req *req)
 
 /* Appends the status line and common headers; body framing is the caller's. */
 static void build_head(struct ibex_conn *c, struct ibex_buf *b, int status, const char *request_id,
-                       const char *content_type, const char *extra_headers, bool keep_alive)
+                       const char *content_type, const char *extra_headers,
+                       const char *request_headers, bool keep_alive)
 {
     /* Plain appends, no printf: this runs for every response. */
     ibex_buf_reset(b);
@@ -545,6 +546,8 @@ static void build_head(struct ibex_conn *c, struct ibex_buf *b, int status, cons
         ibex_buf_append_cstr(b, "Connection: close\r\n");
     else if (c->http_minor == 0)
         ibex_buf_append_cstr(b, "Connection: keep-alive\r\n");
+    if (request_headers)
+        ibex_buf_append_cstr(b, request_headers);
     if (extra_headers)
         ibex_buf_append_cstr(b, extra_headers);
 }
@@ -592,7 +595,8 @@ void ibex_res_send(struct ibex_req *req, int status, const char *content_type,
     c->res_keep_alive = response_keep_alive(c);
     if (!c->closing) {
         struct ibex_buf *b = &c->srv->scratch;
-        build_head(c, b, status, req->request_id, content_type, extra_headers, c->res_keep_alive);
+        build_head(c, b, status, req->request_id, content_type, extra_headers,
+                   req->response_headers, c->res_keep_alive);
         ibex_buf_append_cstr(b, "Content-Length: ");
         ibex_buf_append_u64(b, len);
         ibex_buf_append_cstr(b, "\r\n\r\n");
@@ -653,7 +657,7 @@ void ibex_res_stream_start(struct ibex_req *req, int status, const char *content
     /* Held back and sent in the same write as the first chunk: one syscall and one segment
      * less before the client's first token. */
     build_head(c, &c->head, status, req->request_id, content_type, extra_headers,
-               c->res_keep_alive);
+               req->response_headers, c->res_keep_alive);
     ibex_buf_append_cstr(&c->head, c->res_chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "\r\n");
 }
 
@@ -752,7 +756,7 @@ static void conn_fail(struct ibex_conn *c, int status, const char *code, const c
     ibex_buf_init(&body);
     ibex_http_append_error(&body, status, code, message, NULL, NULL, request_id);
     struct ibex_buf *b = &c->srv->scratch;
-    build_head(c, b, status, request_id, "application/json", NULL, false);
+    build_head(c, b, status, request_id, "application/json", NULL, NULL, false);
     ibex_buf_appendf(b, "Content-Length: %zu\r\n\r\n", body.len);
     uv_buf_t bufs[2] = {uv_buf_init(b->p, (unsigned int)b->len),
                         uv_buf_init(body.p, (unsigned int)body.len)};

@@ -55,6 +55,9 @@ struct ibex_req {
     ibex_req_fn on_drain;
     ibex_req_fn on_abort;
     void *user;
+    /* Raw "Name: value\r\n" lines added to every response of this request (or NULL);
+     * must live until the request is finished (the arena). */
+    const char *response_headers;
 
     /* Filled by the server when the request finishes, for access logs and metrics. */
     int status;

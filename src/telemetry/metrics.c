@@ -20,8 +20,19 @@ static const double overhead_le[IBEX_METRICS_OVERHEAD_BUCKETS] = {
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 };
 static const char *const route_names[IBEX_ROUTE_COUNT] = {
-    "/v1/chat/completions", "/v1/models", "/health",  "/ready",    "/status", "/metrics",
-    "/v1/tenants",          "/v1/agents", "/v1/keys", "/v1/audit", "other",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/health",
+    "/ready",
+    "/status",
+    "/metrics",
+    "/v1/tenants",
+    "/v1/agents",
+    "/v1/keys",
+    "/v1/audit",
+    "/v1/traces",
+    "/v1/sessions",
+    "other",
 };
 
 static struct ibex_metrics *_Atomic workers[IBEX_METRICS_MAX_WORKERS];

@@ -9,9 +9,11 @@ import identity from './identity.mjs';
 import jwt from './jwt.mjs';
 import revocation from './revocation.mjs';
 import hostile from './hostile.mjs';
+import sessions from './sessions.mjs';
+import traces from './traces.mjs';
 import ops from './ops.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...ops, ...drain];
+    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...ops, ...drain];
 }

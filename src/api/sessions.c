@@ -1,0 +1,272 @@
+/* Sessions: tenant-filtered SQL and the state machine
+ *   pending -> active | cancelled;  active -> completed | failed | cancelled.
+ * A transition is checked and written in one transaction, so two concurrent updates cannot
+ * both leave the same state. */
+#include "sessions.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/clock.h"
+#include "../core/id.h"
+
+#define ROLE_MAX_LEN 200
+#define PAGE_SIZE_DEFAULT 20
+#define PAGE_SIZE_MAX 100
+
+static const char *const states[] = {"pending", "active", "completed", "failed", "cancelled"};
+
+static bool known_state(const char *s)
+{
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+        if (strcmp(s, states[i]) == 0)
+            return true;
+    return false;
+}
+
+static bool allowed(const char *from, const char *to)
+{
+    if (strcmp(from, "pending") == 0)
+        return strcmp(to, "active") == 0 || strcmp(to, "cancelled") == 0;
+    if (strcmp(from, "active") == 0)
+        return strcmp(to, "completed") == 0 || strcmp(to, "failed") == 0 ||
+               strcmp(to, "cancelled") == 0;
+    return false;
+}
+
+/* ---- query ---- */
+
+static int parse_int(struct ibex_str v, int64_t lo, int64_t hi, int64_t *out)
+{
+    int64_t n = 0;
+    if (v.len == 0 || v.len > 9)
+        return -1;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return -1;
+        n = n * 10 + (v.p[i] - '0');
+    }
+    if (n < lo || n > hi)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+int ibex_session_query_parse(struct ibex_str query, struct ibex_session_query *q,
+                             struct ibex_api_result *r)
+{
+    memset(q, 0, sizeof(*q));
+    q->page = 1;
+    q->page_size = PAGE_SIZE_DEFAULT;
+    const char *p = query.p, *end = query.p + query.len;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        struct ibex_str k = {p, (size_t)((eq ? eq : stop) - p)};
+        struct ibex_str v = {eq ? eq + 1 : stop, eq ? (size_t)(stop - eq - 1) : 0};
+        if (ibex_str_eq_cstr(k, "page")) {
+            if (parse_int(v, 1, 1000000, &q->page))
+                return ibex_api_invalid(r, "page", "must be a whole number from 1");
+        } else if (ibex_str_eq_cstr(k, "page_size")) {
+            if (parse_int(v, 1, PAGE_SIZE_MAX, &q->page_size))
+                return ibex_api_invalid(r, "page_size", "must be 1 to 100");
+        } else if (ibex_str_eq_cstr(k, "state")) {
+            if (v.len >= sizeof(q->state))
+                return ibex_api_invalid(r, "state", "is not a session state");
+            memset(q->state, 0, sizeof(q->state)); /* a repeated parameter: the last one wins */
+            memcpy(q->state, v.p, v.len);
+            if (!known_state(q->state))
+                return ibex_api_invalid(r, "state", "is not a session state");
+        } else if (ibex_str_eq_cstr(k, "agent_id")) {
+            if (!ibex_id_is_uuid(v.p, v.len))
+                return ibex_api_invalid(r, "agent_id", "must be a UUID");
+            for (size_t i = 0; i < v.len; i++) /* ids are stored in lowercase */
+                q->agent_id[i] = (char)tolower((unsigned char)v.p[i]);
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ---- rows ---- */
+
+#define SESSION_COLS "id, tenant_id, agent_id, agent_role, state, metadata, created_at, updated_at"
+
+static int row_session(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    struct ibex_api_list *l = data;
+    ibex_api_list_item(l);
+    struct ibex_buf *b = l->out;
+    ibex_buf_append_cstr(b, "{");
+    ibex_json_put_str(b, "session_id", c[0].p, c[0].len);
+    ibex_json_put_cstr(b, "object", "session");
+    ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
+    ibex_json_put_str(b, "agent_id", c[2].type == IBEX_STORE_TEXT ? c[2].p : NULL, c[2].len);
+    ibex_json_put_str(b, "agent_role", c[3].p, c[3].len);
+    ibex_json_put_str(b, "state", c[4].p, c[4].len);
+    char *meta = ibex_col_dup(&c[5]);
+    ibex_json_put_raw(b, "metadata", meta);
+    free(meta);
+    ibex_json_put_time(b, "created_at", ibex_col_int(&c[6]));
+    ibex_json_put_time(b, "updated_at", ibex_col_int(&c[7]));
+    ibex_buf_append_cstr(b, "}");
+    return 0;
+}
+
+static int fetch_session(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                         struct ibex_buf *out, size_t *found)
+{
+    struct ibex_api_list l = {out, 0};
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_exec(s,
+                             "SELECT " SESSION_COLS " FROM sessions WHERE id = $1 AND "
+                             "tenant_id = $2",
+                             p, 2, row_session, &l);
+    *found = l.n;
+    return rc;
+}
+
+/* ---- operations ---- */
+
+int ibex_session_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
+                        struct ibex_buf *out, struct ibex_api_result *r)
+{
+    const char *role, *agent_id, *meta;
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "agent_role", true, ROLE_MAX_LEN, &role, r) ||
+        ibex_api_get_string(body, "agent_id", false, 64, &agent_id, r) ||
+        ibex_api_get_metadata(body, &meta, r))
+        return r->status;
+    if (agent_id) {
+        bool found = false;
+        struct ibex_store_value p[] = {ibex_store_text(agent_id), ibex_store_text(a->tenant_id)};
+        int rc = ibex_id_is_uuid(agent_id, strlen(agent_id))
+                     ? ibex_store_exec(s,
+                                       "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2 "
+                                       "AND disabled_at IS NULL",
+                                       p, 2, ibex_row_exists, &found)
+                     : 0;
+        if (rc)
+            return ibex_api_store_failed(s, r, rc);
+        if (!found) /* the same answer for a malformed, unknown or foreign agent */
+            return ibex_api_invalid(r, "agent_id", "is not an agent of this tenant");
+    }
+    char id[IBEX_UUID_LEN + 1];
+    ibex_id_uuid4(id);
+    int64_t now = (int64_t)ibex_clock_wall_ms();
+    struct ibex_store_value p[] = {ibex_store_text(id),       ibex_store_text(a->tenant_id),
+                                   ibex_store_text(agent_id), ibex_store_text(role),
+                                   ibex_store_text(meta),     ibex_store_int(now)};
+    int rc = ibex_store_exec(s,
+                             "INSERT INTO sessions (id, tenant_id, agent_id, agent_role, state, "
+                             "metadata, created_at, updated_at) VALUES ($1, $2, $3, $4, "
+                             "'pending', $5, $6, $6)",
+                             p, 6, NULL, NULL);
+    if (rc)
+        return ibex_api_store_failed(s, r, rc);
+    size_t n;
+    if ((rc = fetch_session(s, a, id, out, &n)) != 0)
+        return ibex_api_store_failed(s, r, rc);
+    return ibex_api_ok(r, 201);
+}
+
+int ibex_session_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                     struct ibex_buf *out, struct ibex_api_result *r)
+{
+    return ibex_api_tenant_get(s, a, id, fetch_session, "sessions", "session", "SESSION_NOT_FOUND",
+                               out, r);
+}
+
+static int row_state(void *data, const struct ibex_store_value *c, size_t ncols)
+{
+    ibex_col_text(&c[0], data, 16);
+    return 0;
+}
+
+int ibex_session_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                        json_object *body, struct ibex_buf *out, struct ibex_api_result *r)
+{
+    const char *status, *meta = NULL;
+    json_object *m = NULL;
+    if (ibex_api_need_tenant(a, r) || ibex_api_check_id(id, r) || ibex_api_check_body(body, r) ||
+        ibex_api_get_string(body, "status", false, 16, &status, r))
+        return r->status;
+    /* "metadata": null leaves the metadata as it is */
+    if (body && json_object_object_get_ex(body, "metadata", &m) && m != NULL &&
+        ibex_api_get_metadata(body, &meta, r))
+        return r->status;
+    if (!status && !meta)
+        return ibex_api_fail(r, 400, "VALIDATION_ERROR", NULL,
+                             "nothing to update: give status or metadata");
+    if (status && !known_state(status))
+        return ibex_api_invalid(r, "status",
+                                "must be pending, active, completed, failed or cancelled");
+
+    char current[16] = "";
+    struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_begin(s);
+    if (rc == 0)
+        rc = ibex_store_exec(s, "SELECT state FROM sessions WHERE id = $1 AND tenant_id = $2", q, 2,
+                             row_state, current);
+    if (rc == 0 && current[0] == '\0') {
+        ibex_store_rollback(s);
+        return ibex_api_not_found(s, a, "sessions", id, "session", "SESSION_NOT_FOUND", r);
+    }
+    if (rc == 0 && status && strcmp(status, current) != 0 && !allowed(current, status)) {
+        ibex_store_rollback(s);
+        return ibex_api_fail(r, 422, "INVALID_STATE_TRANSITION", "status",
+                             "a %s session cannot become %s", current, status);
+    }
+    if (rc == 0) {
+        struct ibex_store_value p[] = {ibex_store_text(status), ibex_store_text(meta),
+                                       ibex_store_int((int64_t)ibex_clock_wall_ms()),
+                                       ibex_store_text(id), ibex_store_text(a->tenant_id)};
+        rc = ibex_store_exec(s,
+                             "UPDATE sessions SET state = COALESCE($1, state), metadata = "
+                             "COALESCE($2, metadata), updated_at = $3 WHERE id = $4 AND "
+                             "tenant_id = $5",
+                             p, 5, NULL, NULL);
+    }
+    if (rc == 0)
+        rc = ibex_store_commit(s);
+    else
+        ibex_store_rollback(s);
+    if (rc)
+        return ibex_api_store_failed(s, r, rc);
+    size_t n;
+    if ((rc = fetch_session(s, a, id, out, &n)) != 0)
+        return ibex_api_store_failed(s, r, rc);
+    return ibex_api_ok(r, 200);
+}
+
+int ibex_session_list(struct ibex_store *s, const struct ibex_actor *a,
+                      const struct ibex_session_query *q, struct ibex_buf *out,
+                      struct ibex_api_result *r)
+{
+    if (ibex_api_need_tenant(a, r))
+        return r->status;
+    /* "" matches every state / agent: one statement for every combination of filters */
+    const char *where = " FROM sessions WHERE tenant_id = $1 AND ($2 = '' OR state = $2) AND "
+                        "($3 = '' OR agent_id = $3)";
+    struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_text(q->state),
+                                   ibex_store_text(q->agent_id), ibex_store_int(q->page_size),
+                                   ibex_store_int((q->page - 1) * q->page_size)};
+    char sql[400];
+    int64_t total = 0;
+    snprintf(sql, sizeof(sql), "SELECT count(*)%s", where);
+    int rc = ibex_store_exec(s, sql, p, 3, ibex_row_int64, &total);
+    if (rc)
+        return ibex_api_store_failed(s, r, rc);
+    ibex_buf_append_cstr(out, "{\"object\":\"list\",\"sessions\":[");
+    struct ibex_api_list l = {out, 0};
+    snprintf(sql, sizeof(sql),
+             "SELECT " SESSION_COLS "%s ORDER BY created_at DESC, id LIMIT $4 OFFSET $5", where);
+    if ((rc = ibex_store_exec(s, sql, p, 5, row_session, &l)) != 0)
+        return ibex_api_store_failed(s, r, rc);
+    ibex_buf_appendf(out, "],\"total\":%lld,\"page\":%lld,\"page_size\":%lld}", (long long)total,
+                     (long long)q->page, (long long)q->page_size);
+    return ibex_api_ok(r, 200);
+}

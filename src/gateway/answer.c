@@ -1,0 +1,420 @@
+/* Collects a chat completion answer from a response body or from SSE bytes in flight.
+ * Invariants:
+ * - content.len + tool_calls.len <= max_bytes; once an append does not fit, truncated is set
+ *   and neither buffer changes again (the answer is a prefix of the real one).
+ * - tool_calls is kept rendered as a valid JSON array at all times; calls[] records, for each
+ *   call in index order, where its object starts and the escaped length of its four fields, so
+ *   a delta is spliced in place: the common case (arguments of the last call) touches only the
+ *   bytes it adds, never re-rendering the array.
+ * - Streams are handled a line at a time; only a line a feed ends inside of is copied, and it
+ *   never grows past line_max. */
+#include "answer.h"
+
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/alloc.h"
+#include "chat_request.h"
+
+/* The text of one call: HEAD id SEP_TYPE type SEP_NAME name SEP_ARGS arguments TAIL. */
+#define HEAD "{\"id\":\""
+#define SEP_TYPE "\",\"type\":\""
+#define SEP_NAME "\",\"function\":{\"name\":\""
+#define SEP_ARGS "\",\"arguments\":\""
+#define TAIL "\"}}"
+#define DEFAULT_TYPE "function"
+#define SKELETON HEAD SEP_TYPE DEFAULT_TYPE SEP_NAME SEP_ARGS TAIL
+#define LIT_LEN(s) (sizeof(s) - 1)
+
+enum { F_ID, F_TYPE, F_NAME, F_ARGS, NFIELDS };
+
+struct ibex_answer_call {
+    int64_t index;
+    size_t start;        /* offset of the call's '{' in tool_calls */
+    size_t len[NFIELDS]; /* escaped length of each field's text */
+};
+
+void ibex_answer_init(struct ibex_answer *a, size_t max_bytes)
+{
+    memset(a, 0, sizeof(*a));
+    ibex_buf_init(&a->content);
+    ibex_buf_init(&a->tool_calls);
+    ibex_buf_init(&a->line);
+    ibex_buf_init(&a->scratch);
+    a->prompt_tokens = a->completion_tokens = a->total_tokens = -1;
+    a->max_bytes = max_bytes;
+    a->line_max = IBEX_ANSWER_LINE_MAX;
+}
+
+void ibex_answer_dispose(struct ibex_answer *a)
+{
+    ibex_buf_dispose(&a->content);
+    ibex_buf_dispose(&a->tool_calls);
+    ibex_buf_dispose(&a->line);
+    ibex_buf_dispose(&a->scratch);
+    free(a->calls);
+    size_t max_bytes = a->max_bytes;
+    ibex_answer_init(a, max_bytes);
+}
+
+static size_t room(const struct ibex_answer *a)
+{
+    return a->max_bytes - a->content.len - a->tool_calls.len;
+}
+
+/* The longest prefix of s no longer than max that does not end inside a UTF-8 sequence. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    return cut;
+}
+
+static void copy_field(char *dst, size_t cap, const char *s, size_t len)
+{
+    len = utf8_cut(s, len, cap - 1);
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+}
+
+static void append_content(struct ibex_answer *a, const char *s, size_t len)
+{
+    if (a->truncated || len == 0)
+        return;
+    size_t n = utf8_cut(s, len, room(a));
+    if (n < len)
+        a->truncated = true;
+    if (n > 0)
+        ibex_buf_append(&a->content, s, n);
+}
+
+/* Appends s to out as the inside of a JSON string literal (the rules of
+ * ibex_buf_append_json_str: invalid UTF-8 becomes U+FFFD), as far as whole escapes fit in
+ * max bytes. Returns whether all of s went in. */
+static bool escape_fit(struct ibex_buf *out, const char *s, size_t len, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t used = 0, i = 0;
+    while (i < len) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            size_t start = i;
+            while (i < len && i - start < max - used && u[i] >= 0x20 && u[i] != '"' &&
+                   u[i] != '\\' && u[i] < 0x80)
+                i++;
+            if (i == start)
+                return false;
+            ibex_buf_append(out, s + start, i - start);
+            used += i - start;
+            continue;
+        }
+        char unit[6] = {'\\', 0, 0, 0, 0, 0};
+        const char *src = unit;
+        size_t n = 2, consumed = 1;
+        if (c >= 0x80) {
+            consumed = ibex_utf8_seq_len(u + i, len - i);
+            if (consumed == 0) { /* parsed text is UTF-8 checked; kept so tool_calls stays JSON */
+                src = "\xEF\xBF\xBD";
+                n = 3;
+                consumed = 1;
+            } else {
+                src = s + i;
+                n = consumed;
+            }
+        } else if (c == '"' || c == '\\') {
+            unit[1] = (char)c;
+        } else if (c == '\n') {
+            unit[1] = 'n';
+        } else if (c == '\r') {
+            unit[1] = 'r';
+        } else if (c == '\t') {
+            unit[1] = 't';
+        } else {
+            unit[1] = 'u';
+            unit[2] = '0';
+            unit[3] = '0';
+            unit[4] = hex[c >> 4];
+            unit[5] = hex[c & 15];
+            n = 6;
+        }
+        if (n > max - used)
+            return false;
+        ibex_buf_append(out, src, n);
+        used += n;
+        i += consumed;
+    }
+    return true;
+}
+
+/* Replaces del bytes at offset at of b with n bytes of ins. */
+static void splice(struct ibex_buf *b, size_t at, size_t del, const char *ins, size_t n)
+{
+    if (n > del)
+        ibex_buf_reserve(b, n - del);
+    memmove(b->p + at + n, b->p + at + del, b->len - at - del);
+    if (n > 0)
+        memcpy(b->p + at, ins, n);
+    b->len = b->len - del + n;
+    b->p[b->len] = '\0';
+}
+
+static size_t field_at(const struct ibex_answer_call *c, int f)
+{
+    static const size_t before[NFIELDS] = {LIT_LEN(HEAD), LIT_LEN(SEP_TYPE), LIT_LEN(SEP_NAME),
+                                           LIT_LEN(SEP_ARGS)};
+    size_t at = c->start;
+    for (int i = 0; i < f; i++)
+        at += before[i] + c->len[i];
+    return at + before[f];
+}
+
+/* Puts s into field f of call k: replacing the field's text, or appended to it. */
+static void set_field(struct ibex_answer *a, size_t k, int f, const char *s, size_t len,
+                      bool replace)
+{
+    struct ibex_answer_call *c = &a->calls[k];
+    size_t at = field_at(c, f), del = replace ? c->len[f] : 0;
+    if (!replace)
+        at += c->len[f];
+    ibex_buf_reset(&a->scratch);
+    if (!escape_fit(&a->scratch, s, len, room(a) + del)) {
+        a->truncated = true;
+        if (replace) /* half an id or a name is no use */
+            return;
+    }
+    size_t n = a->scratch.len;
+    if (n == del && (n == 0 || memcmp(a->tool_calls.p + at, a->scratch.p, n) == 0))
+        return;
+    splice(&a->tool_calls, at, del, a->scratch.p, n);
+    c->len[f] = c->len[f] - del + n;
+    for (size_t i = k + 1; i < a->ncalls; i++)
+        a->calls[i].start = a->calls[i].start - del + n;
+}
+
+/* The position of the call with this index, created (in index order) if need be; -1 when a new
+ * call does not fit. */
+static ptrdiff_t find_call(struct ibex_answer *a, int64_t index)
+{
+    size_t lo = 0, hi = a->ncalls;
+    if (hi > 0 && a->calls[hi - 1].index < index) {
+        lo = hi; /* the usual case: a call after the last */
+    } else {
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (a->calls[mid].index < index)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < a->ncalls && a->calls[lo].index == index)
+            return (ptrdiff_t)lo;
+    }
+    size_t cost = LIT_LEN(SKELETON) + (a->ncalls == 0 ? 2 : 1);
+    if (cost > room(a)) {
+        a->truncated = true;
+        return -1;
+    }
+    size_t start;
+    if (a->ncalls == 0) {
+        ibex_buf_append_cstr(&a->tool_calls, "[" SKELETON "]");
+        start = 1;
+    } else if (lo == a->ncalls) {
+        start = a->tool_calls.len; /* after the comma, before the ']' */
+        splice(&a->tool_calls, a->tool_calls.len - 1, 0, "," SKELETON, cost);
+    } else {
+        start = a->calls[lo].start;
+        splice(&a->tool_calls, start, 0, SKELETON ",", cost);
+        for (size_t i = lo; i < a->ncalls; i++)
+            a->calls[i].start += cost;
+    }
+    if (a->ncalls == a->calls_cap) {
+        a->calls_cap = a->calls_cap ? a->calls_cap * 2 : 4;
+        a->calls = ibex_xrealloc(a->calls, a->calls_cap * sizeof(*a->calls));
+    }
+    memmove(&a->calls[lo + 1], &a->calls[lo], (a->ncalls - lo) * sizeof(*a->calls));
+    a->ncalls++;
+    a->calls[lo] = (struct ibex_answer_call){
+        .index = index, .start = start, .len = {0, LIT_LEN(DEFAULT_TYPE), 0, 0}};
+    return (ptrdiff_t)lo;
+}
+
+static json_object *member(json_object *o, const char *key, enum json_type type)
+{
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+        return NULL;
+    return v;
+}
+
+/* A non-empty string member, or NULL. */
+static json_object *nonempty(json_object *o, const char *key)
+{
+    json_object *v = member(o, key, json_type_string);
+    return v && json_object_get_string_len(v) > 0 ? v : NULL;
+}
+
+static void merge_call(struct ibex_answer *a, int64_t index, json_object *tc)
+{
+    if (a->truncated || index < 0)
+        return;
+    ptrdiff_t k = find_call(a, index);
+    if (k < 0)
+        return;
+    json_object *fn = member(tc, "function", json_type_object), *v;
+    if ((v = nonempty(tc, "id")) != NULL)
+        set_field(a, (size_t)k, F_ID, json_object_get_string(v),
+                  (size_t)json_object_get_string_len(v), true);
+    if (!a->truncated && (v = nonempty(tc, "type")) != NULL)
+        set_field(a, (size_t)k, F_TYPE, json_object_get_string(v),
+                  (size_t)json_object_get_string_len(v), true);
+    if (!a->truncated && fn && (v = nonempty(fn, "name")) != NULL)
+        set_field(a, (size_t)k, F_NAME, json_object_get_string(v),
+                  (size_t)json_object_get_string_len(v), true);
+    if (!a->truncated && fn && (v = nonempty(fn, "arguments")) != NULL)
+        set_field(a, (size_t)k, F_ARGS, json_object_get_string(v),
+                  (size_t)json_object_get_string_len(v), false);
+}
+
+static void take_usage(struct ibex_answer *a, json_object *usage)
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
+    int64_t *dst[] = {&a->prompt_tokens, &a->completion_tokens, &a->total_tokens};
+    for (size_t i = 0; i < 3; i++) {
+        json_object *v = member(usage, keys[i], json_type_int);
+        if (v && json_object_get_int64(v) >= 0)
+            *dst[i] = json_object_get_int64(v);
+    }
+}
+
+/* One chat.completion (msgkey "message") or chat.completion.chunk ("delta"). */
+static void take(struct ibex_answer *a, json_object *root, const char *msgkey, bool stream)
+{
+    json_object *v;
+    if (a->model[0] == '\0' && (v = nonempty(root, "model")) != NULL)
+        copy_field(a->model, sizeof(a->model), json_object_get_string(v),
+                   (size_t)json_object_get_string_len(v));
+    if ((v = member(root, "usage", json_type_object)) != NULL)
+        take_usage(a, v);
+    json_object *choices = member(root, "choices", json_type_array);
+    size_t n = choices ? json_object_array_length(choices) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *choice = json_object_array_get_idx(choices, i);
+        if (!json_object_is_type(choice, json_type_object))
+            continue;
+        json_object *idx = member(choice, "index", json_type_int);
+        if ((idx ? json_object_get_int64(idx) : (int64_t)i) != 0)
+            continue;
+        json_object *msg = member(choice, msgkey, json_type_object);
+        if (msg && (v = member(msg, "content", json_type_string)) != NULL)
+            append_content(a, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+        json_object *calls = msg ? member(msg, "tool_calls", json_type_array) : NULL;
+        size_t ncalls = calls ? json_object_array_length(calls) : 0;
+        for (size_t j = 0; j < ncalls; j++) {
+            json_object *tc = json_object_array_get_idx(calls, j);
+            if (!json_object_is_type(tc, json_type_object))
+                continue;
+            /* A stream names the call each delta belongs to; a message lists them in order. */
+            json_object *ti = stream ? member(tc, "index", json_type_int) : NULL;
+            merge_call(a, ti ? json_object_get_int64(ti) : (int64_t)j, tc);
+        }
+        if ((v = nonempty(choice, "finish_reason")) != NULL)
+            copy_field(a->finish_reason, sizeof(a->finish_reason), json_object_get_string(v),
+                       (size_t)json_object_get_string_len(v));
+    }
+}
+
+int ibex_answer_from_json(struct ibex_answer *a, const char *body, size_t len)
+{
+    json_object *root;
+    char msg[8];
+    if (ibex_json_parse(body, len, &root, msg, sizeof(msg)) != 0)
+        return -1;
+    if (!json_object_is_type(root, json_type_object) ||
+        member(root, "choices", json_type_array) == NULL) {
+        json_object_put(root);
+        return -1;
+    }
+    take(a, root, "message", false);
+    json_object_put(root);
+    return 0;
+}
+
+static void on_line(struct ibex_answer *a, const char *s, size_t len)
+{
+    if (len == 0 || s[0] == ':')
+        return;
+    const char *colon = memchr(s, ':', len);
+    size_t name = colon ? (size_t)(colon - s) : len;
+    if (name != 4 || memcmp(s, "data", 4) != 0)
+        return;
+    size_t off = colon ? name + 1 : len;
+    if (off < len && s[off] == ' ')
+        off++;
+    s += off;
+    len -= off;
+    if (len == 0) /* an empty data line: a keep-alive */
+        return;
+    if (len == 6 && memcmp(s, "[DONE]", 6) == 0) {
+        a->done = true;
+        return;
+    }
+    json_object *root;
+    char msg[8];
+    if (ibex_json_parse(s, len, &root, msg, sizeof(msg)) != 0 ||
+        !json_object_is_type(root, json_type_object)) {
+        json_object_put(root);
+        a->skipped++;
+        return;
+    }
+    take(a, root, "delta", true);
+    json_object_put(root);
+}
+
+/* The first CR or LF in [p, end), or end. */
+static const char *line_end(const char *p, const char *end)
+{
+    const char *lf = memchr(p, '\n', (size_t)(end - p));
+    const char *cr = memchr(p, '\r', (size_t)((lf ? lf : end) - p));
+    return cr ? cr : lf ? lf : end;
+}
+
+void ibex_answer_feed_sse(struct ibex_answer *a, const char *p, size_t len)
+{
+    const char *end = p + len;
+    /* CR, LF and CRLF all end a line: treating CR and LF each as a line end turns CRLF into a
+     * line and an empty one, and empty lines (event boundaries) change nothing here, so a CRLF
+     * split across feeds needs no state. */
+    while (p < end) {
+        const char *eol = line_end(p, end);
+        size_t n = (size_t)(eol - p);
+        if (eol == end) {
+            if (a->skipping_line)
+                return;
+            if (n > a->line_max - a->line.len) {
+                ibex_buf_reset(&a->line);
+                a->skipping_line = true;
+                a->skipped++;
+                return;
+            }
+            ibex_buf_append(&a->line, p, n);
+            return;
+        }
+        if (a->skipping_line) {
+            a->skipping_line = false;
+        } else if (n > a->line_max - a->line.len) {
+            a->skipped++;
+        } else if (a->line.len == 0) {
+            on_line(a, p, n); /* whole in this feed: parsed where it lies */
+        } else {
+            ibex_buf_append(&a->line, p, n);
+            on_line(a, a->line.p, a->line.len);
+        }
+        ibex_buf_reset(&a->line);
+        p = eol + 1;
+    }
+}

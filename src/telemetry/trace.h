@@ -1,0 +1,37 @@
+/* Traces: one row per chat request that passed authentication (docs/sessions.md), queued on the
+ * store writer when the response is complete, so recording never waits on the store; and the
+ * tenant-scoped read of one trace for GET /v1/traces/{id}. */
+#ifndef IBEX_TELEMETRY_TRACE_H
+#define IBEX_TELEMETRY_TRACE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../api/resource.h"
+#include "../store/writer.h"
+
+struct ibex_trace {
+    const char *id;         /* a UUID, also sent as X-IBEX-Trace-ID */
+    const char *tenant_id;  /* of the credential */
+    const char *request_id; /* X-Request-ID */
+    const char *agent_id;   /* or NULL */
+    const char *session_id; /* or NULL */
+    const char *model;      /* as the client sent it, or NULL */
+    const char *provider;   /* or NULL (refused before routing) */
+    bool stream;
+    int status;           /* HTTP status sent to the client */
+    const char *code;     /* its error code, or NULL */
+    uint64_t duration_ns; /* first request byte to the end of the response */
+    uint64_t upstream_ns; /* 0: no upstream call */
+    uint64_t ttft_ns;     /* 0: not a stream, or no first byte */
+    int64_t prompt_tokens, completion_tokens, total_tokens; /* -1: not reported */
+};
+
+/* Queues the row (never blocks). Returns 0 or IBEX_EFULL (counted by the writer). */
+int ibex_trace_record(struct ibex_store_writer *w, const struct ibex_trace *t, int64_t now_ms);
+
+/* GET /v1/traces/{id} for actor a: 200 with the trace object in out, or 404 TRACE_NOT_FOUND. */
+int ibex_trace_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                   struct ibex_buf *out, struct ibex_api_result *r);
+
+#endif
