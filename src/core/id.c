@@ -35,12 +35,11 @@ void ibex_id_random(void *out, size_t n)
     }
 }
 
-void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1])
+/* Writes 16 bytes as a UUID with the given version in the text form. */
+static void uuid_text(unsigned char r[16], int version, char out[IBEX_UUID_LEN + 1])
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char r[16];
-    ibex_id_random(r, sizeof(r));
-    r[6] = (unsigned char)((r[6] & 0x0F) | 0x40);
+    r[6] = (unsigned char)((r[6] & 0x0F) | (version << 4));
     r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
     size_t o = 0;
     for (int i = 0; i < 16; i++) {
@@ -50,6 +49,22 @@ void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1])
         out[o++] = hex[r[i] & 15];
     }
     out[o] = '\0';
+}
+
+void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1])
+{
+    unsigned char r[16];
+    ibex_id_random(r, sizeof(r));
+    uuid_text(r, 4, out);
+}
+
+void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1])
+{
+    unsigned char r[16];
+    ibex_id_random(r, sizeof(r));
+    for (int i = 0; i < 6; i++)
+        r[i] = (unsigned char)(unix_ms >> (40 - 8 * i));
+    uuid_text(r, 7, out);
 }
 
 int ibex_id_is_uuid(const char *s, size_t len)

@@ -19,9 +19,9 @@
 #include "gateway.h"
 
 #define MAX_ERROR_BODY (64 * 1024)
-/* The answer text and tool calls kept per turn (for checkpoints); the relay is not bounded by it.
- */
-#define ANSWER_MAX_BYTES (1024 * 1024)
+/* The answer text and tool calls kept per turn: none until session checkpoints need them. The
+ * trace needs only the usage, and collecting the text costs allocations on every answer. */
+#define ANSWER_MAX_BYTES 0
 
 struct chat {
     struct ibex_req_info info; /* first: the access log reads req->user as this */
@@ -326,7 +326,7 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
 {
     struct chat *c = data;
     /* From here the request leaves a trace, whatever its outcome. */
-    ibex_id_uuid4(c->trace_id);
+    ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
     memcpy(c->tenant_id, principal->tenant_id, sizeof(c->tenant_id));
     c->info.trace_id = c->trace_id;
     c->info.tenant_id = c->tenant_id;

@@ -73,6 +73,26 @@ static void test_uuid4_unique_and_random(void **state)
     free(ids);
 }
 
+/* UUIDv7: canonical form, version 7, variant 10, the milliseconds in the first 48 bits, and
+ * ids of later milliseconds sort after earlier ones as text. */
+static void test_uuid7(void **state)
+{
+    char a[IBEX_UUID_LEN + 1], b[IBEX_UUID_LEN + 1], c[IBEX_UUID_LEN + 1];
+    uint64_t ms = 0x0189abcdef01ull;
+    ibex_id_uuid7(ms, a);
+    assert_true(ibex_id_is_uuid(a, strlen(a)));
+    assert_int_equal(a[14], '7');
+    assert_true(strchr("89ab", a[19]) != NULL);
+    assert_memory_equal(a, "0189abcd-ef01-7", 15);
+    ibex_id_uuid7(ms, b);
+    assert_string_not_equal(a, b); /* same millisecond, random rest */
+    assert_memory_equal(a, b, 14);
+    ibex_id_uuid7(ms + 1, c);
+    assert_true(strcmp(c, a) > 0 && strcmp(c, b) > 0);
+    ibex_id_uuid7(ms + 256, c);
+    assert_true(strcmp(c, a) > 0);
+}
+
 static void test_is_uuid(void **state)
 {
     const char *good[] = {
@@ -143,9 +163,8 @@ static void test_random_bytes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_uuid4_format),
-        cmocka_unit_test(test_uuid4_unique_and_random),
-        cmocka_unit_test(test_is_uuid),
+        cmocka_unit_test(test_uuid4_format), cmocka_unit_test(test_uuid4_unique_and_random),
+        cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_is_uuid),
         cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
