@@ -868,7 +868,6 @@ static void test_stop_prompt(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as ibex serve does; the raw hiredis client writes to sockets */
-    pg_url = getenv("IBEX_TEST_PG_URL");
     redis_url = getenv("IBEX_TEST_REDIS_URL");
     snprintf(channel, sizeof(channel), "ibex:identity:test-%d", (int)getpid());
     if (redis_url && *redis_url) {
@@ -893,16 +892,6 @@ int main(void)
         SQLITE(test_redis_restart),
         SQLITE(test_stop_prompt),
     };
-    enum { N = sizeof(tests) / sizeof(tests[0]) };
-    if (pg_url && *pg_url)
-        return cmocka_run_group_tests(tests, NULL, NULL);
-    const char *why = getenv("IBEX_TEST_PG_SKIP");
-    printf("SKIP: revocation on postgres: %s\n",
-           why && *why ? why : "IBEX_TEST_PG_URL is not set (make unit starts scripts/pg.sh)");
-    struct CMUnitTest sqlite_only[N];
-    size_t n = 0;
-    for (size_t i = 0; i < N; i++)
-        if (tests[i].setup_func != setup_pg)
-            sqlite_only[n++] = tests[i];
-    return _cmocka_run_group_tests("revocation_test(sqlite)", sqlite_only, n, NULL, NULL);
+    return tu_store_run_tests("revocation_test", tests, sizeof(tests) / sizeof(tests[0]), setup_pg,
+                              &pg_url);
 }

@@ -32,91 +32,8 @@
 #include "testutil.h"
 #include "storeutil.h"
 
-static const char *pg_url;
-static unsigned seq;
-
-struct fx {
-    bool pg;
-    char path[64];
-    char schema[64];
-    char url[1024]; /* to open a second handle (the writer's) on the same database */
-    char run[32];   /* a tag unique to this case, for names */
-    struct ibex_store *st;
-};
-
-static struct fx *fx_new(bool pg)
-{
-    struct fx *f = calloc(1, sizeof(*f));
-    assert_non_null(f);
-    f->pg = pg;
-    snprintf(f->run, sizeof(f->run), "%ld-%u-%u", (long)getpid(), ++seq,
-             (unsigned)(ibex_clock_wall_ms() % 100000));
-    return f;
-}
-
-static int setup_sqlite(void **state)
-{
-    struct fx *f = fx_new(false);
-    snprintf(f->path, sizeof(f->path), "/tmp/ibex-sessions-test-XXXXXX");
-    int fd = mkstemp(f->path);
-    assert_true(fd >= 0);
-    close(fd);
-    char err[512];
-    snprintf(f->url, sizeof(f->url), "sqlite://%s", f->path);
-    if (ibex_store_open(f->url, &f->st, err, sizeof(err)) != 0)
-        fail_msg("open: %s", err);
-    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
-    *state = f;
-    return 0;
-}
-
-static int setup_pg(void **state)
-{
-    struct fx *f = fx_new(true);
-    snprintf(f->schema, sizeof(f->schema), "ibex_sesstest_%ld_%u", (long)getpid(), seq);
-    char err[512], sql[256];
-    snprintf(f->url, sizeof(f->url), "%s%soptions=-csearch_path%%3D%s", pg_url,
-             strchr(pg_url, '?') ? "&" : "?", f->schema);
-    if (ibex_store_open(f->url, &f->st, err, sizeof(err)) != 0)
-        fail_msg("open: %s", err);
-    snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s", f->schema,
-             f->schema);
-    tu_store_must(f->st, ibex_store_script(f->st, sql));
-    tu_store_must(f->st, ibex_store_migrate(f->st, NULL, NULL, NULL));
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fx *f = *state;
-    if (f->pg) {
-        char sql[128];
-        snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", f->schema);
-        ibex_store_script(f->st, sql);
-    }
-    ibex_store_close(f->st);
-    if (!f->pg)
-        tu_remove_sqlite_files(f->path);
-    free(f);
-    return 0;
-}
-
-/* ---- raw SQL ---- */
-
-static int row_first_int(void *data, const struct ibex_store_value *c, size_t n)
-{
-    *(int64_t *)data = n && c[0].type == IBEX_STORE_INT ? c[0].i : -1;
-    return 0;
-}
-
-static int64_t sql_int(struct fx *f, const char *sql, const char *p1, const char *p2)
-{
-    struct ibex_store_value p[2] = {ibex_store_text(p1), ibex_store_text(p2)};
-    int64_t v = -1;
-    tu_store_must(f->st, ibex_store_exec(f->st, sql, p, p2 ? 2 : p1 ? 1 : 0, row_first_int, &v));
-    return v;
-}
+#define TU_API_SUITE "sessions"
+#include "apiutil.h"
 
 static int64_t sessions_of(struct fx *f, const char *tenant)
 {
@@ -124,115 +41,6 @@ static int64_t sessions_of(struct fx *f, const char *tenant)
 }
 
 /* ---- calls and their results ---- */
-
-struct res {
-    struct ibex_api_result r;
-    struct ibex_buf out;
-    json_object *j; /* the answer, parsed (strictly) when the call succeeded */
-};
-
-static void res_init(struct res *x)
-{
-    ibex_api_result_init(&x->r);
-    ibex_buf_init(&x->out);
-    x->j = NULL;
-}
-
-static void res_dispose(struct res *x)
-{
-    json_object_put(x->j);
-    ibex_buf_dispose(&x->out);
-    ibex_api_result_dispose(&x->r);
-}
-
-static void res_reset(struct res *x)
-{
-    res_dispose(x);
-    res_init(x);
-}
-
-/* Checks the outcome of the call that returned rc into x. */
-static void expect(struct res *x, int rc, int status, const char *code, const char *what)
-{
-    if (rc != x->r.status)
-        fail_msg("%s: returned %d but result.status is %d", what, rc, x->r.status);
-    if (rc != status)
-        fail_msg("%s: status %d (%s: %s), wanted %d %s", what, rc, x->r.code ? x->r.code : "-",
-                 x->r.message, status, code ? code : "");
-    if (code == NULL) {
-        if (x->r.code != NULL)
-            fail_msg("%s: code %s on success", what, x->r.code);
-        x->j = tu_parse_json(x->out.p, x->out.len);
-        if (x->j == NULL)
-            fail_msg("%s: answer is not strict JSON: %.*s", what, (int)x->out.len, x->out.p);
-    } else {
-        if (x->r.code == NULL || strcmp(x->r.code, code) != 0)
-            fail_msg("%s: code %s, wanted %s", what, x->r.code ? x->r.code : "(null)", code);
-        assert_true(strlen(x->r.message) > 0);
-    }
-}
-
-/* A VALIDATION_ERROR naming field, in param and as field_errors[0].field. */
-static void expect_field(struct res *x, int rc, const char *field, const char *what)
-{
-    expect(x, rc, 400, "VALIDATION_ERROR", what);
-    if (strcmp(x->r.param, field) != 0)
-        fail_msg("%s: param %s, wanted %s", what, x->r.param, field);
-    json_object *fe = tu_parse_json(x->r.field_errors.p, x->r.field_errors.len);
-    if (fe == NULL || !json_object_is_type(fe, json_type_array) || json_object_array_length(fe) < 1)
-        fail_msg("%s: field_errors not a non-empty array: %s", what,
-                 x->r.field_errors.p ? x->r.field_errors.p : "(empty)");
-    json_object *e0 = json_object_array_get_idx(fe, 0);
-    assert_string_equal(tu_json_str(e0, "field"), field);
-    assert_non_null(tu_json_str(e0, "message"));
-    json_object_put(fe);
-}
-
-static json_object *jbody(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_object *jbody(const char *fmt, ...)
-{
-    struct ibex_buf b;
-    ibex_buf_init(&b);
-    va_list ap;
-    va_start(ap, fmt);
-    ibex_buf_vappendf(&b, fmt, ap);
-    va_end(ap);
-    /* lenient on purpose: a bare scalar ("42") is a body too */
-    json_object *o = json_tokener_parse(b.p);
-    if (o == NULL)
-        fail_msg("test body is not JSON: %s", b.p);
-    ibex_buf_dispose(&b);
-    return o;
-}
-
-static const char *jstr(json_object *o, const char *path)
-{
-    const char *s = tu_json_str(o, path);
-    if (s == NULL)
-        fail_msg("no string at %s in %s", path, json_object_to_json_string(o));
-    return s;
-}
-
-static json_object *jget(json_object *o, const char *key)
-{
-    json_object *v = NULL;
-    if (!json_object_object_get_ex(o, key, &v))
-        fail_msg("no %s in %s", key, json_object_to_json_string(o));
-    return v;
-}
-
-static bool jis_null(json_object *o, const char *key)
-{
-    return jget(o, key) == NULL;
-}
-
-static int64_t jint(json_object *o, const char *key)
-{
-    json_object *v = jget(o, key);
-    if (!json_object_is_type(v, json_type_int))
-        fail_msg("%s is not an integer in %s", key, json_object_to_json_string(o));
-    return json_object_get_int64(v);
-}
 
 static void expect_json_equal(json_object *got, const char *want_text, const char *what)
 {
@@ -255,26 +63,10 @@ static void expect_raw_member(const struct ibex_buf *b, const char *key, const c
     fail_msg("no %s in %.*s", needle, (int)b->len, b->p);
 }
 
-static int64_t now_s(void)
-{
-    return (int64_t)(ibex_clock_wall_ms() / 1000);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- actors and fixtures ---- */
 
 #define ID_BUF (IBEX_ID_LEN + 1)
 #define UNKNOWN_ID "0f0e0d0c-0b0a-4908-8706-050403020100"
-
-static struct ibex_actor operator_actor(void)
-{
-    return (struct ibex_actor){.tenant_id = NULL, .subject = "cli", .scopes = IBEX_SCOPE_ALL};
-}
 
 static struct ibex_actor actor_of(const char *tenant_id)
 {
@@ -1322,17 +1114,6 @@ int main(void)
         BOTH(test_session_list),
         BOTH(test_trace_record_and_get),
     };
-    enum { N = sizeof(tests) / sizeof(tests[0]) };
-    pg_url = getenv("IBEX_TEST_PG_URL");
-    if (pg_url && *pg_url)
-        return cmocka_run_group_tests(tests, NULL, NULL);
-    const char *why = getenv("IBEX_TEST_PG_SKIP");
-    printf("SKIP sessions suite on postgres: %s\n",
-           why && *why ? why : "IBEX_TEST_PG_URL is not set (make unit starts scripts/pg.sh)");
-    struct CMUnitTest sqlite_only[N];
-    size_t n = 0;
-    for (size_t i = 0; i < N; i++)
-        if (tests[i].setup_func != setup_pg)
-            sqlite_only[n++] = tests[i];
-    return _cmocka_run_group_tests("sessions_test(sqlite)", sqlite_only, n, NULL, NULL);
+    return tu_store_run_tests("sessions_test", tests, sizeof(tests) / sizeof(tests[0]), setup_pg,
+                              &pg_url);
 }

@@ -612,18 +612,6 @@ int main(void)
         BOTH(test_writer_shutdown_commits_everything),
         cmocka_unit_test(test_sql_translation),
     };
-    enum { N = sizeof(tests) / sizeof(tests[0]) };
-    pg_url = getenv("IBEX_TEST_PG_URL");
-    if (pg_url && *pg_url)
-        return cmocka_run_group_tests(tests, NULL, NULL);
-    /* Without Postgres: the SQLite half only, and say so. */
-    const char *why = getenv("IBEX_TEST_PG_SKIP");
-    printf("SKIP store suite on postgres: %s\n",
-           why && *why ? why : "IBEX_TEST_PG_URL is not set (make unit starts scripts/pg.sh)");
-    struct CMUnitTest sqlite_only[N];
-    size_t n = 0;
-    for (size_t i = 0; i < N; i++)
-        if (tests[i].setup_func != setup_pg)
-            sqlite_only[n++] = tests[i];
-    return _cmocka_run_group_tests("store_test(sqlite)", sqlite_only, n, NULL, NULL);
+    return tu_store_run_tests("store_test", tests, sizeof(tests) / sizeof(tests[0]), setup_pg,
+                              &pg_url);
 }
