@@ -147,6 +147,11 @@ void ibex_json_put_raw(struct ibex_buf *b, const char *key, const char *json)
     ibex_buf_append_cstr(b, json && json[0] ? json : "null");
 }
 
+void ibex_json_put_col_str(struct ibex_buf *b, const char *key, const struct ibex_store_value *v)
+{
+    ibex_json_put_str(b, key, v->type == IBEX_STORE_TEXT ? v->p : NULL, v->len);
+}
+
 /* ---- rows ---- */
 
 /* Column text copied to a NUL-terminated buffer ("" for NULL). */

@@ -66,6 +66,8 @@ void ibex_json_put_str(struct ibex_buf *b, const char *key, const char *v,
 void ibex_json_put_cstr(struct ibex_buf *b, const char *key, const char *v);
 void ibex_json_put_time(struct ibex_buf *b, const char *key, int64_t ms); /* seconds; 0: null */
 void ibex_json_put_raw(struct ibex_buf *b, const char *key, const char *json); /* NULL/"": null */
+/* A text column as a JSON string, null for NULL. */
+void ibex_json_put_col_str(struct ibex_buf *b, const char *key, const struct ibex_store_value *v);
 
 /* Rows read back. */
 void ibex_col_text(const struct ibex_store_value *v, char *out, size_t n); /* "" for NULL */

@@ -104,7 +104,7 @@ static int row_session(void *data, const struct ibex_store_value *c, size_t ncol
     ibex_json_put_str(b, "session_id", c[0].p, c[0].len);
     ibex_json_put_cstr(b, "object", "session");
     ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
-    ibex_json_put_str(b, "agent_id", c[2].type == IBEX_STORE_TEXT ? c[2].p : NULL, c[2].len);
+    ibex_json_put_col_str(b, "agent_id", &c[2]);
     ibex_json_put_str(b, "agent_role", c[3].p, c[3].len);
     ibex_json_put_str(b, "state", c[4].p, c[4].len);
     char *meta = ibex_col_dup(&c[5]);
@@ -154,9 +154,9 @@ int ibex_session_create(struct ibex_store *s, const struct ibex_actor *a, json_o
         if (!found) /* the same answer for a malformed, unknown or foreign agent */
             return ibex_api_invalid(r, "agent_id", "is not an agent of this tenant");
     }
-    char id[IBEX_UUID_LEN + 1];
-    ibex_id_uuid4(id);
     int64_t now = (int64_t)ibex_clock_wall_ms();
+    char id[IBEX_UUID_LEN + 1];
+    ibex_id_uuid7((uint64_t)now, id);
     struct ibex_store_value p[] = {ibex_store_text(id),       ibex_store_text(a->tenant_id),
                                    ibex_store_text(agent_id), ibex_store_text(role),
                                    ibex_store_text(meta),     ibex_store_int(now)};
@@ -268,5 +268,39 @@ int ibex_session_list(struct ibex_store *s, const struct ibex_actor *a,
         return ibex_api_store_failed(s, r, rc);
     ibex_buf_appendf(out, "],\"total\":%lld,\"page\":%lld,\"page_size\":%lld}", (long long)total,
                      (long long)q->page, (long long)q->page_size);
+    return ibex_api_ok(r, 200);
+}
+
+/* ---- chat turns ---- */
+
+int ibex_session_record_new(struct ibex_store_writer *w, const char *id, const char *tenant_id,
+                            const char *agent_id, int64_t now_ms)
+{
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(tenant_id),
+                                   ibex_store_text(agent_id), ibex_store_int(now_ms)};
+    return ibex_store_writer_enqueue(w,
+                                     "INSERT INTO sessions (id, tenant_id, agent_id, agent_role, "
+                                     "state, metadata, created_at, updated_at) VALUES ($1, $2, "
+                                     "$3, '" IBEX_SESSION_CHAT_ROLE "', 'active', '{}', $4, $4)",
+                                     p, 4);
+}
+
+int ibex_session_join(struct ibex_store *s, const struct ibex_actor *a, const char *id,
+                      char state[16], struct ibex_api_result *r)
+{
+    state[0] = '\0';
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id),
+                                   ibex_store_int((int64_t)ibex_clock_wall_ms())};
+    int rc = ibex_store_exec(s,
+                             "UPDATE sessions SET state = 'active', updated_at = $3 WHERE id = $1 "
+                             "AND tenant_id = $2 AND state = 'pending'",
+                             p, 3, NULL, NULL);
+    if (rc == 0)
+        rc = ibex_store_exec(s, "SELECT state FROM sessions WHERE id = $1 AND tenant_id = $2", p, 2,
+                             row_state, state);
+    if (rc)
+        return ibex_api_store_failed(s, r, rc);
+    if (state[0] == '\0')
+        return ibex_api_not_found(s, a, "sessions", id, "session", "SESSION_NOT_FOUND", r);
     return ibex_api_ok(r, 200);
 }

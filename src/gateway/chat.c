@@ -8,20 +8,27 @@
  *   is bounded by stream_buffer plus one curl buffer.
  * - A client that goes away cancels the upstream call at once.
  * - Exactly one finishing call per request: from on_upstream_done, or from on_client_abort
- *   when the upstream call is cancelled. */
+ *   when the upstream call is cancelled.
+ * - Every authenticated request leaves a trace; every turn that was sent (to a provider or the
+ *   local model) belongs to a session and leaves a checkpoint. Both are queued on the store
+ *   writer by chat_done, after the response, so the loop never waits for them. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../api/checkpoints.h"
 #include "../core/clock.h"
 #include "../core/id.h"
+#include "../auth/keys.h"
+#include "../core/lru.h"
 #include "answer.h"
 #include "chat_request.h"
 #include "gateway.h"
 
 #define MAX_ERROR_BODY (64 * 1024)
-/* The answer text and tool calls kept per turn: none until session checkpoints need them. The
- * trace needs only the usage, and collecting the text costs allocations on every answer. */
-#define ANSWER_MAX_BYTES 0
+/* The answer text and tool calls a checkpoint keeps per turn; beyond, it is marked truncated. */
+#define ANSWER_MAX_BYTES ((size_t)1 << 20)
+/* How long a worker trusts that a session it saw active still is (docs/sessions.md). */
+#define SESSION_CACHE_TTL_MS 2000
 
 struct chat {
     struct ibex_req_info info; /* first: the access log reads req->user as this */
@@ -38,7 +45,16 @@ struct chat {
     char trace_id[IBEX_UUID_LEN + 1];
     char tenant_id[IBEX_ID_LEN + 1];
     char agent_id[IBEX_ID_LEN + 1];
+    char session_id[IBEX_ID_LEN + 1]; /* "" until the turn's session is known */
+    const struct ibex_provider *provider;
+    bool sent;                 /* the turn went to the provider (or the local model) */
     struct ibex_answer answer; /* what the model answered, collected as it is relayed */
+    /* joining the session the client named (X-IBEX-Session-ID): a store-pool job */
+    struct ibex_store_job join;
+    struct ibex_actor actor;
+    struct ibex_api_result join_result;
+    char join_state[16];
+    bool aborted;
 };
 
 static void chat_cleanup(void *data)
@@ -48,14 +64,7 @@ static void chat_cleanup(void *data)
     ibex_buf_dispose(&c->body);
     ibex_buf_dispose(&c->sendbody);
     ibex_answer_dispose(&c->answer);
-}
-
-/* The usage the answer reported goes to the trace. */
-static void note_usage(struct chat *c)
-{
-    c->info.prompt_tokens = c->answer.prompt_tokens;
-    c->info.completion_tokens = c->answer.completion_tokens;
-    c->info.total_tokens = c->answer.total_tokens;
+    ibex_api_result_dispose(&c->join_result);
 }
 
 static void fail(struct chat *c, int status, const char *code, const char *message,
@@ -239,7 +248,6 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
     if (c->stream_open) {
         stream_gauge(c, -1);
         c->call = NULL;
-        note_usage(c);
         if (r == IBEX_UPSTREAM_OK || r == IBEX_UPSTREAM_ABORTED)
             ibex_res_stream_end(c->req);
         else
@@ -269,7 +277,6 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         return;
     }
     ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
-    note_usage(c);
     ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
 }
 
@@ -308,7 +315,6 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
         ibex_answer_feed_sse(&c->answer, out.p, out.len);
     else
         ibex_answer_from_json(&c->answer, out.p, out.len);
-    note_usage(c);
     if (c->chat.stream) {
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
         ibex_res_stream_write(c->req, out.p, out.len);
@@ -319,7 +325,193 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
     ibex_buf_dispose(&out);
 }
 
-/* Authenticated, with the agent resolved: validate, apply the agent's directive, route, call. */
+/* Sends the turn: to the local model, or upstream. */
+static void send_turn(struct chat *c)
+{
+    struct ibex_req *req = c->req;
+    const struct ibex_provider *p = c->provider;
+    c->sent = true;
+    if (p->ops->answer) {
+        answer_locally(c, p);
+        return;
+    }
+    const char *body = c->sendbody.len ? c->sendbody.p : req->body.p;
+    size_t body_len = c->sendbody.len ? c->sendbody.len : req->body.len;
+    struct ibex_upstream_request ur;
+    p->ops->build_request(p, &c->chat, body, body_len, forwarded_headers(c), req->arena, &ur);
+    static const struct ibex_upstream_callbacks cb = {
+        .on_headers = on_upstream_headers,
+        .on_data = on_upstream_data,
+        .on_done = on_upstream_done,
+    };
+    c->call = ibex_upstream_start(c->w->upstream, &ur, &cb, c);
+    if (c->call == NULL) {
+        fail(c, 502, "UPSTREAM_ERROR", "the provider call could not be started", NULL);
+        return;
+    }
+    req->on_abort = on_client_abort;
+    req->on_drain = on_client_drain;
+}
+
+/* ---- the turn's session ---- */
+
+static void session_digest(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
+{
+    char key[2 * IBEX_ID_LEN + 2];
+    snprintf(key, sizeof(key), "%s/%s", c->tenant_id, c->session_id);
+    ibex_sha256(key, strlen(key), out);
+}
+
+/* The turn belongs to c->session_id: say so in the response headers and send it. */
+static void session_ready(struct chat *c)
+{
+    static const char fmt[] = "X-IBEX-Trace-ID: %s\r\nX-IBEX-Session-ID: %s\r\n";
+    size_t n = sizeof(fmt) + 2 * IBEX_UUID_LEN;
+    char *h = ibex_arena_alloc(c->req->arena, n);
+    snprintf(h, n, fmt, c->trace_id, c->session_id);
+    c->req->response_headers = h;
+    c->info.session_id = c->session_id;
+    uint8_t key[IBEX_LRU_KEY_LEN];
+    session_digest(c, key);
+    char one = 1;
+    ibex_lru_put(c->w->sessions, key, &one, (int64_t)ibex_clock_wall_ms() + SESSION_CACHE_TTL_MS,
+                 0);
+    send_turn(c);
+}
+
+static int join_run(struct ibex_store_job *job, struct ibex_store *s)
+{
+    struct chat *c = job->data;
+    ibex_session_join(s, &c->actor, c->session_id, c->join_state, &c->join_result);
+    return 0;
+}
+
+static void join_done(struct ibex_store_job *job, int rc)
+{
+    struct chat *c = job->data;
+    struct ibex_api_result *r = &c->join_result;
+    c->req->on_abort = NULL;
+    if (c->aborted) {
+        c->info.code = "CLIENT_CLOSED";
+        ibex_res_stream_end(c->req);
+        return;
+    }
+    if (rc) {
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+        return;
+    }
+    if (r->code) {
+        c->info.code = r->code;
+        ibex_res_error(c->req, r->status, r->code, r->message, "X-IBEX-Session-ID", NULL, NULL);
+        return;
+    }
+    if (strcmp(c->join_state, "active") != 0) {
+        char msg[120];
+        snprintf(msg, sizeof(msg), "the session is %s: it takes no more turns", c->join_state);
+        fail(c, 409, "SESSION_NOT_ACTIVE", msg, NULL);
+        return;
+    }
+    session_ready(c);
+}
+
+static void on_join_abort(struct ibex_req *req)
+{
+    ((struct chat *)req->user)->aborted = true;
+}
+
+/* X-IBEX-Session-ID names the session to join (checked in the store unless this worker saw it
+ * active lately); without it the turn starts a new session. */
+static void resolve_session(struct chat *c, const struct ibex_principal *principal)
+{
+    struct ibex_req *req = c->req;
+    struct ibex_str h = ibex_req_header(req, "x-ibex-session-id");
+    int64_t now = (int64_t)ibex_clock_wall_ms();
+    if (h.p == NULL) {
+        ibex_id_uuid7((uint64_t)now, c->session_id);
+        ibex_session_record_new(c->w->rt->writer, c->session_id, c->tenant_id, c->info.agent_id,
+                                now);
+        session_ready(c);
+        return;
+    }
+    if (!ibex_id_is_uuid(h.p, h.len)) {
+        c->info.code = "VALIDATION_ERROR";
+        ibex_res_error(req, 400, "VALIDATION_ERROR", "X-IBEX-Session-ID must be a session id",
+                       "X-IBEX-Session-ID", NULL, NULL);
+        return;
+    }
+    for (size_t i = 0; i < IBEX_ID_LEN; i++) /* ids are stored in lowercase */
+        c->session_id[i] = (char)(h.p[i] >= 'A' && h.p[i] <= 'F' ? h.p[i] + 32 : h.p[i]);
+    uint8_t key[IBEX_LRU_KEY_LEN];
+    session_digest(c, key);
+    if (ibex_lru_get(c->w->sessions, key, now, 0)) {
+        session_ready(c);
+        return;
+    }
+    c->actor.tenant_id = c->tenant_id;
+    c->actor.subject =
+        ibex_arena_strndup(req->arena, principal->subject, strlen(principal->subject));
+    c->actor.scopes = principal->scopes;
+    c->actor.request_id = req->request_id;
+    c->join.run = join_run;
+    c->join.done = join_done;
+    c->join.data = c;
+    req->on_abort = on_join_abort;
+    if (ibex_store_pool_submit(&c->w->loop, c->w->rt->store_pool, &c->join) != 0) {
+        req->on_abort = NULL;
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+    }
+}
+
+/* ---- after the response ---- */
+
+/* The trace of every authenticated request and the checkpoint of every turn sent. */
+static void chat_done(struct ibex_req *req, uint64_t total_ns)
+{
+    struct chat *c = req->user;
+    struct ibex_store_writer *writer = c->w->rt->writer;
+    if (writer == NULL)
+        return;
+    struct ibex_trace t = {
+        .id = c->trace_id,
+        .tenant_id = c->tenant_id,
+        .request_id = req->request_id,
+        .agent_id = c->info.agent_id,
+        .session_id = c->info.session_id,
+        .model = c->info.model,
+        .provider = c->provider ? c->provider->cfg->name : NULL,
+        .stream = c->info.stream,
+        .status = req->status,
+        .code = c->info.code,
+        .duration_ns = total_ns,
+        .upstream_ns = c->info.upstream_ns,
+        .ttft_ns = c->info.ttft_ns,
+        .prompt_tokens = c->answer.prompt_tokens,
+        .completion_tokens = c->answer.completion_tokens,
+        .total_tokens = c->answer.total_tokens,
+    };
+    int64_t now = (int64_t)ibex_clock_wall_ms();
+    ibex_trace_record(writer, &t, now);
+    if (!c->sent)
+        return;
+    char id[IBEX_UUID_LEN + 1];
+    ibex_id_uuid7((uint64_t)now, id);
+    struct ibex_checkpoint cp = {
+        .id = id,
+        .trace = &t,
+        .request = c->sendbody.len ? c->sendbody.p : req->body.p,
+        .request_len = c->sendbody.len ? c->sendbody.len : req->body.len,
+        .content = c->answer.content.p,
+        .content_len = c->answer.content.len,
+        .tool_calls = c->answer.tool_calls.p,
+        .tool_calls_len = c->answer.tool_calls.len,
+        .finish_reason = c->answer.finish_reason,
+        .truncated = c->answer.truncated,
+    };
+    ibex_checkpoint_record(writer, &cp, now);
+}
+
+/* Authenticated, with the agent resolved: validate, apply the agent's directive, route, find the
+ * turn's session, call. */
 static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
                             const struct ibex_principal *principal,
                             const struct ibex_agent_ref *agent, void *data)
@@ -328,13 +520,11 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
     /* From here the request leaves a trace, whatever its outcome. */
     ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
     memcpy(c->tenant_id, principal->tenant_id, sizeof(c->tenant_id));
-    c->info.trace_id = c->trace_id;
-    c->info.tenant_id = c->tenant_id;
+    c->info.on_done = chat_done;
     if (agent->id) {
         memcpy(c->agent_id, agent->id, sizeof(c->agent_id));
         c->info.agent_id = c->agent_id;
     }
-    c->info.prompt_tokens = c->info.completion_tokens = c->info.total_tokens = -1;
     char *h = ibex_arena_alloc(req->arena, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN);
     snprintf(h, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN, "X-IBEX-Trace-ID: %s\r\n",
              c->trace_id);
@@ -364,41 +554,18 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         ibex_res_error(req, 404, "MODEL_NOT_FOUND", msg, "model", NULL, NULL);
         return;
     }
+    c->provider = p;
     c->info.provider = p;
-    if (p->ops->answer) {
-        if (agent->directive[0])
-            ibex_chat_request_add_directive(&c->chat, agent->directive,
-                                            w->rt->auth->directive_replace);
-        answer_locally(c, p);
-        return;
-    }
-
-    const char *body = req->body.p;
-    size_t body_len = req->body.len;
-    bool rename = strcmp(upstream_model, c->chat.model) != 0;
+    /* What is sent is final before the session is looked up (the directive belongs to the
+     * agent cache, which a store job could outlive). */
+    bool rename = p->ops->answer == NULL && strcmp(upstream_model, c->chat.model) != 0;
     if (rename)
         ibex_chat_request_set_model(&c->chat, upstream_model);
     if (agent->directive[0])
         ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
-    if (rename || agent->directive[0]) {
+    if (rename || agent->directive[0])
         ibex_chat_request_serialize(&c->chat, &c->sendbody);
-        body = c->sendbody.p;
-        body_len = c->sendbody.len;
-    }
-    struct ibex_upstream_request ur;
-    p->ops->build_request(p, &c->chat, body, body_len, forwarded_headers(c), req->arena, &ur);
-    static const struct ibex_upstream_callbacks cb = {
-        .on_headers = on_upstream_headers,
-        .on_data = on_upstream_data,
-        .on_done = on_upstream_done,
-    };
-    c->call = ibex_upstream_start(w->upstream, &ur, &cb, c);
-    if (c->call == NULL) {
-        fail(c, 502, "UPSTREAM_ERROR", "the provider call could not be started", NULL);
-        return;
-    }
-    req->on_abort = on_client_abort;
-    req->on_drain = on_client_drain;
+    resolve_session(c, principal);
 }
 
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
@@ -410,6 +577,7 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
     ibex_answer_init(&c->answer, ANSWER_MAX_BYTES);
+    ibex_api_result_init(&c->join_result);
     ibex_arena_on_free(req->arena, chat_cleanup, c);
     req->user = c;
     ibex_auth_request_agent(w, req, IBEX_SCOPE_CHAT, chat_authorized, c);

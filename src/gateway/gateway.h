@@ -46,6 +46,7 @@ struct ibex_worker {
     struct ibex_upstream *upstream;
     struct ibex_metrics *metrics;
     struct ibex_auth_caches auth_caches;
+    struct ibex_lru *sessions; /* sessions this worker saw active lately (chat.c) */
     struct ibex_runtime *rt;
     struct ibex_buf access_log; /* lines written once per loop iteration (flush_log) */
     uv_check_t log_flush;
@@ -62,12 +63,12 @@ struct ibex_req_info {
     uint64_t upstream_ns;
     uint64_t ttft_ns;
     bool stream;
-    void *auth; /* the authentication in progress (auth/auth.c) */
-    /* set once a chat request is authenticated: it then leaves a trace (telemetry/trace.h) */
-    const char *trace_id;
-    const char *tenant_id;
-    const char *agent_id;
-    int64_t prompt_tokens, completion_tokens, total_tokens; /* -1: not reported */
+    void *auth;             /* the authentication in progress (auth/auth.c) */
+    const char *agent_id;   /* the agent of an authenticated chat request, or NULL */
+    const char *session_id; /* the session of a chat turn, or NULL */
+    /* Called once the response is complete (the request's arena still alive), after the
+     * metrics: the chat handler records the trace and the checkpoint there. */
+    void (*on_done)(struct ibex_req *req, uint64_t total_ns);
 };
 
 /* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */

@@ -17,7 +17,6 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
-#include "../telemetry/trace.h"
 #include "gateway.h"
 
 enum worker_command {
@@ -137,26 +136,8 @@ static void on_request_done(struct ibex_req *req, void *data)
     if (info && info->provider && info->provider->ops->build_request && info->upstream_ns)
         ibex_metrics_overhead(w->metrics,
                               total > info->upstream_ns ? total - info->upstream_ns : 0);
-    if (info && info->trace_id && w->rt->writer) {
-        struct ibex_trace t = {
-            .id = info->trace_id,
-            .tenant_id = info->tenant_id,
-            .request_id = req->request_id,
-            .agent_id = info->agent_id,
-            .model = info->model,
-            .provider = info->provider ? info->provider->cfg->name : NULL,
-            .stream = info->stream,
-            .status = req->status,
-            .code = info->code,
-            .duration_ns = total,
-            .upstream_ns = info->upstream_ns,
-            .ttft_ns = info->ttft_ns,
-            .prompt_tokens = info->prompt_tokens,
-            .completion_tokens = info->completion_tokens,
-            .total_tokens = info->total_tokens,
-        };
-        ibex_trace_record(w->rt->writer, &t, (int64_t)ibex_clock_wall_ms());
-    }
+    if (info && info->on_done)
+        info->on_done(req, total);
 
     if (!w->rt->cfg.access_log || !ibex_log_enabled(IBEX_LOG_INFO))
         return;
@@ -258,6 +239,7 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     uv_check_start(&w->log_flush, on_log_flush);
     w->metrics = ibex_metrics_register();
     ibex_auth_caches_init(&w->auth_caches, w->rt->auth);
+    w->sessions = ibex_lru_new((size_t)cfg->auth_cache_size, 1, NULL);
     w->upstream = ibex_upstream_new(&w->loop, !strcmp(cfg->upstream_http_client, "native"));
     struct ibex_http_config hc = {
         .max_header_bytes = cfg->max_header_bytes,
@@ -281,6 +263,7 @@ static void worker_dispose(struct ibex_worker *w)
     ibex_http_server_free(w->http);
     uv_loop_close(&w->loop);
     ibex_auth_caches_dispose(&w->auth_caches);
+    ibex_lru_free(w->sessions);
     ibex_buf_dispose(&w->access_log);
 }
 

@@ -9,33 +9,36 @@ static struct ibex_store_value opt_int(int64_t v)
     return v >= 0 ? ibex_store_int(v) : ibex_store_null();
 }
 
+void ibex_trace_fact_params(const struct ibex_trace *t,
+                            struct ibex_store_value p[IBEX_TRACE_NFACTS])
+{
+    p[0] = ibex_store_text(t->model);
+    p[1] = ibex_store_text(t->provider);
+    p[2] = ibex_store_int(t->stream);
+    p[3] = ibex_store_int(t->status);
+    p[4] = ibex_store_text(t->code);
+    p[5] = ibex_store_int((int64_t)(t->duration_ns / 1000));
+    p[6] = t->upstream_ns ? ibex_store_int((int64_t)(t->upstream_ns / 1000)) : ibex_store_null();
+    p[7] = t->ttft_ns ? ibex_store_int((int64_t)(t->ttft_ns / 1000)) : ibex_store_null();
+    p[8] = opt_int(t->prompt_tokens);
+    p[9] = opt_int(t->completion_tokens);
+    p[10] = opt_int(t->total_tokens);
+}
+
 int ibex_trace_record(struct ibex_store_writer *w, const struct ibex_trace *t, int64_t now_ms)
 {
-    struct ibex_store_value p[] = {
-        ibex_store_text(t->id),
-        ibex_store_text(t->tenant_id),
-        ibex_store_text(t->request_id),
-        ibex_store_text(t->agent_id),
-        ibex_store_text(t->session_id),
-        ibex_store_text(t->model),
-        ibex_store_text(t->provider),
-        ibex_store_int(t->stream),
-        ibex_store_int(t->status),
-        ibex_store_text(t->code),
-        ibex_store_int((int64_t)(t->duration_ns / 1000)),
-        t->upstream_ns ? ibex_store_int((int64_t)(t->upstream_ns / 1000)) : ibex_store_null(),
-        t->ttft_ns ? ibex_store_int((int64_t)(t->ttft_ns / 1000)) : ibex_store_null(),
-        opt_int(t->prompt_tokens),
-        opt_int(t->completion_tokens),
-        opt_int(t->total_tokens),
-        ibex_store_int(now_ms),
+    struct ibex_store_value p[6 + IBEX_TRACE_NFACTS] = {
+        ibex_store_text(t->id),         ibex_store_text(t->tenant_id),
+        ibex_store_text(t->request_id), ibex_store_text(t->agent_id),
+        ibex_store_text(t->session_id), ibex_store_int(now_ms),
     };
+    ibex_trace_fact_params(t, p + 6);
     return ibex_store_writer_enqueue(
         w,
-        "INSERT INTO traces (id, tenant_id, request_id, agent_id, session_id, model, provider, "
-        "stream, status, code, duration_us, upstream_us, ttft_us, prompt_tokens, "
-        "completion_tokens, total_tokens, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
-        "$9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        "INSERT INTO traces (id, tenant_id, request_id, agent_id, session_id, "
+        "created_at, " IBEX_TRACE_FACT_COLS
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
+        "$14, $15, $16, $17)",
         p, sizeof(p) / sizeof(p[0]));
 }
 
@@ -59,9 +62,25 @@ static void put_opt_int(struct ibex_buf *b, const char *key, const struct ibex_s
         ibex_buf_append_cstr(b, "null");
 }
 
-static const char *text_or_null(const struct ibex_store_value *v)
+void ibex_trace_put_facts(struct ibex_buf *b, const struct ibex_store_value c[IBEX_TRACE_NFACTS])
 {
-    return v->type == IBEX_STORE_TEXT ? v->p : NULL;
+    ibex_json_put_col_str(b, "model", &c[0]);
+    ibex_json_put_col_str(b, "provider", &c[1]);
+    ibex_json_put_key(b, "stream");
+    ibex_buf_append_cstr(b, ibex_col_int(&c[2]) ? "true" : "false");
+    put_opt_int(b, "status", &c[3]);
+    ibex_json_put_col_str(b, "code", &c[4]);
+    put_us_as_ms(b, "duration_ms", &c[5]);
+    put_us_as_ms(b, "upstream_ms", &c[6]);
+    /* the gateway's own time: all of it when there was no upstream call */
+    struct ibex_store_value overhead = c[5];
+    if (c[6].type == IBEX_STORE_INT)
+        overhead.i = c[5].i > c[6].i ? c[5].i - c[6].i : 0;
+    put_us_as_ms(b, "overhead_ms", &overhead);
+    put_us_as_ms(b, "ttft_ms", &c[7]);
+    put_opt_int(b, "prompt_tokens", &c[8]);
+    put_opt_int(b, "completion_tokens", &c[9]);
+    put_opt_int(b, "total_tokens", &c[10]);
 }
 
 static int row_trace(void *data, const struct ibex_store_value *c, size_t ncols)
@@ -74,26 +93,10 @@ static int row_trace(void *data, const struct ibex_store_value *c, size_t ncols)
     ibex_json_put_cstr(b, "object", "trace");
     ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
     ibex_json_put_str(b, "request_id", c[2].p, c[2].len);
-    ibex_json_put_str(b, "agent_id", text_or_null(&c[3]), c[3].len);
-    ibex_json_put_str(b, "session_id", text_or_null(&c[4]), c[4].len);
-    ibex_json_put_str(b, "model", text_or_null(&c[5]), c[5].len);
-    ibex_json_put_str(b, "provider", text_or_null(&c[6]), c[6].len);
-    ibex_json_put_key(b, "stream");
-    ibex_buf_append_cstr(b, ibex_col_int(&c[7]) ? "true" : "false");
-    put_opt_int(b, "status", &c[8]);
-    ibex_json_put_str(b, "code", text_or_null(&c[9]), c[9].len);
-    put_us_as_ms(b, "duration_ms", &c[10]);
-    put_us_as_ms(b, "upstream_ms", &c[11]);
-    /* the gateway's own time: all of it when there was no upstream call */
-    struct ibex_store_value overhead = c[10];
-    if (c[11].type == IBEX_STORE_INT)
-        overhead.i = c[10].i > c[11].i ? c[10].i - c[11].i : 0;
-    put_us_as_ms(b, "overhead_ms", &overhead);
-    put_us_as_ms(b, "ttft_ms", &c[12]);
-    put_opt_int(b, "prompt_tokens", &c[13]);
-    put_opt_int(b, "completion_tokens", &c[14]);
-    put_opt_int(b, "total_tokens", &c[15]);
-    ibex_json_put_time(b, "created_at", ibex_col_int(&c[16]));
+    ibex_json_put_col_str(b, "agent_id", &c[3]);
+    ibex_json_put_col_str(b, "session_id", &c[4]);
+    ibex_trace_put_facts(b, c + 6);
+    ibex_json_put_time(b, "created_at", ibex_col_int(&c[5]));
     ibex_buf_append_cstr(b, "}");
     return 0;
 }
@@ -103,12 +106,11 @@ static int fetch_trace(struct ibex_store *s, const struct ibex_actor *a, const c
 {
     struct ibex_api_list l = {out, 0};
     struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
-    int rc = ibex_store_exec(s,
-                             "SELECT id, tenant_id, request_id, agent_id, session_id, model, "
-                             "provider, stream, status, code, duration_us, upstream_us, ttft_us, "
-                             "prompt_tokens, completion_tokens, total_tokens, created_at "
-                             "FROM traces WHERE id = $1 AND tenant_id = $2",
-                             p, 2, row_trace, &l);
+    int rc = ibex_store_exec(
+        s,
+        "SELECT id, tenant_id, request_id, agent_id, session_id, created_at, " IBEX_TRACE_FACT_COLS
+        " FROM traces WHERE id = $1 AND tenant_id = $2",
+        p, 2, row_trace, &l);
     *found = l.n;
     return rc;
 }

@@ -27,6 +27,17 @@ struct ibex_trace {
     int64_t prompt_tokens, completion_tokens, total_tokens; /* -1: not reported */
 };
 
+/* The facts a trace and a session checkpoint share, as columns in this order (the same in both
+ * tables): ibex_trace_fact_params fills their IBEX_TRACE_NFACTS parameters, and
+ * ibex_trace_put_facts writes them as JSON fields from a row read back in this order. */
+#define IBEX_TRACE_FACT_COLS                                                                       \
+    "model, provider, stream, status, code, duration_us, upstream_us, ttft_us, prompt_tokens, "    \
+    "completion_tokens, total_tokens"
+#define IBEX_TRACE_NFACTS 11
+void ibex_trace_fact_params(const struct ibex_trace *t,
+                            struct ibex_store_value p[IBEX_TRACE_NFACTS]);
+void ibex_trace_put_facts(struct ibex_buf *b, const struct ibex_store_value c[IBEX_TRACE_NFACTS]);
+
 /* Queues the row (never blocks). Returns 0 or IBEX_EFULL (counted by the writer). */
 int ibex_trace_record(struct ibex_store_writer *w, const struct ibex_trace *t, int64_t now_ms);
 

@@ -55,7 +55,7 @@ function assertTrace(t, e) {
         assert.ok(k in t, `${what}: no ${k} (${show})`);
     assert.equal(t.request_id, e.requestId, `${what}: request_id is not the X-Request-ID of the response (${show})`);
     if (e.agentId !== 'any') assert.equal(t.agent_id, e.agentId ?? null, `${what}: agent_id (${show})`);
-    assert.equal(t.session_id, null, `${what}: session_id of a request that named no session (${show})`);
+    assert.equal(t.session_id, e.sessionId, `${what}: session_id is not the X-IBEX-Session-ID of the response (${show})`);
     if (e.model !== undefined) assert.equal(t.model, e.model, `${what}: model (${show})`);
     if (e.provider !== undefined) assert.equal(t.provider, e.provider, `${what}: provider (${show})`);
     else if (e.status === 200) assert.ok(typeof t.provider === 'string' && t.provider.length > 0, `${what}: provider (${show})`);
@@ -90,7 +90,11 @@ function idsOf(head, what) {
     assert.match(id ?? '', UUID, `${what}: X-IBEX-Trace-ID ${JSON.stringify(id)} is not a UUID`);
     const rid = head.headers['x-request-id'];
     assert.ok(rid, `${what}: no X-Request-ID`);
-    return { id, rid };
+    // the turn's session (a new one: no request here names one); none for a request refused
+    // before it was routed
+    const sid = head.headers['x-ibex-session-id'] ?? null;
+    if (sid !== null) assert.match(sid, UUID, `${what}: X-IBEX-Session-ID ${JSON.stringify(sid)} is not a UUID`);
+    return { id, rid, sid };
 }
 
 // A chat completion over a raw connection; returns {res, ids, end} (end: now() once read).
@@ -126,44 +130,44 @@ export default [
             // non-stream, no agent, the upstream 60 ms slow
             {
                 const what = 'non-stream';
-                const { res, end, id, rid } = await chat(admin, chatBody('trace me'), knobs({ delayMs: 60 }), what);
+                const { res, end, id, rid, sid } = await chat(admin, chatBody('trace me'), knobs({ delayMs: 60 }), what);
                 assert.equal(res.status, 200, `${what}: ${res.describe()}`);
                 fresh(id, what);
                 const body = res.json();
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, model: MODEL, stream: false, status: 200, usage: body.usage, minUpstreamMs: 50 });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, model: MODEL, stream: false, status: 200, usage: body.usage, minUpstreamMs: 50 });
                 ctx.note(`${what}: provider ${JSON.stringify(t.provider)}, duration ${t.duration_ms} ms, upstream ${t.upstream_ms} ms, overhead ${t.overhead_ms} ms`);
             }
             // non-stream, with agent and the client's X-Request-ID
             {
                 const what = 'non-stream with agent';
                 const sent = uniqueName('rid');
-                const { res, end, id, rid } = await chat(admin, chatBody('trace my agent'), { 'X-IBEX-Agent-ID': agent.id, 'X-Request-ID': sent }, what);
+                const { res, end, id, rid, sid } = await chat(admin, chatBody('trace my agent'), { 'X-IBEX-Agent-ID': agent.id, 'X-Request-ID': sent }, what);
                 assert.equal(res.status, 200, `${what}: ${res.describe()}`);
                 assert.equal(rid, sent, `${what}: X-Request-ID not echoed`);
                 fresh(id, what);
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: sent, agentId: agent.id, model: MODEL, stream: false, status: 200, usage: res.json().usage });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: sent, agentId: agent.id, model: MODEL, stream: false, status: 200, usage: res.json().usage });
             }
             // stream with usage, agent, 80 ms to the first token
             {
                 const what = 'stream with include_usage';
-                const { r, end, id, rid } = await streamed(ctx, key, chatBody('trace my stream', { stream_options: { include_usage: true } }), { 'X-IBEX-Agent-ID': agent.id, ...knobs({ firstTokenMs: 80 }) }, what);
+                const { r, end, id, rid, sid } = await streamed(ctx, key, chatBody('trace my stream', { stream_options: { include_usage: true } }), { 'X-IBEX-Agent-ID': agent.id, ...knobs({ firstTokenMs: 80 }) }, what);
                 assert.ok(r.complete && r.acc.done && !r.acc.error, `${what}: the stream did not end normally`);
                 assert.ok(r.acc.usage, `${what}: no usage chunk`);
                 fresh(id, what);
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, agentId: agent.id, model: MODEL, stream: true, status: 200, usage: r.acc.usage, minTtftMs: 70 });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, agentId: agent.id, model: MODEL, stream: true, status: 200, usage: r.acc.usage, minTtftMs: 70 });
                 ctx.note(`${what}: ttft ${t.ttft_ms} ms, duration ${t.duration_ms} ms, upstream ${t.upstream_ms} ms`);
             }
             // stream without include_usage: tokens as the provider reported them (null when not)
             {
                 const what = 'stream without include_usage';
-                const { r, end, id, rid } = await streamed(ctx, key, chatBody('trace my plain stream'), {}, what);
+                const { r, end, id, rid, sid } = await streamed(ctx, key, chatBody('trace my plain stream'), {}, what);
                 assert.ok(r.complete && r.acc.done && !r.acc.error, `${what}: the stream did not end normally`);
                 fresh(id, what);
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, model: MODEL, stream: true, status: 200 });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, model: MODEL, stream: true, status: 200 });
                 const tok = [t.prompt_tokens, t.completion_tokens, t.total_tokens];
                 const allNull = tok.every((v) => v === null);
                 const allInt = tok.every((v) => Number.isInteger(v)) && t.total_tokens === t.prompt_tokens + t.completion_tokens;
@@ -173,11 +177,11 @@ export default [
             // the built-in mock provider
             {
                 const what = 'model mock';
-                const { res, end, id, rid } = await chat(admin, { model: 'mock', messages: [{ role: 'user', content: 'trace the mock' }] }, {}, what);
+                const { res, end, id, rid, sid } = await chat(admin, { model: 'mock', messages: [{ role: 'user', content: 'trace the mock' }] }, {}, what);
                 assert.equal(res.status, 200, `${what}: ${res.describe()}`);
                 fresh(id, what);
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, model: 'mock', provider: 'mock', stream: false, status: 200, usage: res.json().usage ?? null, upstream: false });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, model: 'mock', provider: 'mock', stream: false, status: 200, usage: res.json().usage ?? null, upstream: false });
             }
             ctx.note(`visible after: ${delays.join(', ')}`);
         },
@@ -199,10 +203,10 @@ export default [
             const problems = [];
             for (const [what, body, headers, status, code] of cases) {
                 try {
-                    const { res, end, id, rid } = await chat(admin, body, headers, what);
+                    const { res, end, id, rid, sid } = await chat(admin, body, headers, what);
                     const e = assertErrorResponse(res, { status, code, what });
                     const t = await visibleTrace(admin, id, end, what, delays);
-                    assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, stream: Boolean(body.stream), status: res.status, code: e.code, usage: null, upstream: false });
+                    assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, stream: Boolean(body.stream), status: res.status, code: e.code, usage: null, upstream: false });
                     if (code.startsWith('UPSTREAM')) assert.equal(t.model, MODEL, `${what}: model`);
                 } catch (err) {
                     problems.push(err.message.split('\n')[0]);
@@ -211,10 +215,10 @@ export default [
             // a stream cut by the upstream after 3 chunks: 200 to the client, then an error event
             try {
                 const what = 'stream reset mid-way';
-                const { r, end, id, rid } = await streamed(ctx, key, chatBody('cut me'), knobs({ resetAfter: 3 }), what);
+                const { r, end, id, rid, sid } = await streamed(ctx, key, chatBody('cut me'), knobs({ resetAfter: 3 }), what);
                 assert.ok(r.acc.error, `${what}: no error event in the stream`);
                 const t = await visibleTrace(admin, id, end, what, delays);
-                assertTrace(t, { what, id, tenantId: tenant.id, requestId: rid, model: MODEL, stream: true, status: 200, code: r.acc.error.code, ttft: false });
+                assertTrace(t, { what, id, sessionId: sid, tenantId: tenant.id, requestId: rid, model: MODEL, stream: true, status: 200, code: r.acc.error.code, ttft: false });
             } catch (err) {
                 problems.push(err.message.split('\n')[0]);
             }
@@ -303,7 +307,7 @@ export default [
             assert.equal(c.res.status, 200, `chat key: ${c.res.describe()}`);
             const { trace } = await waitTrace(reader, c.id, c.end);
             assert.ok(trace, 'a traces:read key never saw the trace of a chat key of its tenant');
-            assertTrace(trace, { what: 'read with a traces:read key', id: c.id, tenantId: tenant.id, requestId: c.rid, model: MODEL, stream: false, status: 200, usage: c.res.json().usage });
+            assertTrace(trace, { what: 'read with a traces:read key', id: c.id, sessionId: c.sid, tenantId: tenant.id, requestId: c.rid, model: MODEL, stream: false, status: 200, usage: c.res.json().usage });
             assertErrorResponse(await reader.call('GET', `/v1/traces/${randomUuid()}`), { status: 404, code: 'TRACE_NOT_FOUND', what: 'traces:read, unknown id' });
 
             const problems = [];

@@ -1,0 +1,371 @@
+/* The control-plane API over HTTP: /v1/tenants, /v1/agents, /v1/keys, /v1/audit
+ * (docs/identity.md), /v1/sessions and /v1/traces/{id} (docs/sessions.md). Every operation is
+ * one row of `endpoints`: its route, method, path shape, scope and the store function it runs.
+ * A request is authenticated and scope-checked on the loop, its body parsed there, and the store
+ * work runs on the store pool; the answer is sent from the job's completion. A change that moved
+ * the identity epoch is noted before the answer goes out, so this instance's caches never serve
+ * what it just revoked. */
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../auth/identity.h"
+#include "../core/id.h"
+#include "../gateway/chat_request.h"
+#include "../gateway/gateway.h"
+#include "../telemetry/trace.h"
+#include "checkpoints.h"
+#include "sessions.h"
+
+#define LIST_LIMIT_DEFAULT 100
+#define LIST_LIMIT_MAX 1000
+
+struct admin;
+/* Runs on a pool thread: fills a->out and a->result. */
+typedef void (*run_fn)(struct admin *a, struct ibex_store *s);
+
+/* Where below the collection's prefix an operation lives. */
+enum shape {
+    COLLECTION,  /* /v1/things */
+    ITEM,        /* /v1/things/{id} */
+    ITEM_ACTION, /* /v1/things/{id}/action */
+};
+
+struct endpoint {
+    enum ibex_route route;
+    const char *method;
+    enum shape shape;
+    const char *action; /* ITEM_ACTION only */
+    bool body;          /* a JSON object body is parsed (and required) */
+    uint32_t scope;
+    run_fn run;
+};
+
+struct admin {
+    struct ibex_req_info info; /* first: the access log reads req->user as this */
+    struct ibex_store_job job;
+    struct ibex_req *req;
+    struct ibex_runtime *rt;
+    const struct endpoint *endpoint;
+    char id[IBEX_ID_LEN + 1]; /* from the path; "" for collections */
+    struct ibex_str query;
+    bool aborted;
+    json_object *body;
+    struct ibex_actor actor;
+    struct ibex_principal principal;
+    struct ibex_buf out;
+    struct ibex_api_result result;
+};
+
+static void admin_cleanup(void *data)
+{
+    struct admin *a = data;
+    json_object_put(a->body);
+    ibex_buf_dispose(&a->out);
+    ibex_api_result_dispose(&a->result);
+}
+
+static void admin_error(struct admin *a, int status, const char *code, const char *message,
+                        const char *param, const char *field_errors, const char *extra)
+{
+    a->info.code = code;
+    ibex_res_error(a->req, status, code, message, param, field_errors, extra);
+}
+
+/* ---- the operations (pool threads) ---- */
+
+/* ?limit= of the identity lists: 1 to 1000, default 100. Returns 0 or the 400 set in r. */
+static int parse_limit(struct ibex_str query, int64_t *limit, struct ibex_api_result *r)
+{
+    *limit = LIST_LIMIT_DEFAULT;
+    const char *p = query.p;
+    const char *end = query.p + query.len;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > 6 && memcmp(p, "limit=", 6) == 0) {
+            int64_t v = 0;
+            for (const char *c = p + 6; c < stop && v <= LIST_LIMIT_MAX; c++)
+                v = *c >= '0' && *c <= '9' ? v * 10 + (*c - '0') : LIST_LIMIT_MAX + 1;
+            if (v < 1 || v > LIST_LIMIT_MAX)
+                return ibex_api_invalid(r, "limit", "must be 1 to 1000");
+            *limit = v;
+            return 0;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+static void tenant_create(struct admin *a, struct ibex_store *s)
+{
+    ibex_tenant_create(s, &a->actor, a->body, &a->out, &a->result);
+}
+static void tenant_list(struct admin *a, struct ibex_store *s)
+{
+    int64_t limit;
+    if (parse_limit(a->query, &limit, &a->result) == 0)
+        ibex_tenant_list(s, &a->actor, limit, &a->out, &a->result);
+}
+static void tenant_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_tenant_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void tenant_revoke(struct admin *a, struct ibex_store *s)
+{
+    ibex_tenant_revoke(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void agent_create(struct admin *a, struct ibex_store *s)
+{
+    ibex_agent_create(s, &a->actor, a->body, NULL, &a->out, &a->result);
+}
+static void agent_list(struct admin *a, struct ibex_store *s)
+{
+    int64_t limit;
+    if (parse_limit(a->query, &limit, &a->result) == 0)
+        ibex_agent_list(s, &a->actor, limit, &a->out, &a->result);
+}
+static void agent_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_agent_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void agent_update(struct admin *a, struct ibex_store *s)
+{
+    ibex_agent_update(s, &a->actor, a->id, a->body, &a->out, &a->result);
+}
+static void agent_revoke(struct admin *a, struct ibex_store *s)
+{
+    ibex_agent_revoke(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void key_create(struct admin *a, struct ibex_store *s)
+{
+    ibex_key_create(s, &a->actor, a->body, NULL, &a->out, &a->result);
+}
+static void key_list(struct admin *a, struct ibex_store *s)
+{
+    int64_t limit;
+    if (parse_limit(a->query, &limit, &a->result) == 0)
+        ibex_key_list(s, &a->actor, limit, &a->out, &a->result);
+}
+static void key_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_key_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void key_revoke(struct admin *a, struct ibex_store *s)
+{
+    ibex_key_revoke(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void audit_list(struct admin *a, struct ibex_store *s)
+{
+    int64_t limit;
+    if (parse_limit(a->query, &limit, &a->result) == 0)
+        ibex_audit_list(s, &a->actor, limit, &a->out, &a->result);
+}
+static void trace_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_trace_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void session_create(struct admin *a, struct ibex_store *s)
+{
+    ibex_session_create(s, &a->actor, a->body, &a->out, &a->result);
+}
+static void session_list(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_session_query q;
+    if (ibex_session_query_parse(a->query, &q, &a->result) == 0)
+        ibex_session_list(s, &a->actor, &q, &a->out, &a->result);
+}
+static void session_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_session_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void session_update(struct admin *a, struct ibex_store *s)
+{
+    ibex_session_update(s, &a->actor, a->id, a->body, &a->out, &a->result);
+}
+static void checkpoint_list(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_session_query q;
+    if (ibex_session_query_parse(a->query, &q, &a->result) == 0)
+        ibex_checkpoint_list(s, &a->actor, a->id, &q, &a->out, &a->result);
+}
+
+#define ADMIN IBEX_SCOPE_ADMIN
+#define KEYS IBEX_SCOPE_KEYS_ADMIN
+#define S_READ IBEX_SCOPE_SESSIONS_READ
+#define S_WRITE IBEX_SCOPE_SESSIONS_WRITE
+
+static const struct endpoint endpoints[] = {
+    {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, true, ADMIN, tenant_create},
+    {IBEX_ROUTE_TENANTS, "GET", COLLECTION, NULL, false, ADMIN, tenant_list},
+    {IBEX_ROUTE_TENANTS, "GET", ITEM, NULL, false, ADMIN, tenant_get},
+    {IBEX_ROUTE_TENANTS, "POST", ITEM_ACTION, "revoke", false, ADMIN, tenant_revoke},
+    {IBEX_ROUTE_AGENTS, "POST", COLLECTION, NULL, true, KEYS, agent_create},
+    {IBEX_ROUTE_AGENTS, "GET", COLLECTION, NULL, false, KEYS, agent_list},
+    {IBEX_ROUTE_AGENTS, "GET", ITEM, NULL, false, KEYS, agent_get},
+    {IBEX_ROUTE_AGENTS, "PATCH", ITEM, NULL, true, KEYS, agent_update},
+    {IBEX_ROUTE_AGENTS, "POST", ITEM_ACTION, "revoke", false, KEYS, agent_revoke},
+    {IBEX_ROUTE_KEYS, "POST", COLLECTION, NULL, true, KEYS, key_create},
+    {IBEX_ROUTE_KEYS, "GET", COLLECTION, NULL, false, KEYS, key_list},
+    {IBEX_ROUTE_KEYS, "GET", ITEM, NULL, false, KEYS, key_get},
+    {IBEX_ROUTE_KEYS, "POST", ITEM_ACTION, "revoke", false, KEYS, key_revoke},
+    {IBEX_ROUTE_AUDIT, "GET", COLLECTION, NULL, false, ADMIN, audit_list},
+    {IBEX_ROUTE_TRACES, "GET", ITEM, NULL, false, IBEX_SCOPE_TRACES_READ, trace_get},
+    {IBEX_ROUTE_SESSIONS, "POST", COLLECTION, NULL, true, S_WRITE, session_create},
+    {IBEX_ROUTE_SESSIONS, "GET", COLLECTION, NULL, false, S_READ, session_list},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM, NULL, false, S_READ, session_get},
+    {IBEX_ROUTE_SESSIONS, "PUT", ITEM, NULL, true, S_WRITE, session_update},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM_ACTION, "checkpoints", false, S_READ, checkpoint_list},
+};
+
+/* ---- the store work (a pool thread) ---- */
+
+static int run_op(struct ibex_store_job *job, struct ibex_store *s)
+{
+    struct admin *a = job->data;
+    a->endpoint->run(a, s);
+    /* Effective here before the answer leaves, and published to the other instances. */
+    if (a->result.epoch > 0) {
+        ibex_auth_note_epoch(a->rt->auth, a->result.epoch);
+        if (a->rt->revocation)
+            ibex_revocation_note(a->rt->revocation, a->result.epoch);
+    }
+    return 0;
+}
+
+static void op_done(struct ibex_store_job *job, int rc)
+{
+    struct admin *a = job->data;
+    a->req->on_abort = NULL;
+    if (a->aborted) {
+        ibex_res_stream_end(a->req);
+        return;
+    }
+    struct ibex_api_result *r = &a->result;
+    if (rc) {
+        admin_error(a, 503, "STORE_UNAVAILABLE", "the store is unavailable", NULL, NULL,
+                    "Retry-After: 1\r\n");
+        return;
+    }
+    if (r->code) {
+        admin_error(a, r->status, r->code, r->message, r->param[0] ? r->param : NULL,
+                    r->field_errors.len ? r->field_errors.p : NULL, NULL);
+        return;
+    }
+    ibex_res_send(a->req, r->status, "application/json", NULL, a->out.p, a->out.len);
+}
+
+static void on_abort(struct ibex_req *req)
+{
+    ((struct admin *)req->user)->aborted = true;
+}
+
+/* ---- the loop side ---- */
+
+static void authorized(struct ibex_worker *w, struct ibex_req *req, const struct ibex_principal *p,
+                       const struct ibex_agent_ref *agent, void *data)
+{
+    struct admin *a = data;
+    a->principal = *p;
+    a->actor.tenant_id = a->principal.tenant_id;
+    a->actor.subject = a->principal.subject;
+    a->actor.scopes = a->principal.scopes;
+    a->actor.request_id = req->request_id;
+
+    if (a->endpoint->body) {
+        char msg[160];
+        if (ibex_json_parse(req->body.p, req->body.len, &a->body, msg, sizeof(msg)) != 0) {
+            admin_error(a, 400, "INVALID_JSON", msg, NULL, NULL, NULL);
+            return;
+        }
+        if (!json_object_is_type(a->body, json_type_object)) {
+            admin_error(a, 400, "VALIDATION_ERROR", "the body must be a JSON object", NULL, NULL,
+                        NULL);
+            return;
+        }
+    }
+    a->job.run = run_op;
+    a->job.done = op_done;
+    a->job.data = a;
+    req->on_abort = on_abort;
+    if (ibex_store_pool_submit(&w->loop, w->rt->store_pool, &a->job) != 0) {
+        req->on_abort = NULL;
+        admin_error(a, 503, "STORE_UNAVAILABLE", "the store is unavailable", NULL, NULL,
+                    "Retry-After: 1\r\n");
+    }
+}
+
+/* Splits the path below the collection's prefix into a shape, the id and the action. */
+static int parse_path(struct ibex_str rest, enum shape *shape, struct ibex_str *id,
+                      struct ibex_str *action)
+{
+    *id = *action = (struct ibex_str){NULL, 0};
+    *shape = COLLECTION;
+    if (rest.len == 0 || (rest.len == 1 && rest.p[0] == '/'))
+        return 0;
+    if (rest.p[0] != '/')
+        return -1;
+    rest.p++;
+    rest.len--;
+    const char *slash = memchr(rest.p, '/', rest.len);
+    *shape = slash ? ITEM_ACTION : ITEM;
+    *id = (struct ibex_str){rest.p, slash ? (size_t)(slash - rest.p) : rest.len};
+    if (slash)
+        *action = (struct ibex_str){slash + 1, rest.len - id->len - 1};
+    return 0;
+}
+
+void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_route route)
+{
+    struct admin *a = ibex_arena_calloc(req->arena, sizeof(*a));
+    a->info.route = route;
+    a->req = req;
+    a->rt = w->rt;
+    a->query = req->query;
+    ibex_buf_init(&a->out);
+    ibex_api_result_init(&a->result);
+    ibex_arena_on_free(req->arena, admin_cleanup, a);
+    req->user = a;
+
+    const char *prefix = ibex_metrics_route_name(route);
+    size_t plen = strlen(prefix);
+    struct ibex_str id, action, rest = {req->path.p + plen, req->path.len - plen};
+    enum shape shape;
+    /* The operations at this path, and among them the one of this method. */
+    char allow[80] = "Allow: ";
+    bool any = false;
+    if (parse_path(rest, &shape, &id, &action) == 0) {
+        for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
+            const struct endpoint *e = &endpoints[i];
+            if (e->route != route || e->shape != shape ||
+                (shape == ITEM_ACTION && !ibex_str_eq_cstr(action, e->action)))
+                continue;
+            if (ibex_str_eq_cstr(req->method, e->method))
+                a->endpoint = e;
+            size_t n = strlen(allow);
+            snprintf(allow + n, sizeof(allow) - n, "%s%s", any ? ", " : "", e->method);
+            any = true;
+        }
+    }
+    if (!any) {
+        admin_error(a, 404, "NOT_FOUND", "no such route", NULL, NULL, NULL);
+        return;
+    }
+    if (a->endpoint == NULL) {
+        size_t n = strlen(allow);
+        snprintf(allow + n, sizeof(allow) - n, "\r\n");
+        admin_error(a, 405, "METHOD_NOT_ALLOWED", "method not allowed on this route", NULL, NULL,
+                    allow);
+        return;
+    }
+    if (id.p) {
+        if (!ibex_id_is_uuid(id.p, id.len)) {
+            admin_error(a, 400, "VALIDATION_ERROR", "the id in the path must be a UUID", "id",
+                        "[{\"field\":\"id\",\"message\":\"must be a UUID\"}]", NULL);
+            return;
+        }
+        for (size_t i = 0; i < IBEX_ID_LEN; i++)
+            a->id[i] = (char)(id.p[i] >= 'A' && id.p[i] <= 'F' ? id.p[i] + 32 : id.p[i]);
+    }
+    ibex_auth_request(w, req, a->endpoint->scope, authorized, a);
+}
