@@ -9,6 +9,7 @@
 
 #include "../core/clock.h"
 #include "../gateway/gateway.h"
+#include "../store/writer.h"
 
 #include "../version.h"
 
@@ -85,12 +86,40 @@ static const char *outcome_name(int outcome)
     return ibex_upstream_result_name((enum ibex_upstream_result)outcome);
 }
 
+/* The store writer (traces, checkpoints, audit events): what it accepted, committed, lost. */
+static void append_writer_metrics(struct ibex_buf *b, struct ibex_store_writer *writer)
+{
+    struct ibex_store_writer_stats st;
+    ibex_store_writer_stats(writer, &st);
+    uint64_t resolved = st.committed + st.failed;
+    ibex_buf_appendf(
+        b,
+        "# HELP ibex_store_writer_records_total Records (trace, checkpoint, session, audit rows) "
+        "by outcome: accepted, committed, failed (refused by the database), dropped (queue "
+        "full).\n"
+        "# TYPE ibex_store_writer_records_total counter\n"
+        "ibex_store_writer_records_total{outcome=\"accepted\"} %llu\n"
+        "ibex_store_writer_records_total{outcome=\"committed\"} %llu\n"
+        "ibex_store_writer_records_total{outcome=\"failed\"} %llu\n"
+        "ibex_store_writer_records_total{outcome=\"dropped\"} %llu\n"
+        "# HELP ibex_store_writer_batches_total Transactions the store writer committed.\n"
+        "# TYPE ibex_store_writer_batches_total counter\nibex_store_writer_batches_total %llu\n"
+        "# HELP ibex_store_writer_queue_depth Records accepted and not yet committed.\n"
+        "# TYPE ibex_store_writer_queue_depth gauge\nibex_store_writer_queue_depth %llu\n",
+        (unsigned long long)st.enqueued, (unsigned long long)st.committed,
+        (unsigned long long)st.failed, (unsigned long long)st.dropped,
+        (unsigned long long)st.batches,
+        (unsigned long long)(st.enqueued > resolved ? st.enqueued - resolved : 0));
+}
+
 void ibex_ops_metrics(struct ibex_worker *w, struct ibex_req *req)
 {
     info_for(req, IBEX_ROUTE_METRICS);
     struct ibex_buf b;
     ibex_buf_init(&b);
     ibex_metrics_render(&b, outcome_name);
+    if (w->rt->writer)
+        append_writer_metrics(&b, w->rt->writer);
     ibex_res_send(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p, b.len);
     ibex_buf_dispose(&b);
 }
