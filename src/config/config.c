@@ -116,6 +116,10 @@ static const struct setting settings[] = {
     {"directive_mode", K_STRING, "prepend", 0, 0, OFF(directive_mode),
      "an agent's directive: prepend (first system message) or replace (also drop the caller's "
      "system messages)"},
+    {"recording", K_STRING, "checkpoints", 0, 0, OFF(recording),
+     "what a chat request leaves in the store: checkpoints (its trace, and its turn's session "
+     "and checkpoint: prompts and answers at rest), traces (the trace only: no session, no "
+     "prompt text), off (nothing)"},
     {"redis_url", K_STRING, "", 0, 0, OFF(redis_url),
      "redis://[:PASS@]HOST:PORT[/DB]: broadcast revocations at once to every instance"},
     {"revocation_poll_interval", K_DURATION, "1s", 50, 10 * MIN, OFF(revocation_poll_interval_ms),
@@ -689,6 +693,14 @@ int ibex_config_load(struct ibex_config *cfg, int argc, char **argv, char *err, 
         strcmp(cfg->upstream_http_client, "curl") != 0)
         rc = errf(err, errlen, "setting 'upstream_http_client': must be native or curl, got '%s'",
                   cfg->upstream_http_client);
+    if (rc == 0) {
+        cfg->record_traces = strcmp(cfg->recording, "off") != 0;
+        cfg->record_turns = strcmp(cfg->recording, "checkpoints") == 0;
+        if (cfg->record_traces && !cfg->record_turns && strcmp(cfg->recording, "traces") != 0)
+            rc = errf(err, errlen,
+                      "setting 'recording': must be checkpoints, traces or off, got '%s'",
+                      cfg->recording);
+    }
     if (rc == 0)
         rc = finish_providers(cfg, err, errlen);
     if (rc) {

@@ -75,6 +75,9 @@ struct ibex_config {
     uint64_t auth_cache_ttl_ms;
     bool agent_required;
     char *directive_mode;
+    char *recording;
+    bool record_traces; /* recording is traces or checkpoints */
+    bool record_turns;  /* recording is checkpoints: sessions and checkpoints of chat turns */
     char *redis_url; /* may hold a password */
     uint64_t revocation_poll_interval_ms;
 

@@ -144,7 +144,8 @@ static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size
         stream_gauge(c, 1);
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
     }
-    ibex_answer_feed_sse(&c->answer, p, len);
+    if (c->info.on_done) /* recorded */
+        ibex_answer_feed_sse(&c->answer, p, len);
     return ibex_res_stream_write(c->req, p, len);
 }
 
@@ -276,7 +277,8 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         fail(c, 502, "UPSTREAM_ERROR", "the provider sent an empty stream", NULL);
         return;
     }
-    ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
+    if (c->info.on_done)
+        ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
     ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
 }
 
@@ -311,9 +313,9 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
     struct ibex_buf out;
     ibex_buf_init(&out);
     p->ops->answer(p, &c->chat, &out);
-    if (c->chat.stream)
+    if (c->info.on_done && c->chat.stream)
         ibex_answer_feed_sse(&c->answer, out.p, out.len);
-    else
+    else if (c->info.on_done)
         ibex_answer_from_json(&c->answer, out.p, out.len);
     if (c->chat.stream) {
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
@@ -469,8 +471,6 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
 {
     struct chat *c = req->user;
     struct ibex_store_writer *writer = c->w->rt->writer;
-    if (writer == NULL)
-        return;
     struct ibex_trace t = {
         .id = c->trace_id,
         .tenant_id = c->tenant_id,
@@ -491,7 +491,7 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
     };
     int64_t now = (int64_t)ibex_clock_wall_ms();
     ibex_trace_record(writer, &t, now);
-    if (!c->sent)
+    if (c->info.session_id == NULL || !c->sent)
         return;
     char id[IBEX_UUID_LEN + 1];
     ibex_id_uuid7((uint64_t)now, id);
@@ -517,18 +517,21 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
                             const struct ibex_agent_ref *agent, void *data)
 {
     struct chat *c = data;
-    /* From here the request leaves a trace, whatever its outcome. */
-    ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
+    const struct ibex_config *cfg = &w->rt->cfg;
     memcpy(c->tenant_id, principal->tenant_id, sizeof(c->tenant_id));
-    c->info.on_done = chat_done;
     if (agent->id) {
         memcpy(c->agent_id, agent->id, sizeof(c->agent_id));
         c->info.agent_id = c->agent_id;
     }
-    char *h = ibex_arena_alloc(req->arena, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN);
-    snprintf(h, sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN, "X-IBEX-Trace-ID: %s\r\n",
-             c->trace_id);
-    req->response_headers = h;
+    /* From here the request leaves a trace, whatever its outcome (unless recording is off). */
+    if (cfg->record_traces && w->rt->writer) {
+        ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
+        c->info.on_done = chat_done;
+        size_t n = sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN;
+        char *h = ibex_arena_alloc(req->arena, n);
+        snprintf(h, n, "X-IBEX-Trace-ID: %s\r\n", c->trace_id);
+        req->response_headers = h;
+    }
     struct ibex_chat_error e;
     ibex_chat_error_init(&e);
     if (ibex_chat_request_parse(&c->chat, req->body.p, req->body.len, &e) != 0) {
@@ -565,7 +568,10 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
     if (rename || agent->directive[0])
         ibex_chat_request_serialize(&c->chat, &c->sendbody);
-    resolve_session(c, principal);
+    if (cfg->record_turns && c->info.on_done)
+        resolve_session(c, principal);
+    else
+        send_turn(c);
 }
 
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
@@ -576,7 +582,8 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     c->req = req;
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
-    ibex_answer_init(&c->answer, ANSWER_MAX_BYTES);
+    /* the answer's text is kept for checkpoints only; a trace needs the usage alone */
+    ibex_answer_init(&c->answer, w->rt->cfg.record_turns ? ANSWER_MAX_BYTES : 0);
     ibex_api_result_init(&c->join_result);
     ibex_arena_on_free(req->arena, chat_cleanup, c);
     req->user = c;

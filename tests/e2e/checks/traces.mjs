@@ -333,4 +333,46 @@ export default [
             assert.deepEqual(problems, [], `${problems.length} scope problem(s):\n${problems.join('\n')}`);
         },
     },
+    {
+        id: 'traces.recording-modes',
+        title: 'recording traces: a trace but no session, no checkpoint, X-IBEX-Session-ID ignored; recording off: no trace id at all; the store holds nothing of those requests',
+        needs: ['raw', 'fakellm', 'process'],
+        shared: false,
+        timeoutMs: 40000,
+        async run(ctx) {
+            for (const mode of ['traces', 'off']) {
+                const ibex = await ctx.ibex({ name: `recording-${mode}`, settings: { recording: mode } });
+                const admin = new IbexAdmin(ibex.target, ctx.apiKey);
+                const named = (await admin.call('POST', '/v1/sessions', { agent_role: 'recorded' })).json();
+                assert.match(named.session_id ?? '', UUID, `${mode}: POST /v1/sessions still works: ${JSON.stringify(named)}`);
+                for (const [what, headers] of [
+                    ['no session header', {}],
+                    ['naming a session', { 'X-IBEX-Session-ID': named.session_id }],
+                    ['naming an unknown session', { 'X-IBEX-Session-ID': randomUuid() }],
+                ]) {
+                    const w = `recording ${mode}, ${what}`;
+                    const res = await admin.call('POST', '/v1/chat/completions', chatBody(`recorded ${mode}`), { headers });
+                    const end = now();
+                    assert.equal(res.status, 200, `${w}: ${res.describe()}`);
+                    assert.equal(res.headers['x-ibex-session-id'], undefined, `${w}: X-IBEX-Session-ID ${res.headers['x-ibex-session-id']}`);
+                    const id = res.headers['x-ibex-trace-id'];
+                    if (mode === 'off') {
+                        assert.equal(id, undefined, `${w}: X-IBEX-Trace-ID ${id} although nothing is recorded`);
+                        continue;
+                    }
+                    assert.match(id ?? '', UUID, `${w}: X-IBEX-Trace-ID ${JSON.stringify(id)}`);
+                    const { trace } = await waitTrace(admin, id, end);
+                    assert.ok(trace, `${w}: the trace never became visible`);
+                    assert.equal(trace.session_id, null, `${w}: the trace names session ${trace.session_id}`);
+                }
+                const cps = (await admin.call('GET', `/v1/sessions/${named.session_id}/checkpoints`)).json();
+                assert.equal(cps.total, 0, `${mode}: the named session has checkpoints: ${truncate(JSON.stringify(cps), 300)}`);
+                const sessions = (await admin.call('GET', '/v1/sessions?page_size=100')).json();
+                assert.deepEqual(sessions.sessions.map((x) => x.session_id), [named.session_id], `${mode}: chat turns created sessions`);
+                const state = (await admin.call('GET', `/v1/sessions/${named.session_id}`)).json().state;
+                assert.equal(state, 'pending', `${mode}: a turn naming the session moved it to ${state}`);
+                await ibex.stop();
+            }
+        },
+    },
 ];
