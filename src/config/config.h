@@ -78,7 +78,7 @@ struct ibex_config {
     char *recording;
     bool record_traces; /* recording is traces or checkpoints */
     bool record_turns;  /* recording is checkpoints: sessions and checkpoints of chat turns */
-    char *redis_url; /* may hold a password */
+    char *redis_url;    /* may hold a password */
     uint64_t revocation_poll_interval_ms;
 
     struct ibex_provider_config *providers;
