@@ -67,6 +67,20 @@ void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1])
     uuid_text(r, 7, out);
 }
 
+int64_t ibex_id_uuid7_ms(const char *s)
+{
+    if (!ibex_id_is_uuid(s, strnlen(s, IBEX_UUID_LEN + 1)) || s[14] != '7')
+        return -1;
+    int64_t ms = 0;
+    for (size_t i = 0; i < 13; i++) { /* 48 bits: the first 12 hex digits around the dash */
+        char c = s[i];
+        if (c == '-')
+            continue;
+        ms = ms * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return ms;
+}
+
 int ibex_id_is_uuid(const char *s, size_t len)
 {
     if (len != IBEX_UUID_LEN)

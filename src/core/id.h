@@ -14,6 +14,9 @@ void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1]);
 /* A UUIDv7 (RFC 9562): unix_ms in the first 48 bits, then random. Ids made later sort later,
  * so rows keyed by them are appended at the end of an index instead of all over it. */
 void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1]);
+/* The unix ms of a UUIDv7 in text form (IBEX_UUID_LEN characters), or -1 for any other
+ * string. */
+int64_t ibex_id_uuid7_ms(const char *s);
 /* 1 when s[0..len) is a canonical UUID (8-4-4-4-12 hex digits), else 0. */
 int ibex_id_is_uuid(const char *s, size_t len);
 

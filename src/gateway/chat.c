@@ -29,6 +29,9 @@
 #define ANSWER_MAX_BYTES ((size_t)1 << 20)
 /* How long a worker trusts that a session it saw active still is (docs/sessions.md). */
 #define SESSION_CACHE_TTL_MS 2000
+/* An unknown session id younger than this may be one this process's writer has not committed
+ * yet: the lookup waits for the writer (at most this long) and looks again. */
+#define SESSION_JUST_CREATED_MS 1000
 
 struct chat {
     struct ibex_req_info info; /* first: the access log reads req->user as this */
@@ -384,7 +387,18 @@ static void session_ready(struct chat *c)
 static int join_run(struct ibex_store_job *job, struct ibex_store *s)
 {
     struct chat *c = job->data;
+    struct ibex_store_writer *writer = c->w->rt->writer;
     ibex_session_join(s, &c->actor, c->session_id, c->join_state, &c->join_result);
+    /* A session a turn on another worker of this process created a moment ago may still wait in
+     * the writer's queue: once the writer has committed what it holds, look again. */
+    int64_t born = ibex_id_uuid7_ms(c->session_id);
+    if (c->join_state[0] == '\0' && born >= 0 &&
+        (int64_t)ibex_clock_wall_ms() - born < SESSION_JUST_CREATED_MS &&
+        ibex_store_writer_flush(writer, SESSION_JUST_CREATED_MS) == 0) {
+        ibex_api_result_dispose(&c->join_result);
+        ibex_api_result_init(&c->join_result);
+        ibex_session_join(s, &c->actor, c->session_id, c->join_state, &c->join_result);
+    }
     return 0;
 }
 

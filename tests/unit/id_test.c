@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 
 #include "../../src/core/id.h"
@@ -93,6 +94,24 @@ static void test_uuid7(void **state)
     assert_true(strcmp(c, a) > 0);
 }
 
+/* The milliseconds read back from a v7 id, upper case too; -1 for other versions and junk. */
+static void test_uuid7_ms(void **state)
+{
+    char a[IBEX_UUID_LEN + 1], v4[IBEX_UUID_LEN + 1];
+    ibex_id_uuid7(0x0189abcdef01ull, a);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0x0189abcdef01ll);
+    for (char *p = a; *p; p++)
+        *p = (char)toupper((unsigned char)*p);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0x0189abcdef01ll);
+    ibex_id_uuid7(0, a);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0);
+    ibex_id_uuid4(v4);
+    assert_int_equal(ibex_id_uuid7_ms(v4), -1);
+    assert_int_equal(ibex_id_uuid7_ms("0189abcd-ef01-7"), -1);
+    assert_int_equal(ibex_id_uuid7_ms(""), -1);
+    assert_int_equal(ibex_id_uuid7_ms("0189abcd-ef01-7xyz-8000-000000000000"), -1);
+}
+
 static void test_is_uuid(void **state)
 {
     const char *good[] = {
@@ -164,7 +183,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_format), cmocka_unit_test(test_uuid4_unique_and_random),
-        cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_is_uuid),
+        cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_uuid7_ms),        cmocka_unit_test(test_is_uuid),
         cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

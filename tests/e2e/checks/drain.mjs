@@ -1,10 +1,14 @@
-// Graceful shutdown: SIGTERM under load drains every accepted request and refuses new
-// connections; SIGTERM on the idle shared gateway (last check of the run) exits 0 with no
-// sanitizer report.
+// Graceful shutdown: SIGTERM under load drains every accepted request, refuses new connections
+// and commits the trace and the checkpoint of every answered turn before exit (a fresh ibex on
+// the same store finds them); SIGTERM on the idle shared gateway (last check of the run) exits 0
+// with no sanitizer report.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { RawConn, request } from '../lib/http.mjs';
 import { chatBody, startChat, readChatStream, streamProblems } from '../lib/chat.mjs';
 import { expectedText, knobs } from '../lib/fakellm.mjs';
+import { IbexAdmin } from '../lib/ibexadmin.mjs';
 import { describeExit } from '../lib/proc.mjs';
 import { now, sleep, withTimeout } from '../lib/util.mjs';
 import { MODEL } from './chat.mjs';
@@ -20,15 +24,54 @@ function isRefused(e) {
     return e && e.code === 'ECONNREFUSED';
 }
 
+// The ids a turn's response carries: {traceId, sessionId} (null when absent).
+const turnIds = (headers) => ({ traceId: headers['x-ibex-trace-id'] ?? null, sessionId: headers['x-ibex-session-id'] ?? null });
+
+// On a fresh ibex over the store the drained one used: every answered turn has its trace and one
+// checkpoint (status 200, the answer the client got), and a turn that was not answered whole has
+// no checkpoint with status 200. answered: [{what, traceId, sessionId, text}]; unanswered: [{what,
+// sessionId}]. Returns {traces, checkpoints, problems}: how many traces of answered turns and
+// checkpoints with status 200 of all the turns were found, and what was wrong.
+async function committedTurns(api, answered, unanswered) {
+    const problems = [];
+    let traces = 0;
+    let checkpoints = 0;
+    for (const t of unanswered) {
+        const cp = await api.call('GET', `/v1/sessions/${t.sessionId}/checkpoints`);
+        const ok = cp.status === 200 ? (cp.json().checkpoints || []).filter((c) => c.status === 200) : [];
+        checkpoints += ok.length;
+        if (ok.length) problems.push(`${t.what}, not answered whole: ${ok.length} checkpoint(s) with status 200`);
+    }
+    for (const t of answered) {
+        if (!t.traceId || !t.sessionId) {
+            problems.push(`${t.what}: answered without X-IBEX-Trace-ID ${t.traceId} / X-IBEX-Session-ID ${t.sessionId}`);
+            continue;
+        }
+        const tr = await api.call('GET', `/v1/traces/${t.traceId}`);
+        if (tr.status === 200 && tr.json().status === 200) traces++;
+        else problems.push(`${t.what}: trace ${t.traceId} after the restart: ${tr.describe()}`);
+        const cp = await api.call('GET', `/v1/sessions/${t.sessionId}/checkpoints`);
+        const list = cp.status === 200 ? cp.json().checkpoints || [] : null;
+        const mine = (list || []).filter((c) => c.trace_id === t.traceId && c.status === 200);
+        if (mine.length === 1 && mine[0].response?.content === t.text) checkpoints++;
+        else if (mine.length === 1) problems.push(`${t.what}: the checkpoint of trace ${t.traceId} keeps ${JSON.stringify(String(mine[0].response?.content).slice(0, 60))}, the client got ${JSON.stringify(t.text.slice(0, 60))}`);
+        else problems.push(`${t.what}: session ${t.sessionId} after the restart: ${list ? `${mine.length} checkpoints with status 200 for trace ${t.traceId} in ${JSON.stringify(list.map((c) => [c.trace_id, c.status]))}` : cp.describe()}`);
+    }
+    return { traces, checkpoints, problems };
+}
+
 export default [
     {
         id: 'drain.sigterm-under-load',
-        title: 'SIGTERM during 50 streams + a request loop: all accepted requests complete, new connections refused, exit 0',
+        title: 'SIGTERM during 50 streams + a request loop: all accepted requests complete, new connections refused, exit 0; every answered turn has its trace and checkpoint in the store',
         needs: ['raw', 'fakellm', 'process'],
         shared: false,
         timeoutMs: 90000,
         async run(ctx) {
-            const ibex = await ctx.ibex({ workers: 2, settings: { drain_timeout: '20s' } });
+            const storeFile = path.join(ctx.h.logDir, `drain-sigterm-${process.pid}.db`);
+            for (const suffix of ['', '-wal', '-shm']) fs.rmSync(storeFile + suffix, { force: true });
+            const storeUrl = `sqlite://${storeFile}`;
+            const ibex = await ctx.ibex({ workers: 2, settings: { drain_timeout: '20s' }, env: { IBEX_STORE_URL: storeUrl } });
             const target = ibex.target;
             let started = 0;
             let firstEvents = 0;
@@ -50,7 +93,7 @@ export default [
                     },
                 });
                 conn.destroy();
-                return { head, chunks, ...r };
+                return { head, chunks, ...turnIds(head.headers), ...r };
             };
             // 50 streams of 1 s, and one of 3 s that keeps the drain going while refusal is probed
             const streams = [...Array.from({ length: STREAMS }, () => stream(10)), stream(30)];
@@ -68,6 +111,7 @@ export default [
                         timeoutMs: 30000,
                     });
                     rec.status = res.status;
+                    Object.assign(rec, turnIds(res.headers));
                     rec.ok = res.status === 200 && res.json().choices?.[0]?.message?.content === expectedText(3);
                     rec.detail = rec.ok ? '' : res.describe();
                 } catch (e) {
@@ -160,6 +204,25 @@ export default [
             if (!exit) problems.push('ibex still running 25 s after SIGTERM (drain_timeout 20s)');
             else if (exit.code !== 0) problems.push(`ibex exit after SIGTERM: ${describeExit(exit)}, expected exit code 0`);
             assert.deepEqual(problems, [], problems.join('\n'));
+
+            // every turn that got a whole answer was committed before the exit: reopen the store
+            const answered = [];
+            results.forEach((r, i) => {
+                if (r.status === 'fulfilled') answered.push({ what: `stream #${i}`, traceId: r.value.traceId, sessionId: r.value.sessionId, text: expectedText(r.value.chunks) });
+            });
+            slowResults.forEach((rec, i) => answered.push({ what: `slow request #${i}`, traceId: rec.traceId, sessionId: rec.sessionId, text: expectedText(3) }));
+            const unanswered = [];
+            loopResults.forEach((rec, i) => {
+                const what = `loop request #${i}`;
+                if (rec.ok) answered.push({ what, traceId: rec.traceId, sessionId: rec.sessionId, text: expectedText(3) });
+                else if (rec.sessionId) unanswered.push({ what, sessionId: rec.sessionId });
+            });
+            const reopened = await ctx.ibex({ name: 'drain-reopened', upstream: null, env: { IBEX_STORE_URL: storeUrl } });
+            const c = await committedTurns(new IbexAdmin(reopened.target, ctx.apiKey), answered, unanswered);
+            ctx.note(`after the restart on the same store: ${c.checkpoints} checkpoints with status 200 and ${c.traces} traces for ${answered.length} answered turns (${unanswered.length} turns with a session not answered whole)`);
+            assert.ok(c.problems.length === 0, `${c.problems.length} answered turn(s) not committed before the exit (checkpoints ${c.checkpoints}, traces ${c.traces}, answered ${answered.length}):\n${c.problems.slice(0, 10).join('\n')}`);
+            assert.equal(c.checkpoints, answered.length, 'checkpoints with status 200 != answered turns');
+            assert.equal(c.traces, answered.length, 'traces != answered turns');
         },
     },
     {

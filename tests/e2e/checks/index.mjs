@@ -11,9 +11,10 @@ import revocation from './revocation.mjs';
 import hostile from './hostile.mjs';
 import sessions from './sessions.mjs';
 import traces from './traces.mjs';
+import checkpoints from './checkpoints.mjs';
 import ops from './ops.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...ops, ...drain];
+    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...ops, ...drain];
 }

@@ -91,6 +91,52 @@ function differs(what, res, foreignId, rnd, rndId) {
     return JSON.stringify(got) === JSON.stringify(want) ? [] : [`${what}: answered ${got.status} ${got.body}, an unknown id ${want.status} ${want.body}`];
 }
 
+// The lifecycle of two sessions in a tenant of their own (admin acts with its admin key):
+// create (201, pending, metadata echoed), get, PUT active, PUT completed, list; updated_at moves.
+// Shared by sessions.lifecycle and the store variants of checkpoints.*.
+export async function sessionLifecycle(admin, tenant) {
+    const agent = await admin.createAgent({ name: uniqueName('sess-agent') });
+    const metadata = { ticket: 'E2E-1', n: 3, nested: { ok: true, list: [1, 'two', null] }, text: 'ünïcödé "quoted" \\ line\nbreak' };
+    const spec = { agent_role: 'planner', agent_id: agent.id, metadata };
+    const res = await admin.call('POST', '/v1/sessions', spec);
+    assert.equal(res.status, 201, `POST /v1/sessions: ${res.describe()}`);
+    assert.match(res.headers['content-type'] || '', /^application\/json/, 'POST /v1/sessions: content-type');
+    const s0 = res.json();
+    assertSession(s0, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'pending', metadata, what: 'POST /v1/sessions' });
+
+    const bare = await createSession(admin, { agent_role: 'reviewer' });
+    assertSession(bare, { tenantId: tenant.id, agentId: null, agentRole: 'reviewer', state: 'pending', what: 'POST /v1/sessions without agent_id and metadata' });
+    assert.deepEqual(bare.metadata, {}, 'a session created without metadata: metadata');
+    assert.notEqual(bare.session_id, s0.session_id, 'two sessions with the same id');
+
+    assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s0, 'GET /v1/sessions/{id} differs from the creation answer');
+
+    await sleep(SECOND_MS);
+    const s1 = await putSession(admin, s0.session_id, { status: 'active' });
+    assertSession(s1, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'active', metadata, what: 'PUT status active' });
+    assert.equal(s1.session_id, s0.session_id, 'PUT: session_id changed');
+    assert.equal(s1.created_at, s0.created_at, 'PUT: created_at changed');
+    assert.ok(s1.updated_at > s0.updated_at, `PUT active more than a second after creation: updated_at ${s1.updated_at} did not move from ${s0.updated_at}`);
+    assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s1, 'GET after PUT active');
+
+    await sleep(SECOND_MS);
+    const s2 = await putSession(admin, s0.session_id, { status: 'completed' });
+    assertSession(s2, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'completed', metadata, what: 'PUT status completed' });
+    assert.equal(s2.created_at, s0.created_at, 'PUT completed: created_at changed');
+    assert.ok(s2.updated_at > s1.updated_at, `PUT completed a second later: updated_at ${s2.updated_at} did not move from ${s1.updated_at}`);
+    assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s2, 'GET after PUT completed');
+
+    const list = await listSessions(admin);
+    assert.equal(list.total, 2, `GET /v1/sessions: total (${truncate(JSON.stringify(list), 400)})`);
+    assert.equal(list.page, 1, 'GET /v1/sessions: default page');
+    assert.equal(list.page_size, 20, 'GET /v1/sessions: default page_size');
+    assert.deepEqual(sids(list.sessions), [bare.session_id, s0.session_id], 'GET /v1/sessions: the two sessions, newest first');
+    assert.deepEqual(list.sessions[1], s2, 'GET /v1/sessions: the entry differs from GET /v1/sessions/{id}');
+
+    assertErrorResponse(await admin.call('GET', `/v1/sessions/${randomUuid()}`), { status: 404, code: 'SESSION_NOT_FOUND', what: 'GET of an unknown session' });
+    assertErrorResponse(await admin.call('PUT', `/v1/sessions/${randomUuid()}`, { status: 'active' }), { status: 404, code: 'SESSION_NOT_FOUND', what: 'PUT of an unknown session' });
+}
+
 export default [
     {
         id: 'sessions.lifecycle',
@@ -99,46 +145,7 @@ export default [
         timeoutMs: 30000,
         async run(ctx) {
             const { tenant, admin } = await freshTenant(dev(ctx), 'sess-life');
-            const agent = await admin.createAgent({ name: uniqueName('sess-agent') });
-            const metadata = { ticket: 'E2E-1', n: 3, nested: { ok: true, list: [1, 'two', null] }, text: 'ünïcödé "quoted" \\ line\nbreak' };
-            const spec = { agent_role: 'planner', agent_id: agent.id, metadata };
-            const res = await admin.call('POST', '/v1/sessions', spec);
-            assert.equal(res.status, 201, `POST /v1/sessions: ${res.describe()}`);
-            assert.match(res.headers['content-type'] || '', /^application\/json/, 'POST /v1/sessions: content-type');
-            const s0 = res.json();
-            assertSession(s0, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'pending', metadata, what: 'POST /v1/sessions' });
-
-            const bare = await createSession(admin, { agent_role: 'reviewer' });
-            assertSession(bare, { tenantId: tenant.id, agentId: null, agentRole: 'reviewer', state: 'pending', what: 'POST /v1/sessions without agent_id and metadata' });
-            assert.deepEqual(bare.metadata, {}, 'a session created without metadata: metadata');
-            assert.notEqual(bare.session_id, s0.session_id, 'two sessions with the same id');
-
-            assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s0, 'GET /v1/sessions/{id} differs from the creation answer');
-
-            await sleep(SECOND_MS);
-            const s1 = await putSession(admin, s0.session_id, { status: 'active' });
-            assertSession(s1, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'active', metadata, what: 'PUT status active' });
-            assert.equal(s1.session_id, s0.session_id, 'PUT: session_id changed');
-            assert.equal(s1.created_at, s0.created_at, 'PUT: created_at changed');
-            assert.ok(s1.updated_at > s0.updated_at, `PUT active more than a second after creation: updated_at ${s1.updated_at} did not move from ${s0.updated_at}`);
-            assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s1, 'GET after PUT active');
-
-            await sleep(SECOND_MS);
-            const s2 = await putSession(admin, s0.session_id, { status: 'completed' });
-            assertSession(s2, { tenantId: tenant.id, agentId: agent.id, agentRole: 'planner', state: 'completed', metadata, what: 'PUT status completed' });
-            assert.equal(s2.created_at, s0.created_at, 'PUT completed: created_at changed');
-            assert.ok(s2.updated_at > s1.updated_at, `PUT completed a second later: updated_at ${s2.updated_at} did not move from ${s1.updated_at}`);
-            assert.deepEqual(await admin.ok('GET', `/v1/sessions/${s0.session_id}`), s2, 'GET after PUT completed');
-
-            const list = await listSessions(admin);
-            assert.equal(list.total, 2, `GET /v1/sessions: total (${truncate(JSON.stringify(list), 400)})`);
-            assert.equal(list.page, 1, 'GET /v1/sessions: default page');
-            assert.equal(list.page_size, 20, 'GET /v1/sessions: default page_size');
-            assert.deepEqual(sids(list.sessions), [bare.session_id, s0.session_id], 'GET /v1/sessions: the two sessions, newest first');
-            assert.deepEqual(list.sessions[1], s2, 'GET /v1/sessions: the entry differs from GET /v1/sessions/{id}');
-
-            assertErrorResponse(await admin.call('GET', `/v1/sessions/${randomUuid()}`), { status: 404, code: 'SESSION_NOT_FOUND', what: 'GET of an unknown session' });
-            assertErrorResponse(await admin.call('PUT', `/v1/sessions/${randomUuid()}`, { status: 'active' }), { status: 404, code: 'SESSION_NOT_FOUND', what: 'PUT of an unknown session' });
+            await sessionLifecycle(admin, tenant);
         },
     },
     {
