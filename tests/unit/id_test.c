@@ -183,8 +183,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_format), cmocka_unit_test(test_uuid4_unique_and_random),
-        cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_uuid7_ms),        cmocka_unit_test(test_is_uuid),
-        cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_uuid7_ms),
+        cmocka_unit_test(test_is_uuid),      cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
