@@ -18,6 +18,7 @@
 #include "store/pool.h"
 #include "store/store.h"
 #include "store/writer.h"
+#include "api/idempotency.h"
 #include "upstream/upstream.h"
 
 #include "version.h"
@@ -109,6 +110,7 @@ struct identity_runtime {
     struct ibex_store_pool *pool;
     struct ibex_auth auth;
     struct ibex_revocation *revocation;
+    struct ibex_idem *idem;
 };
 
 static void on_epoch(void *data, int64_t epoch)
@@ -119,6 +121,7 @@ static void on_epoch(void *data, int64_t epoch)
 static void identity_stop(struct identity_runtime *ir)
 {
     ibex_revocation_stop(ir->revocation);
+    ibex_idem_free(ir->idem);
     /* the writer commits everything accepted before it stops */
     if (ir->writer)
         ibex_store_writer_free(ir->writer);
@@ -199,7 +202,19 @@ static int identity_start(struct ibex_runtime *rt, struct identity_runtime *ir)
         identity_stop(ir);
         return -1;
     }
+    /* A claim must outlive the longest request, or a slow request's duplicate would run too. */
+    struct ibex_idem_opts io = {
+        .ttl_ms = cfg->idempotency_ttl_ms,
+        .lease_ms = cfg->upstream.total_ms + 60 * 1000,
+        .redis_url = cfg->redis_url,
+    };
+    if (ibex_idem_new(&io, &ir->idem, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "invalid configuration", "error", err, NULL);
+        identity_stop(ir);
+        return -1;
+    }
     rt->auth = &ir->auth;
+    rt->idem = ir->idem;
     rt->store_pool = ir->pool;
     rt->writer = ir->writer;
     rt->revocation = ir->revocation;

@@ -14,6 +14,7 @@
 #include "../gateway/chat_request.h"
 #include "../gateway/gateway.h"
 #include "../telemetry/trace.h"
+#include "../gateway/idempotent.h"
 #include "checkpoints.h"
 #include "sessions.h"
 
@@ -37,6 +38,7 @@ struct endpoint {
     enum shape shape;
     const char *action; /* ITEM_ACTION only */
     bool body;          /* a JSON object body is parsed (and required) */
+    bool idempotent;    /* honours Idempotency-Key (gateway/idempotent.h) */
     uint32_t scope;
     run_fn run;
 };
@@ -55,6 +57,7 @@ struct admin {
     struct ibex_principal principal;
     struct ibex_buf out;
     struct ibex_api_result result;
+    struct ibex_idem_request idem;
 };
 
 static void admin_cleanup(void *data)
@@ -63,6 +66,7 @@ static void admin_cleanup(void *data)
     json_object_put(a->body);
     ibex_buf_dispose(&a->out);
     ibex_api_result_dispose(&a->result);
+    ibex_idem_request_dispose(&a->idem);
 }
 
 static void admin_error(struct admin *a, int status, const char *code, const char *message,
@@ -196,26 +200,26 @@ static void checkpoint_list(struct admin *a, struct ibex_store *s)
 #define S_WRITE IBEX_SCOPE_SESSIONS_WRITE
 
 static const struct endpoint endpoints[] = {
-    {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, true, ADMIN, tenant_create},
-    {IBEX_ROUTE_TENANTS, "GET", COLLECTION, NULL, false, ADMIN, tenant_list},
-    {IBEX_ROUTE_TENANTS, "GET", ITEM, NULL, false, ADMIN, tenant_get},
-    {IBEX_ROUTE_TENANTS, "POST", ITEM_ACTION, "revoke", false, ADMIN, tenant_revoke},
-    {IBEX_ROUTE_AGENTS, "POST", COLLECTION, NULL, true, KEYS, agent_create},
-    {IBEX_ROUTE_AGENTS, "GET", COLLECTION, NULL, false, KEYS, agent_list},
-    {IBEX_ROUTE_AGENTS, "GET", ITEM, NULL, false, KEYS, agent_get},
-    {IBEX_ROUTE_AGENTS, "PATCH", ITEM, NULL, true, KEYS, agent_update},
-    {IBEX_ROUTE_AGENTS, "POST", ITEM_ACTION, "revoke", false, KEYS, agent_revoke},
-    {IBEX_ROUTE_KEYS, "POST", COLLECTION, NULL, true, KEYS, key_create},
-    {IBEX_ROUTE_KEYS, "GET", COLLECTION, NULL, false, KEYS, key_list},
-    {IBEX_ROUTE_KEYS, "GET", ITEM, NULL, false, KEYS, key_get},
-    {IBEX_ROUTE_KEYS, "POST", ITEM_ACTION, "revoke", false, KEYS, key_revoke},
-    {IBEX_ROUTE_AUDIT, "GET", COLLECTION, NULL, false, ADMIN, audit_list},
-    {IBEX_ROUTE_TRACES, "GET", ITEM, NULL, false, IBEX_SCOPE_TRACES_READ, trace_get},
-    {IBEX_ROUTE_SESSIONS, "POST", COLLECTION, NULL, true, S_WRITE, session_create},
-    {IBEX_ROUTE_SESSIONS, "GET", COLLECTION, NULL, false, S_READ, session_list},
-    {IBEX_ROUTE_SESSIONS, "GET", ITEM, NULL, false, S_READ, session_get},
-    {IBEX_ROUTE_SESSIONS, "PUT", ITEM, NULL, true, S_WRITE, session_update},
-    {IBEX_ROUTE_SESSIONS, "GET", ITEM_ACTION, "checkpoints", false, S_READ, checkpoint_list},
+    {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, true, false, ADMIN, tenant_create},
+    {IBEX_ROUTE_TENANTS, "GET", COLLECTION, NULL, false, false, ADMIN, tenant_list},
+    {IBEX_ROUTE_TENANTS, "GET", ITEM, NULL, false, false, ADMIN, tenant_get},
+    {IBEX_ROUTE_TENANTS, "POST", ITEM_ACTION, "revoke", false, false, ADMIN, tenant_revoke},
+    {IBEX_ROUTE_AGENTS, "POST", COLLECTION, NULL, true, false, KEYS, agent_create},
+    {IBEX_ROUTE_AGENTS, "GET", COLLECTION, NULL, false, false, KEYS, agent_list},
+    {IBEX_ROUTE_AGENTS, "GET", ITEM, NULL, false, false, KEYS, agent_get},
+    {IBEX_ROUTE_AGENTS, "PATCH", ITEM, NULL, true, false, KEYS, agent_update},
+    {IBEX_ROUTE_AGENTS, "POST", ITEM_ACTION, "revoke", false, false, KEYS, agent_revoke},
+    {IBEX_ROUTE_KEYS, "POST", COLLECTION, NULL, true, false, KEYS, key_create},
+    {IBEX_ROUTE_KEYS, "GET", COLLECTION, NULL, false, false, KEYS, key_list},
+    {IBEX_ROUTE_KEYS, "GET", ITEM, NULL, false, false, KEYS, key_get},
+    {IBEX_ROUTE_KEYS, "POST", ITEM_ACTION, "revoke", false, false, KEYS, key_revoke},
+    {IBEX_ROUTE_AUDIT, "GET", COLLECTION, NULL, false, false, ADMIN, audit_list},
+    {IBEX_ROUTE_TRACES, "GET", ITEM, NULL, false, false, IBEX_SCOPE_TRACES_READ, trace_get},
+    {IBEX_ROUTE_SESSIONS, "POST", COLLECTION, NULL, true, true, S_WRITE, session_create},
+    {IBEX_ROUTE_SESSIONS, "GET", COLLECTION, NULL, false, false, S_READ, session_list},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM, NULL, false, false, S_READ, session_get},
+    {IBEX_ROUTE_SESSIONS, "PUT", ITEM, NULL, true, false, S_WRITE, session_update},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM_ACTION, "checkpoints", false, false, S_READ, checkpoint_list},
 };
 
 /* ---- the store work (a pool thread) ---- */
@@ -223,7 +227,15 @@ static const struct endpoint endpoints[] = {
 static int run_op(struct ibex_store_job *job, struct ibex_store *s)
 {
     struct admin *a = job->data;
+    struct ibex_idem *idem = a->rt->idem;
+    if (a->idem.active) {
+        ibex_idem_request_begin(idem, s, a->actor.tenant_id, &a->idem);
+        if (a->idem.rc != 0 || a->idem.state != IBEX_IDEM_CLAIMED)
+            return 0; /* answered by op_done */
+    }
     a->endpoint->run(a, s);
+    struct ibex_idem_outcome o = {a->result.status, "application/json", "", a->out.p, a->out.len};
+    ibex_idem_request_finish(idem, s, a->actor.tenant_id, &a->idem, &o);
     /* Effective here before the answer leaves, and published to the other instances. */
     if (a->result.epoch > 0) {
         ibex_auth_note_epoch(a->rt->auth, a->result.epoch);
@@ -242,6 +254,8 @@ static void op_done(struct ibex_store_job *job, int rc)
         return;
     }
     struct ibex_api_result *r = &a->result;
+    if (rc == 0 && a->idem.active && !ibex_idem_request_proceed(&a->idem, a->req, &a->info.code))
+        return;
     if (rc) {
         admin_error(a, 503, "STORE_UNAVAILABLE", "the store is unavailable", NULL, NULL,
                     "Retry-After: 1\r\n");
@@ -272,6 +286,8 @@ static void authorized(struct ibex_worker *w, struct ibex_req *req, const struct
     a->actor.scopes = a->principal.scopes;
     a->actor.request_id = req->request_id;
 
+    if (a->endpoint->idempotent && ibex_idem_request_init(&a->idem, req, &a->info.code) != 0)
+        return;
     if (a->endpoint->body) {
         char msg[160];
         if (ibex_json_parse(req->body.p, req->body.len, &a->body, msg, sizeof(msg)) != 0) {

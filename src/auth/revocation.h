@@ -13,13 +13,10 @@
  * An instance that changed the epoch itself calls ibex_revocation_note, which delivers the new
  * epoch at once and publishes it to the other instances.
  *
- * Redis URLs: redis://[[user]:password@]host[:port][/db] (user and password percent-decoded,
- * host may be [IPv6]; port defaults to 6379; db is accepted and ignored, since pub/sub channels
- * are not per database). With a password every connection sends AUTH password, or AUTH user
- * password (Redis 6 ACLs) when a user is given; such a user needs SUBSCRIBE and PUBLISH on the
- * channel (CLIENT SETNAME is tried, naming connections ibex-revocation-sub:<pid> and
- * ibex-revocation-pub:<pid>, and may be refused). Passwords never appear in a log line or an
- * error message. */
+ * Redis URLs and connections: store/redis.h (ibex_redis_parse_url). db is accepted and ignored,
+ * since pub/sub channels are not per database. An ACL user needs SUBSCRIBE and PUBLISH on the
+ * channel; connections are named ibex-revocation-sub:<pid> and ibex-revocation-pub:<pid>.
+ * Passwords never appear in a log line or an error message. */
 #ifndef IBEX_AUTH_REVOCATION_H
 #define IBEX_AUTH_REVOCATION_H
 
@@ -56,21 +53,7 @@ struct ibex_revocation_stats {
     int64_t epoch;           /* largest epoch delivered to on_epoch */
 };
 
-/* A parsed Redis URL; password is "" when none was given. */
-struct ibex_revocation_url {
-    char host[256];
-    int port;
-    char user[128];
-    char password[256];
-    int db;
-};
-
 struct ibex_revocation;
-
-/* Parses a Redis URL (format above) into *out. Returns 0, or IBEX_EINVAL (store.h) with one
- * line in err that never holds the password. */
-int ibex_revocation_parse_url(const char *url, struct ibex_revocation_url *out, char *err,
-                              size_t errlen);
 
 /* Opens the poller's store connection, reads the epoch once and delivers it to on_epoch (on
  * the calling thread), then starts the poller and, when redis_url is set, the subscriber. Redis
@@ -88,8 +71,8 @@ int ibex_revocation_start(const struct ibex_revocation_opts *o, struct ibex_revo
  * Blocks at most about 500 ms. Thread-safe. */
 void ibex_revocation_note(struct ibex_revocation *r, int64_t epoch);
 
-/* Sends PUBLISH channel epoch over a connection shared by all callers (a mutex serialises
- * them), opened lazily and reopened once when a kept connection turns out to be dead. Bounded
+/* Sends PUBLISH channel epoch over a connection shared by all callers (they take turns),
+ * opened lazily and replaced when Redis closed it since the last publish. Bounded
  * by a 500 ms deadline; after a failure no connection is tried for 1 s, and publishes meanwhile
  * fail at once. Failures are counted and logged, never fatal. Returns 0, IBEX_ECONN or
  * IBEX_ETIMEDOUT; 0 without doing anything when redis_url is not set. Thread-safe. */

@@ -121,7 +121,10 @@ static const struct setting settings[] = {
      "and checkpoint: prompts and answers at rest), traces (the trace only: no session, no "
      "prompt text), off (nothing)"},
     {"redis_url", K_STRING, "", 0, 0, OFF(redis_url),
-     "redis://[:PASS@]HOST:PORT[/DB]: broadcast revocations at once to every instance"},
+     "redis://[:PASS@]HOST:PORT[/DB]: broadcast revocations at once to every instance, and "
+     "hold Idempotency-Key entries"},
+    {"idempotency_ttl", K_DURATION, "24h", 1000, 30 * 24 * 60 * MIN, OFF(idempotency_ttl_ms),
+     "how long a response to a request with an Idempotency-Key is replayed"},
     {"revocation_poll_interval", K_DURATION, "1s", 50, 10 * MIN, OFF(revocation_poll_interval_ms),
      "how often the store is asked whether a key, agent or tenant was revoked elsewhere"},
 };

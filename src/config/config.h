@@ -76,6 +76,7 @@ struct ibex_config {
     bool agent_required;
     char *directive_mode;
     char *recording;
+    uint64_t idempotency_ttl_ms;
     bool record_traces; /* recording is traces or checkpoints */
     bool record_turns;  /* recording is checkpoints: sessions and checkpoints of chat turns */
     char *redis_url;    /* may hold a password */

@@ -21,6 +21,7 @@
 #include "../auth/keys.h"
 #include "../core/lru.h"
 #include "answer.h"
+#include "idempotent.h"
 #include "chat_request.h"
 #include "gateway.h"
 
@@ -51,13 +52,16 @@ struct chat {
     char session_id[IBEX_ID_LEN + 1]; /* "" until the turn's session is known */
     const struct ibex_provider *provider;
     bool sent;                 /* the turn went to the provider (or the local model) */
+    bool recorded;             /* it leaves a trace (recording is not off) */
     struct ibex_answer answer; /* what the model answered, collected as it is relayed */
-    /* joining the session the client named (X-IBEX-Session-ID): a store-pool job */
-    struct ibex_store_job join;
     struct ibex_actor actor;
+    /* store-pool jobs on the way: claiming the Idempotency-Key, joining the session the client
+     * named (X-IBEX-Session-ID) */
+    struct ibex_store_job job;
+    bool aborted;
+    struct ibex_idem_request idem;
     struct ibex_api_result join_result;
     char join_state[16];
-    bool aborted;
 };
 
 static void chat_cleanup(void *data)
@@ -68,6 +72,7 @@ static void chat_cleanup(void *data)
     ibex_buf_dispose(&c->sendbody);
     ibex_answer_dispose(&c->answer);
     ibex_api_result_dispose(&c->join_result);
+    ibex_idem_request_dispose(&c->idem);
 }
 
 static void fail(struct chat *c, int status, const char *code, const char *message,
@@ -147,7 +152,7 @@ static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size
         stream_gauge(c, 1);
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
     }
-    if (c->info.on_done) /* recorded */
+    if (c->recorded)
         ibex_answer_feed_sse(&c->answer, p, len);
     return ibex_res_stream_write(c->req, p, len);
 }
@@ -280,7 +285,7 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         fail(c, 502, "UPSTREAM_ERROR", "the provider sent an empty stream", NULL);
         return;
     }
-    if (c->info.on_done)
+    if (c->recorded)
         ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
     ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
 }
@@ -311,23 +316,22 @@ static void on_client_drain(struct ibex_req *req)
 
 /* ---- the handler ---- */
 
+/* The local model's answer, kept in c->body like an upstream one. */
 static void answer_locally(struct chat *c, const struct ibex_provider *p)
 {
-    struct ibex_buf out;
-    ibex_buf_init(&out);
-    p->ops->answer(p, &c->chat, &out);
-    if (c->info.on_done && c->chat.stream)
-        ibex_answer_feed_sse(&c->answer, out.p, out.len);
-    else if (c->info.on_done)
-        ibex_answer_from_json(&c->answer, out.p, out.len);
+    struct ibex_buf *out = &c->body;
+    p->ops->answer(p, &c->chat, out);
+    if (c->recorded && c->chat.stream)
+        ibex_answer_feed_sse(&c->answer, out->p, out->len);
+    else if (c->recorded)
+        ibex_answer_from_json(&c->answer, out->p, out->len);
     if (c->chat.stream) {
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
-        ibex_res_stream_write(c->req, out.p, out.len);
+        ibex_res_stream_write(c->req, out->p, out->len);
         ibex_res_stream_end(c->req);
     } else {
-        ibex_res_send(c->req, 200, "application/json", NULL, out.p, out.len);
+        ibex_res_send(c->req, 200, "application/json", NULL, out->p, out->len);
     }
-    ibex_buf_dispose(&out);
 }
 
 /* Sends the turn: to the local model, or upstream. */
@@ -430,14 +434,14 @@ static void join_done(struct ibex_store_job *job, int rc)
     session_ready(c);
 }
 
-static void on_join_abort(struct ibex_req *req)
+static void on_store_abort(struct ibex_req *req)
 {
     ((struct chat *)req->user)->aborted = true;
 }
 
 /* X-IBEX-Session-ID names the session to join (checked in the store unless this worker saw it
  * active lately); without it the turn starts a new session. */
-static void resolve_session(struct chat *c, const struct ibex_principal *principal)
+static void resolve_session(struct chat *c)
 {
     struct ibex_req *req = c->req;
     struct ibex_str h = ibex_req_header(req, "x-ibex-session-id");
@@ -463,17 +467,57 @@ static void resolve_session(struct chat *c, const struct ibex_principal *princip
         session_ready(c);
         return;
     }
-    c->actor.tenant_id = c->tenant_id;
-    c->actor.subject =
-        ibex_arena_strndup(req->arena, principal->subject, strlen(principal->subject));
-    c->actor.scopes = principal->scopes;
-    c->actor.request_id = req->request_id;
-    c->join.run = join_run;
-    c->join.done = join_done;
-    c->join.data = c;
-    req->on_abort = on_join_abort;
-    if (ibex_store_pool_submit(&c->w->loop, c->w->rt->store_pool, &c->join) != 0) {
+    c->job.run = join_run;
+    c->job.done = join_done;
+    c->job.data = c;
+    req->on_abort = on_store_abort;
+    if (ibex_store_pool_submit(&c->w->loop, c->w->rt->store_pool, &c->job) != 0) {
         req->on_abort = NULL;
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+    }
+}
+
+/* The turn's session when turns are recorded, then the call. */
+static void start_turn(struct chat *c)
+{
+    if (c->w->rt->cfg.record_turns && c->recorded)
+        resolve_session(c);
+    else
+        send_turn(c);
+}
+
+static int claim_run(struct ibex_store_job *job, struct ibex_store *s)
+{
+    struct chat *c = job->data;
+    ibex_idem_request_begin(c->w->rt->idem, s, c->tenant_id, &c->idem);
+    return 0;
+}
+
+static void claim_done(struct ibex_store_job *job, int rc)
+{
+    struct chat *c = job->data;
+    c->req->on_abort = NULL;
+    if (c->aborted) {
+        c->info.code = "CLIENT_CLOSED";
+        ibex_res_stream_end(c->req);
+        return;
+    }
+    if (rc) {
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+        return;
+    }
+    if (ibex_idem_request_proceed(&c->idem, c->req, &c->info.code))
+        start_turn(c);
+}
+
+static void claim_key(struct chat *c)
+{
+    c->job.run = claim_run;
+    c->job.done = claim_done;
+    c->job.data = c;
+    c->req->on_abort = on_store_abort;
+    if (ibex_store_pool_submit(&c->w->loop, c->w->rt->store_pool, &c->job) != 0) {
+        c->req->on_abort = NULL;
         fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
     }
 }
@@ -484,6 +528,13 @@ static void resolve_session(struct chat *c, const struct ibex_principal *princip
 static void chat_done(struct ibex_req *req, uint64_t total_ns)
 {
     struct chat *c = req->user;
+    struct ibex_idem_outcome o = {c->info.code ? 500 : req->status, "application/json",
+                                  req->response_headers ? req->response_headers : "", c->body.p,
+                                  c->body.len};
+    ibex_idem_request_finish_async(&c->w->loop, c->w->rt->store_pool, c->w->rt->idem, c->tenant_id,
+                                   &c->idem, &o);
+    if (!c->recorded)
+        return;
     struct ibex_store_writer *writer = c->w->rt->writer;
     struct ibex_trace t = {
         .id = c->trace_id,
@@ -538,9 +589,10 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         c->info.agent_id = c->agent_id;
     }
     /* From here the request leaves a trace, whatever its outcome (unless recording is off). */
+    c->info.on_done = chat_done;
     if (cfg->record_traces && w->rt->writer) {
+        c->recorded = true;
         ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
-        c->info.on_done = chat_done;
         size_t n = sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN;
         char *h = ibex_arena_alloc(req->arena, n);
         snprintf(h, n, "X-IBEX-Trace-ID: %s\r\n", c->trace_id);
@@ -582,10 +634,21 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
     if (rename || agent->directive[0])
         ibex_chat_request_serialize(&c->chat, &c->sendbody);
-    if (cfg->record_turns && c->info.on_done)
-        resolve_session(c, principal);
-    else
-        send_turn(c);
+    c->actor.tenant_id = c->tenant_id;
+    c->actor.subject =
+        ibex_arena_strndup(req->arena, principal->subject, strlen(principal->subject));
+    c->actor.scopes = principal->scopes;
+    c->actor.request_id = req->request_id;
+    /* Idempotency-Key: non-streaming requests only (docs/sessions.md) */
+    if (!c->chat.stream && w->rt->idem) {
+        if (ibex_idem_request_init(&c->idem, req, &c->info.code) != 0)
+            return;
+        if (c->idem.active) {
+            claim_key(c);
+            return;
+        }
+    }
+    start_turn(c);
 }
 
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)

@@ -30,6 +30,7 @@ struct ibex_runtime {
     struct ibex_store_pool *store_pool;
     struct ibex_store_writer *writer;   /* traces and audit events of the request path */
     struct ibex_revocation *revocation; /* NULL in tests that run without one */
+    struct ibex_idem *idem;             /* Idempotency-Key entries (api/idempotency.h) */
     const char *store_backend;          /* "sqlite" or "postgres" */
     int64_t store_version;              /* schema version after the start-up migrations */
     char store_url_shown[512];          /* store_url with its password redacted */

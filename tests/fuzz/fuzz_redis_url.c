@@ -1,4 +1,4 @@
-/* libFuzzer target: Redis URL parsing (src/auth/revocation.c). Any input must either parse to a
+/* libFuzzer target: Redis URL parsing (src/store/redis.c). Any input must either parse to a
  * host and a port in range, or fail with a message that never holds the password. */
 #include <assert.h>
 #include <stddef.h>
@@ -6,16 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/auth/revocation.h"
+#include "../../src/store/redis.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *url = malloc(size + 1);
     memcpy(url, data, size);
     url[size] = '\0';
-    struct ibex_revocation_url u;
+    struct ibex_redis_url u;
     char err[256];
-    if (ibex_revocation_parse_url(url, &u, err, sizeof(err)) == 0) {
+    if (ibex_redis_parse_url(url, &u, err, sizeof(err)) == 0) {
         assert(u.host[0] != '\0');
         assert(u.port > 0 && u.port <= 65535);
     } else {

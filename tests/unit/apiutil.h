@@ -4,7 +4,8 @@
  * - setup_sqlite / setup_pg / teardown: a migrated store per case; on Postgres in a schema of
  *   its own (search_path in the URL), since the database is shared with other suites.
  * - sql_int: one integer from raw SQL. struct res, expect, expect_field: a call's result.
- * - jbody, jstr, jget, jis_null, jint: JSON in and out. now_s, sleep_ms, operator_actor. */
+ * - jbody, jstr, jget, jis_null, jint: JSON in and out. now_s, sleep_ms, operator_actor.
+ * Functions are static inline, so a suite need not use all of them. */
 #ifndef IBEX_TESTS_UNIT_APIUTIL_H
 #define IBEX_TESTS_UNIT_APIUTIL_H
 
@@ -28,7 +29,7 @@ struct fx {
     struct ibex_store *st;
 };
 
-static struct fx *fx_new(bool pg)
+static inline struct fx *fx_new(bool pg)
 {
     struct fx *f = calloc(1, sizeof(*f));
     assert_non_null(f);
@@ -38,7 +39,7 @@ static struct fx *fx_new(bool pg)
     return f;
 }
 
-static int setup_sqlite(void **state)
+static inline int setup_sqlite(void **state)
 {
     struct fx *f = fx_new(false);
     snprintf(f->path, sizeof(f->path), "/tmp/ibex-" TU_API_SUITE "-test-XXXXXX");
@@ -54,7 +55,7 @@ static int setup_sqlite(void **state)
     return 0;
 }
 
-static int setup_pg(void **state)
+static inline int setup_pg(void **state)
 {
     struct fx *f = fx_new(true);
     snprintf(f->schema, sizeof(f->schema), "ibex_" TU_API_SUITE "_test_%ld_%u", (long)getpid(),
@@ -72,7 +73,7 @@ static int setup_pg(void **state)
     return 0;
 }
 
-static int teardown(void **state)
+static inline int teardown(void **state)
 {
     struct fx *f = *state;
     if (f->pg) {
@@ -89,13 +90,13 @@ static int teardown(void **state)
 
 /* ---- raw SQL ---- */
 
-static int row_first_int(void *data, const struct ibex_store_value *c, size_t n)
+static inline int row_first_int(void *data, const struct ibex_store_value *c, size_t n)
 {
     *(int64_t *)data = n && c[0].type == IBEX_STORE_INT ? c[0].i : -1;
     return 0;
 }
 
-static int64_t sql_int(struct fx *f, const char *sql, const char *p1, const char *p2)
+static inline int64_t sql_int(struct fx *f, const char *sql, const char *p1, const char *p2)
 {
     struct ibex_store_value p[2] = {ibex_store_text(p1), ibex_store_text(p2)};
     int64_t v = -1;
@@ -111,28 +112,28 @@ struct res {
     json_object *j; /* the answer, parsed (strictly) when the call succeeded */
 };
 
-static void res_init(struct res *x)
+static inline void res_init(struct res *x)
 {
     ibex_api_result_init(&x->r);
     ibex_buf_init(&x->out);
     x->j = NULL;
 }
 
-static void res_dispose(struct res *x)
+static inline void res_dispose(struct res *x)
 {
     json_object_put(x->j);
     ibex_buf_dispose(&x->out);
     ibex_api_result_dispose(&x->r);
 }
 
-static void res_reset(struct res *x)
+static inline void res_reset(struct res *x)
 {
     res_dispose(x);
     res_init(x);
 }
 
 /* Checks the outcome of the call that returned rc into x. */
-static void expect(struct res *x, int rc, int status, const char *code, const char *what)
+static inline void expect(struct res *x, int rc, int status, const char *code, const char *what)
 {
     if (rc != x->r.status)
         fail_msg("%s: returned %d but result.status is %d", what, rc, x->r.status);
@@ -153,7 +154,7 @@ static void expect(struct res *x, int rc, int status, const char *code, const ch
 }
 
 /* A VALIDATION_ERROR naming field, in param and as field_errors[0].field. */
-static void expect_field(struct res *x, int rc, const char *field, const char *what)
+static inline void expect_field(struct res *x, int rc, const char *field, const char *what)
 {
     expect(x, rc, 400, "VALIDATION_ERROR", what);
     if (strcmp(x->r.param, field) != 0)
@@ -168,8 +169,8 @@ static void expect_field(struct res *x, int rc, const char *field, const char *w
     json_object_put(fe);
 }
 
-static json_object *jbody(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static json_object *jbody(const char *fmt, ...)
+static inline json_object *jbody(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline json_object *jbody(const char *fmt, ...)
 {
     struct ibex_buf b;
     ibex_buf_init(&b);
@@ -185,7 +186,7 @@ static json_object *jbody(const char *fmt, ...)
     return o;
 }
 
-static const char *jstr(json_object *o, const char *path)
+static inline const char *jstr(json_object *o, const char *path)
 {
     const char *s = tu_json_str(o, path);
     if (s == NULL)
@@ -193,7 +194,7 @@ static const char *jstr(json_object *o, const char *path)
     return s;
 }
 
-static json_object *jget(json_object *o, const char *key)
+static inline json_object *jget(json_object *o, const char *key)
 {
     json_object *v = NULL;
     if (!json_object_object_get_ex(o, key, &v))
@@ -201,12 +202,12 @@ static json_object *jget(json_object *o, const char *key)
     return v;
 }
 
-static bool jis_null(json_object *o, const char *key)
+static inline bool jis_null(json_object *o, const char *key)
 {
     return jget(o, key) == NULL;
 }
 
-static int64_t jint(json_object *o, const char *key)
+static inline int64_t jint(json_object *o, const char *key)
 {
     json_object *v = jget(o, key);
     if (!json_object_is_type(v, json_type_int))
@@ -214,18 +215,18 @@ static int64_t jint(json_object *o, const char *key)
     return json_object_get_int64(v);
 }
 
-static int64_t now_s(void)
+static inline int64_t now_s(void)
 {
     return (int64_t)(ibex_clock_wall_ms() / 1000);
 }
 
-static void sleep_ms(long ms)
+static inline void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static struct ibex_actor operator_actor(void)
+static inline struct ibex_actor operator_actor(void)
 {
     return (struct ibex_actor){.tenant_id = NULL, .subject = "cli", .scopes = IBEX_SCOPE_ALL};
 }

@@ -7,8 +7,8 @@
  * increasing whatever the source and the thread, poll failures (table gone, backend killed)
  * logged once and recovered, pub/sub between two instances with a 60 s poll interval (latency
  * measured), malformed and stale messages, subscriber and publisher connections killed,
- * Redis unreachable, killed and restarted, wrong passwords (not fatal, never logged), URL
- * parsing, and a prompt stop. Callbacks only record; the test thread asserts. */
+ * Redis unreachable, killed and restarted, wrong passwords (not fatal, never logged), and a
+ * prompt stop (URL parsing: redis_test). Callbacks only record; the test thread asserts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,13 +32,14 @@
 
 #include "../../src/auth/revocation.h"
 #include "../../src/core/log.h"
+#include "../../src/store/redis.h"
 #include "../../src/store/store.h"
 #include "testutil.h"
 #include "storeutil.h"
 
 static const char *pg_url;
 static const char *redis_url;
-static struct ibex_revocation_url redis_parts;
+static struct ibex_redis_url redis_parts;
 static char channel[64];
 
 static uint64_t ms_now(void)
@@ -230,30 +231,17 @@ static uint64_t timed_stop(struct ibex_revocation *r)
     return ms_now() - t0;
 }
 
-/* ---- log capture: the process-wide log fd points at a temp file meanwhile ---- */
+/* ---- log capture (tu_capture_*) ---- */
 
-struct capture {
-    char path[64];
-    int fd;
-};
-
-static void capture_start(struct capture *c)
+static void capture_start(struct tu_capture *c)
 {
-    snprintf(c->path, sizeof(c->path), "/tmp/ibex-revocation-log-XXXXXX");
-    c->fd = mkstemp(c->path);
-    assert_true(c->fd >= 0);
-    ibex_log_set_fd(c->fd);
+    assert_int_equal(tu_capture_start(c), 0);
 }
 
-/* Restores stderr and returns everything logged meanwhile (free it). */
-static char *capture_end(struct capture *c)
+static char *capture_end(struct tu_capture *c)
 {
-    ibex_log_set_fd(2);
-    off_t len = lseek(c->fd, 0, SEEK_END);
-    char *s = calloc(1, (size_t)len + 1);
-    assert_int_equal(pread(c->fd, s, (size_t)len, 0), len);
-    close(c->fd);
-    unlink(c->path);
+    char *s = tu_capture_end(c);
+    assert_non_null(s);
     return s;
 }
 
@@ -275,29 +263,13 @@ static void assert_absent(const char *log, const char *secret)
 
 static bool need_redis(void)
 {
-    if (redis_url && *redis_url)
-        return true;
-    const char *why = getenv("IBEX_TEST_REDIS_SKIP");
-    printf("SKIP: %s\n", why && *why ? why
-                                     : "IBEX_TEST_REDIS_URL is not set (make unit starts "
-                                       "scripts/redis.sh)");
-    return false;
+    return tu_need_redis(redis_url);
 }
 
 /* A plain hiredis connection of the test's own, to publish and to kill clients. */
 static redisContext *raw_connect(void)
 {
-    redisContext *c =
-        redisConnectWithTimeout(redis_parts.host, redis_parts.port, (struct timeval){2, 0});
-    if (c == NULL || c->err)
-        fail_msg("raw redis connect: %s", c ? c->errstr : "oom");
-    if (redis_parts.password[0]) {
-        redisReply *rep = redisCommand(c, "AUTH %s", redis_parts.password);
-        assert_non_null(rep);
-        assert_int_equal(rep->type, REDIS_REPLY_STATUS);
-        freeReplyObject(rep);
-    }
-    return c;
+    return tu_redis_raw(&redis_parts);
 }
 
 static void raw_command(redisContext *c, const char *fmt, ...)
@@ -317,25 +289,7 @@ static void raw_command(redisContext *c, const char *fmt, ...)
  * many. Other processes sharing the Redis are left alone. */
 static int raw_kill(redisContext *c, const char *role)
 {
-    char name[64];
-    snprintf(name, sizeof(name), " name=%s:%d ", role, (int)getpid());
-    redisReply *list = redisCommand(c, "CLIENT LIST");
-    assert_non_null(list);
-    assert_int_equal(list->type, REDIS_REPLY_STRING);
-    int killed = 0;
-    for (char *line = list->str; line && *line;) {
-        char *end = strchr(line, '\n');
-        if (end)
-            *end = '\0';
-        long long id;
-        if (strstr(line, name) && sscanf(line, "id=%lld", &id) == 1) {
-            raw_command(c, "CLIENT KILL ID %lld", id);
-            killed++;
-        }
-        line = end ? end + 1 : NULL;
-    }
-    freeReplyObject(list);
-    return killed;
+    return tu_redis_clients(c, role, true);
 }
 
 /* A redis URL to the test server with another user and password. */
@@ -343,71 +297,6 @@ static void redis_url_with(char *out, size_t outlen, const char *user, const cha
 {
     snprintf(out, outlen, "redis://%s:%s@%s:%d/0", user, password, redis_parts.host,
              redis_parts.port);
-}
-
-/* ---- URL parsing ---- */
-
-static void test_parse_url(void **state)
-{
-    struct ibex_revocation_url u;
-    char err[256];
-    assert_int_equal(ibex_revocation_parse_url("redis://127.0.0.1", &u, err, sizeof(err)), 0);
-    assert_string_equal(u.host, "127.0.0.1");
-    assert_int_equal(u.port, 6379);
-    assert_string_equal(u.user, "");
-    assert_string_equal(u.password, "");
-    assert_int_equal(u.db, 0);
-
-    assert_int_equal(
-        ibex_revocation_parse_url("redis://:s3cret@localhost:6380/2", &u, err, sizeof(err)), 0);
-    assert_string_equal(u.host, "localhost");
-    assert_int_equal(u.port, 6380);
-    assert_string_equal(u.user, "");
-    assert_string_equal(u.password, "s3cret");
-    assert_int_equal(u.db, 2);
-
-    assert_int_equal(
-        ibex_revocation_parse_url("redis://alice:p%40ss%3Aw%25@[::1]:7000/", &u, err, sizeof(err)),
-        0);
-    assert_string_equal(u.user, "alice");
-    assert_string_equal(u.password, "p@ss:w%");
-    assert_string_equal(u.host, "::1");
-    assert_int_equal(u.port, 7000);
-
-    /* The last '@' ends the user info. */
-    assert_int_equal(
-        ibex_revocation_parse_url("redis://bob:a@b:c@cache.internal", &u, err, sizeof(err)), 0);
-    assert_string_equal(u.user, "bob");
-    assert_string_equal(u.password, "a@b:c");
-    assert_string_equal(u.host, "cache.internal");
-
-    const char *bad[] = {
-        "http://TOPSECRET@h",
-        "rediss://:TOPSECRET@h",
-        "redis://",
-        "redis://:TOPSECRET@",
-        "redis://:TOPSECRET@h:0",
-        "redis://:TOPSECRET@h:65536",
-        "redis://:TOPSECRET@h:port",
-        "redis://:TOPSECRET@h:6379/db",
-        "redis://:TOPSECRET@h:6379/0?timeout=1",
-        "redis://TOPSECRET@h",
-        "redis://user:@h",
-        "redis://:TOPSECRET%zz@h",
-        "redis://:TOPSECRET%4@h",
-        "redis://:TOPSECRET%00@h",
-        "redis://:TOPSECRET@[::1",
-        NULL,
-    };
-    for (size_t i = 0; bad[i]; i++) {
-        err[0] = '\0';
-        if (ibex_revocation_parse_url(bad[i], &u, err, sizeof(err)) != IBEX_EINVAL)
-            fail_msg("accepted %s", bad[i]);
-        assert_true(strlen(err) > 0);
-        if (strstr(err, "TOPSECRET") || strstr(u.password, "TOPSECRET"))
-            fail_msg("the password is in the error or left behind: %s", err);
-    }
-    assert_int_equal(ibex_revocation_parse_url(NULL, &u, err, sizeof(err)), IBEX_EINVAL);
 }
 
 /* ---- start ---- */
@@ -545,7 +434,7 @@ static void test_never_decreasing(void **state)
 static void test_poll_errors(void **state)
 {
     struct fx *f = *state;
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec rec;
     rec_init(&rec);
@@ -599,7 +488,7 @@ static void test_pubsub(void **state)
     struct fx *f = *state;
     char acl_url[600];
     redis_url_with(acl_url, sizeof(acl_url), "default", redis_parts.password);
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec ra, rb;
     rec_init(&ra);
@@ -670,7 +559,7 @@ static void test_bad_password(void **state)
     char u1[600], u2[600];
     redis_url_with(u1, sizeof(u1), "", "WRONG-pw-4711");
     redis_url_with(u2, sizeof(u2), "default", "WRONG-pw-4712");
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec r1, r2;
     rec_init(&r1);
@@ -708,7 +597,7 @@ static void test_redis_unreachable(void **state)
     struct fx *f = *state;
     char url[128];
     snprintf(url, sizeof(url), "redis://:UNREACH-secret@127.0.0.1:%d", tu_closed_port());
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec rec;
     rec_init(&rec);
@@ -790,7 +679,7 @@ static void test_redis_restart(void **state)
     }
     char url[128];
     snprintf(url, sizeof(url), "redis://:%s@127.0.0.1:%d", srv.password, srv.port);
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec ra, rb;
     rec_init(&ra);
@@ -841,7 +730,7 @@ static void test_redis_restart(void **state)
 static void test_stop_prompt(void **state)
 {
     struct fx *f = *state;
-    struct capture cap;
+    struct tu_capture cap;
     capture_start(&cap);
     struct rec rec;
     rec_init(&rec);
@@ -868,17 +757,10 @@ static void test_stop_prompt(void **state)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as ibex serve does; the raw hiredis client writes to sockets */
-    redis_url = getenv("IBEX_TEST_REDIS_URL");
+    redis_url = tu_redis_env(&redis_parts);
     snprintf(channel, sizeof(channel), "ibex:identity:test-%d", (int)getpid());
-    if (redis_url && *redis_url) {
-        char err[256];
-        if (ibex_revocation_parse_url(redis_url, &redis_parts, err, sizeof(err)) != 0) {
-            fprintf(stderr, "IBEX_TEST_REDIS_URL: %s\n", err);
-            return 1;
-        }
-    }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_url),
+        /* polling */
         SQLITE(test_start_errors),
         SQLITE(test_poll_sees_bump),
         PG(test_poll_sees_bump),
@@ -886,6 +768,7 @@ int main(void)
         PG(test_never_decreasing),
         SQLITE(test_poll_errors),
         PG(test_poll_errors),
+        /* Redis */
         SQLITE(test_pubsub),
         SQLITE(test_bad_password),
         SQLITE(test_redis_unreachable),

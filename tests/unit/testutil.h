@@ -4,7 +4,8 @@
  * - tu_run_until: runs a libuv loop until a flag is set or a deadline passes.
  * - tu_loop_finish: closes every handle still open on a loop, runs it dry and closes it.
  * - tu_closed_port: a loopback TCP port nothing listens on.
- * - tu_unsetenv_prefix: removes every environment variable whose name starts with a prefix. */
+ * - tu_unsetenv_prefix: removes every environment variable whose name starts with a prefix.
+ * - tu_capture_start / tu_capture_end: the process-wide log goes to a temp file meanwhile. */
 #ifndef IBEX_TESTS_UNIT_TESTUTIL_H
 #define IBEX_TESTS_UNIT_TESTUTIL_H
 
@@ -17,6 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "../../src/core/log.h"
 
 static inline json_object *tu_parse_json(const char *s, size_t len)
 {
@@ -163,6 +166,37 @@ static inline void tu_unsetenv_prefix(const char *prefix)
             return;
         unsetenv(name);
     }
+}
+
+struct tu_capture {
+    char path[64];
+    int fd;
+};
+
+/* Points the log at a temp file. Returns 0 or -1. */
+static inline int tu_capture_start(struct tu_capture *c)
+{
+    snprintf(c->path, sizeof(c->path), "/tmp/ibex-test-log-XXXXXX");
+    c->fd = mkstemp(c->path);
+    if (c->fd < 0)
+        return -1;
+    ibex_log_set_fd(c->fd);
+    return 0;
+}
+
+/* Restores stderr and returns everything logged meanwhile (free it), or NULL. */
+static inline char *tu_capture_end(struct tu_capture *c)
+{
+    ibex_log_set_fd(2);
+    off_t len = lseek(c->fd, 0, SEEK_END);
+    char *s = len >= 0 ? calloc(1, (size_t)len + 1) : NULL;
+    if (s != NULL && pread(c->fd, s, (size_t)len, 0) != len) {
+        free(s);
+        s = NULL;
+    }
+    close(c->fd);
+    unlink(c->path);
+    return s;
 }
 
 #endif
