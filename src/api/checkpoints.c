@@ -69,17 +69,13 @@ static int row_checkpoint(void *data, const struct ibex_store_value *c, size_t n
     ibex_json_put_cstr(b, "object", "checkpoint");
     ibex_json_put_str(b, "session_id", c[1].p, c[1].len);
     ibex_json_put_str(b, "trace_id", c[2].p, c[2].len);
-    ibex_json_put_col_str(b, "agent_id", &c[3]);
+    ibex_json_put_col(b, "agent_id", &c[3]);
     ibex_trace_put_facts(b, c + 10);
     put_messages(b, &c[4]);
     ibex_buf_append_cstr(b, ",\"response\":{\"role\":\"assistant\"");
-    ibex_json_put_col_str(b, "content", &c[5]);
-    ibex_json_put_key(b, "tool_calls");
-    if (c[6].type == IBEX_STORE_TEXT)
-        ibex_buf_append(b, c[6].p, c[6].len); /* a JSON array the collector wrote */
-    else
-        ibex_buf_append_cstr(b, "null");
-    ibex_json_put_col_str(b, "finish_reason", &c[7]);
+    ibex_json_put_col(b, "content", &c[5]);
+    ibex_json_put_raw_col(b, "tool_calls", &c[6]); /* a JSON array the collector wrote */
+    ibex_json_put_col(b, "finish_reason", &c[7]);
     ibex_buf_append_cstr(b, ibex_col_int(&c[8]) ? "},\"truncated\":true" : "},\"truncated\":false");
     ibex_json_put_time(b, "created_at", ibex_col_int(&c[9]));
     ibex_buf_append_cstr(b, "}");

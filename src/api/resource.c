@@ -1,9 +1,11 @@
 /* Helpers of the control plane's tenant-owned resources (tenants, agents, keys, sessions,
- * traces): the result of an operation, validation of request bodies and ids, JSON answers
- * written field by field, store rows read back, tenant-filtered lists and lookups, and the
- * audit trail. See resource.h. */
+ * traces, tasks, approvals): the result of an operation, validation of request bodies, ids and
+ * list queries, JSON answers written field by field, store rows read back, tenant-filtered
+ * lists, pages and lookups, and the audit trail. See resource.h. */
 #include "resource.h"
 
+#include <assert.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,10 +16,18 @@
 #include "../core/id.h"
 
 #define METADATA_MAX_LEN (16 * 1024)
+#define PAGE_SIZE_DEFAULT 20
+#define PAGE_SIZE_MAX 100
+#define PAGE_MAX 1000000
+#define PAGE_PARAMS_MAX 8
 
 const char *const ibex_audit_sql =
     "INSERT INTO audit_events (id, tenant_id, actor, action, target, request_id, detail, "
     "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+const char *const ibex_live_agent_sql =
+    "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2 AND disabled_at IS NULL";
+const char *const ibex_session_ref_sql = "SELECT id FROM sessions WHERE id = $1 AND tenant_id = $2";
 
 void ibex_api_result_init(struct ibex_api_result *r)
 {
@@ -147,9 +157,18 @@ void ibex_json_put_raw(struct ibex_buf *b, const char *key, const char *json)
     ibex_buf_append_cstr(b, json && json[0] ? json : "null");
 }
 
-void ibex_json_put_col_str(struct ibex_buf *b, const char *key, const struct ibex_store_value *v)
+void ibex_json_put_col(struct ibex_buf *b, const char *key, const struct ibex_store_value *v)
 {
     ibex_json_put_str(b, key, v->type == IBEX_STORE_TEXT ? v->p : NULL, v->len);
+}
+
+void ibex_json_put_raw_col(struct ibex_buf *b, const char *key, const struct ibex_store_value *v)
+{
+    ibex_json_put_key(b, key);
+    if (v->type == IBEX_STORE_TEXT && v->len > 0)
+        ibex_buf_append(b, v->p, v->len);
+    else
+        ibex_buf_append_cstr(b, "null");
 }
 
 /* ---- rows ---- */
@@ -232,16 +251,154 @@ int ibex_api_get_string(json_object *body, const char *field, bool required, siz
 /* The optional metadata object, serialised; "{}" when absent. */
 int ibex_api_get_metadata(json_object *body, const char **out, struct ibex_api_result *r)
 {
+    if (ibex_api_get_object(body, "metadata", METADATA_MAX_LEN, out, r))
+        return r->status;
+    if (*out == NULL)
+        *out = "{}";
+    return 0;
+}
+
+/* An optional object field, serialised; NULL when absent or null. */
+int ibex_api_get_object(json_object *body, const char *field, size_t max, const char **out,
+                        struct ibex_api_result *r)
+{
     json_object *v = NULL;
-    *out = "{}";
-    if (body == NULL || !json_object_object_get_ex(body, "metadata", &v) || v == NULL)
+    *out = NULL;
+    if (body == NULL || !json_object_object_get_ex(body, field, &v) || v == NULL)
         return 0;
     if (!json_object_is_type(v, json_type_object))
-        return ibex_api_invalid(r, "metadata", "must be an object");
+        return ibex_api_invalid(r, field, "must be an object");
     const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
-    if (strlen(s) > METADATA_MAX_LEN)
-        return ibex_api_invalid(r, "metadata", "is too large");
+    if (strlen(s) > max)
+        return ibex_api_invalid(r, field, "is too large");
     *out = s;
+    return 0;
+}
+
+/* One answer for every id that is not a row of the tenant: a caller must not learn whether an
+ * id exists elsewhere, nor tell a malformed id from an unknown one. */
+int ibex_api_check_ref(struct ibex_store *s, const struct ibex_actor *a, const char *field,
+                       const char *id, const char *sql, const char *what, struct ibex_api_result *r)
+{
+    bool found = false;
+    if (ibex_id_is_uuid(id, strlen(id))) {
+        struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+        int rc = ibex_store_exec(s, sql, p, 2, ibex_row_exists, &found);
+        if (rc)
+            return ibex_api_store_failed(s, r, rc);
+    }
+    if (!found) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "is not %s of this tenant", what);
+        return ibex_api_invalid(r, field, msg);
+    }
+    return 0;
+}
+
+/* ---- list queries ---- */
+
+static int parse_int(struct ibex_str v, int64_t lo, int64_t hi, int64_t *out)
+{
+    int64_t n = 0;
+    if (v.len == 0 || v.len > 9)
+        return -1;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return -1;
+        n = n * 10 + (v.p[i] - '0');
+    }
+    if (n < lo || n > hi)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+int ibex_api_query_parse(struct ibex_str query, int64_t *page, int64_t *page_size,
+                         ibex_api_query_fn fn, void *data, struct ibex_api_result *r)
+{
+    *page = 1;
+    *page_size = PAGE_SIZE_DEFAULT;
+    const char *p = query.p, *end = query.p + query.len;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        struct ibex_str k = {p, (size_t)((eq ? eq : stop) - p)};
+        struct ibex_str v = {eq ? eq + 1 : stop, eq ? (size_t)(stop - eq - 1) : 0};
+        if (ibex_str_eq_cstr(k, "page")) {
+            if (parse_int(v, 1, PAGE_MAX, page))
+                return ibex_api_invalid(r, "page", "must be a whole number from 1");
+        } else if (ibex_str_eq_cstr(k, "page_size")) {
+            if (parse_int(v, 1, PAGE_SIZE_MAX, page_size))
+                return ibex_api_invalid(r, "page_size", "must be 1 to 100");
+        } else if (fn && fn(data, k, v, r)) {
+            return r->status;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return 0;
+}
+
+int ibex_api_query_enum(struct ibex_str value, const char *field, const char *const *names,
+                        size_t n, char *out, size_t outlen, const char *message,
+                        struct ibex_api_result *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ibex_str_eq_cstr(value, names[i]) && value.len < outlen) {
+            memcpy(out, value.p, value.len);
+            out[value.len] = '\0';
+            return 0;
+        }
+    }
+    return ibex_api_invalid(r, field, message);
+}
+
+int ibex_api_query_uuid(struct ibex_str value, const char *field, char *out,
+                        struct ibex_api_result *r)
+{
+    if (!ibex_id_is_uuid(value.p, value.len))
+        return ibex_api_invalid(r, field, "must be a UUID");
+    for (size_t i = 0; i < value.len; i++)
+        out[i] = (char)tolower((unsigned char)value.p[i]);
+    out[value.len] = '\0';
+    return 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int ibex_api_query_text(struct ibex_str value, const char *field, size_t max, char *out,
+                        struct ibex_api_result *r)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < value.len; i++) {
+        char c = value.p[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            if (i + 2 >= value.len || hexval(value.p[i + 1]) < 0 || hexval(value.p[i + 2]) < 0)
+                return ibex_api_invalid(r, field, "has a malformed percent escape");
+            c = (char)(hexval(value.p[i + 1]) * 16 + hexval(value.p[i + 2]));
+            i += 2;
+        }
+        if (o == max)
+            return ibex_api_invalid(r, field, "is too long");
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    if (o == 0)
+        return ibex_api_invalid(r, field, "must not be empty");
+    /* a NUL or another control character is refused by the first test */
+    if (ibex_json_text_invalid_at(out, o) != o || strpbrk(out, "\t\r\n"))
+        return ibex_api_invalid(r, field, "must be UTF-8 text without control characters");
     return 0;
 }
 
@@ -307,6 +464,38 @@ int ibex_api_tenant_rows(struct ibex_store *s, const struct ibex_actor *a, const
     if (rc)
         return ibex_api_store_failed(s, r, rc);
     ibex_api_list_close(&l);
+    return ibex_api_ok(r, 200);
+}
+
+/* A page of a list: the total, then the rows of the page. */
+int ibex_api_page_rows(struct ibex_store *s, const char *cols, const char *from_where,
+                       const char *order, const struct ibex_store_value *params, size_t nparams,
+                       int64_t page, int64_t page_size, const char *key, ibex_store_row_fn row,
+                       struct ibex_buf *out, struct ibex_api_result *r)
+{
+    struct ibex_store_value p[PAGE_PARAMS_MAX + 2];
+    assert(nparams <= PAGE_PARAMS_MAX);
+    memcpy(p, params, nparams * sizeof(*p));
+    p[nparams] = ibex_store_int(page_size);
+    p[nparams + 1] = ibex_store_int((page - 1) * page_size);
+    struct ibex_buf sql;
+    ibex_buf_init(&sql);
+    int64_t total = 0;
+    ibex_buf_appendf(&sql, "SELECT count(*)%s", from_where);
+    int rc = ibex_store_exec(s, sql.p, p, nparams, ibex_row_int64, &total);
+    if (rc == 0) {
+        ibex_buf_appendf(out, "{\"object\":\"list\",\"%s\":[", key);
+        struct ibex_api_list l = {out, 0};
+        ibex_buf_reset(&sql);
+        ibex_buf_appendf(&sql, "SELECT %s%s ORDER BY %s LIMIT $%zu OFFSET $%zu", cols, from_where,
+                         order, nparams + 1, nparams + 2);
+        rc = ibex_store_exec(s, sql.p, p, nparams + 2, row, &l);
+    }
+    ibex_buf_dispose(&sql);
+    if (rc)
+        return ibex_api_store_failed(s, r, rc);
+    ibex_buf_appendf(out, "],\"total\":%lld,\"page\":%lld,\"page_size\":%lld}", (long long)total,
+                     (long long)page, (long long)page_size);
     return ibex_api_ok(r, 200);
 }
 

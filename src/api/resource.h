@@ -1,6 +1,6 @@
 /* Helpers of the control plane's tenant-owned resources, shared by identity (auth/identity.c)
- * and the session and trace APIs: every operation acts for an actor, filters by the actor's
- * tenant, answers JSON written field by field, and reports an ibex_api_result. An id of
+ * and the session, trace, task and approval APIs: every operation acts for an actor, filters by the
+ * actor's tenant, answers JSON written field by field, and reports an ibex_api_result. An id of
  * another tenant gets the answer an unknown id gets; the attempt goes to the operator's audit
  * trail (tenant_id NULL), never the caller's.
  *
@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../core/buf.h"
+#include "../core/str.h"
 #include "../store/store.h"
 
 struct ibex_actor {
@@ -58,6 +59,39 @@ int ibex_api_get_string(json_object *body, const char *field, bool required, siz
                         const char **out, struct ibex_api_result *r);
 /* The optional "metadata" object serialised ("{}" when absent), at most 16 KiB. */
 int ibex_api_get_metadata(json_object *body, const char **out, struct ibex_api_result *r);
+/* An optional object field serialised, at most max bytes; *out NULL when absent or null. The
+ * text lives as long as body. */
+int ibex_api_get_object(json_object *body, const char *field, size_t max, const char **out,
+                        struct ibex_api_result *r);
+/* A reference in a body to a row of the actor's tenant: 0 when sql ($1 = id, $2 = tenant id)
+ * finds a row, else the 400 "<field> is not <what> of this tenant", the same answer for a
+ * malformed, unknown or foreign id (nothing tells them apart). */
+int ibex_api_check_ref(struct ibex_store *s, const struct ibex_actor *a, const char *field,
+                       const char *id, const char *sql, const char *what,
+                       struct ibex_api_result *r);
+
+/* For ibex_api_check_ref: a live (not revoked) agent, and a session, of the tenant. */
+extern const char *const ibex_live_agent_sql;
+extern const char *const ibex_session_ref_sql;
+
+/* List queries (no I/O: on the loop). ibex_api_query_parse reads ?page= (1-1000000, default 1)
+ * and ?page_size= (1-100, default 20) and hands every other key=value, raw, to fn (may be
+ * NULL); a repeated parameter: the last one wins. Each returns 0, or the 400 set in r. */
+typedef int (*ibex_api_query_fn)(void *data, struct ibex_str key, struct ibex_str value,
+                                 struct ibex_api_result *r);
+int ibex_api_query_parse(struct ibex_str query, int64_t *page, int64_t *page_size,
+                         ibex_api_query_fn fn, void *data, struct ibex_api_result *r);
+/* value must be one of names[0..n); copied to out (outlen bytes). message explains a refusal. */
+int ibex_api_query_enum(struct ibex_str value, const char *field, const char *const *names,
+                        size_t n, char *out, size_t outlen, const char *message,
+                        struct ibex_api_result *r);
+/* A UUID, copied in lowercase (ids are stored so) to out (IBEX_UUID_LEN + 1 bytes). */
+int ibex_api_query_uuid(struct ibex_str value, const char *field, char *out,
+                        struct ibex_api_result *r);
+/* Text of 1 to max bytes after percent-decoding ('+' is a space), valid UTF-8 without control
+ * characters, copied to out (max + 1 bytes). */
+int ibex_api_query_text(struct ibex_str value, const char *field, size_t max, char *out,
+                        struct ibex_api_result *r);
 
 /* JSON answers: ,"key":value inside an object being written (no comma after '{'). */
 void ibex_json_put_key(struct ibex_buf *b, const char *key);
@@ -66,8 +100,10 @@ void ibex_json_put_str(struct ibex_buf *b, const char *key, const char *v,
 void ibex_json_put_cstr(struct ibex_buf *b, const char *key, const char *v);
 void ibex_json_put_time(struct ibex_buf *b, const char *key, int64_t ms); /* seconds; 0: null */
 void ibex_json_put_raw(struct ibex_buf *b, const char *key, const char *json); /* NULL/"": null */
-/* A text column as a JSON string, null for NULL. */
-void ibex_json_put_col_str(struct ibex_buf *b, const char *key, const struct ibex_store_value *v);
+/* A text column: as a JSON string (ibex_json_put_col), or as JSON text stored by this module
+ * (ibex_json_put_raw_col); SQL NULL is null. */
+void ibex_json_put_col(struct ibex_buf *b, const char *key, const struct ibex_store_value *v);
+void ibex_json_put_raw_col(struct ibex_buf *b, const char *key, const struct ibex_store_value *v);
 
 /* Rows read back. */
 void ibex_col_text(const struct ibex_store_value *v, char *out, size_t n); /* "" for NULL */
@@ -90,6 +126,14 @@ void ibex_api_list_close(struct ibex_api_list *l);
 int ibex_api_tenant_rows(struct ibex_store *s, const struct ibex_actor *a, const char *sql,
                          ibex_store_row_fn row, int64_t limit, struct ibex_buf *out,
                          struct ibex_api_result *r);
+/* One page of a list: {"object":"list","<key>":[...],"total":N,"page":P,"page_size":S}. The
+ * statements are "SELECT count(*)<from_where>" and "SELECT <cols><from_where> ORDER BY <order>
+ * LIMIT .. OFFSET ..", with params[0..nparams) (at most 8) for the placeholders of from_where;
+ * row writes each row (data is the struct ibex_api_list). */
+int ibex_api_page_rows(struct ibex_store *s, const char *cols, const char *from_where,
+                       const char *order, const struct ibex_store_value *params, size_t nparams,
+                       int64_t page, int64_t page_size, const char *key, ibex_store_row_fn row,
+                       struct ibex_buf *out, struct ibex_api_result *r);
 /* One object of the actor's tenant written by fetch, or the 404 of its kind. */
 typedef int (*ibex_api_fetch_fn)(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                                  struct ibex_buf *out, size_t *found);

@@ -1,5 +1,6 @@
 /* The control-plane API over HTTP: /v1/tenants, /v1/agents, /v1/keys, /v1/audit
- * (docs/identity.md), /v1/sessions and /v1/traces/{id} (docs/sessions.md). Every operation is
+ * (docs/identity.md), /v1/sessions and /v1/traces/{id} (docs/sessions.md), /v1/tasks and
+ * /v1/approvals (docs/tasks.md). Every operation is
  * one row of `endpoints`: its route, method, path shape, scope and the store function it runs.
  * A request is authenticated and scope-checked on the loop, its body parsed there, and the store
  * work runs on the store pool; the answer is sent from the job's completion. A change that moved
@@ -15,8 +16,10 @@
 #include "../gateway/gateway.h"
 #include "../telemetry/trace.h"
 #include "../gateway/idempotent.h"
+#include "approvals.h"
 #include "checkpoints.h"
 #include "sessions.h"
+#include "tasks.h"
 
 #define LIST_LIMIT_DEFAULT 100
 #define LIST_LIMIT_MAX 1000
@@ -27,18 +30,26 @@ typedef void (*run_fn)(struct admin *a, struct ibex_store *s);
 
 /* Where below the collection's prefix an operation lives. */
 enum shape {
-    COLLECTION,  /* /v1/things */
-    ITEM,        /* /v1/things/{id} */
-    ITEM_ACTION, /* /v1/things/{id}/action */
+    COLLECTION,        /* /v1/things */
+    COLLECTION_ACTION, /* /v1/things/action */
+    ITEM,              /* /v1/things/{id} */
+    ITEM_ACTION,       /* /v1/things/{id}/action */
+};
+
+/* What an operation takes as its body. */
+enum body {
+    NO_BODY,
+    BODY,          /* a JSON object, required */
+    OPTIONAL_BODY, /* a JSON object, or nothing at all */
 };
 
 struct endpoint {
     enum ibex_route route;
     const char *method;
     enum shape shape;
-    const char *action; /* ITEM_ACTION only */
-    bool body;          /* a JSON object body is parsed (and required) */
-    bool idempotent;    /* honours Idempotency-Key (gateway/idempotent.h) */
+    const char *action; /* *_ACTION only */
+    enum body body;
+    bool idempotent; /* honours Idempotency-Key (gateway/idempotent.h) */
     uint32_t scope;
     run_fn run;
 };
@@ -187,6 +198,50 @@ static void session_update(struct admin *a, struct ibex_store *s)
 {
     ibex_session_update(s, &a->actor, a->id, a->body, &a->out, &a->result);
 }
+static void task_create(struct admin *a, struct ibex_store *s)
+{
+    ibex_task_create(s, &a->actor, a->body, &a->out, &a->result);
+}
+static void task_list(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_task_query q;
+    if (ibex_task_query_parse(a->query, &q, &a->result) == 0)
+        ibex_task_list(s, &a->actor, &q, &a->out, &a->result);
+}
+static void task_route(struct admin *a, struct ibex_store *s)
+{
+    ibex_task_route(s, &a->actor, a->body, &a->out, &a->result);
+}
+static void task_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_task_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void task_update(struct admin *a, struct ibex_store *s)
+{
+    ibex_task_update(s, &a->actor, a->id, a->body, &a->out, &a->result);
+}
+static void approval_request(struct admin *a, struct ibex_store *s)
+{
+    ibex_approval_request(s, &a->actor, a->body, &a->out, &a->result);
+}
+static void approval_list(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_approval_query q;
+    if (ibex_approval_query_parse(a->query, &q, &a->result) == 0)
+        ibex_approval_list(s, &a->actor, &q, &a->out, &a->result);
+}
+static void approval_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_approval_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void approval_approve(struct admin *a, struct ibex_store *s)
+{
+    ibex_approval_approve(s, &a->actor, a->id, a->body, &a->out, &a->result);
+}
+static void approval_reject(struct admin *a, struct ibex_store *s)
+{
+    ibex_approval_reject(s, &a->actor, a->id, a->body, &a->out, &a->result);
+}
 static void checkpoint_list(struct admin *a, struct ibex_store *s)
 {
     struct ibex_session_query q;
@@ -198,28 +253,41 @@ static void checkpoint_list(struct admin *a, struct ibex_store *s)
 #define KEYS IBEX_SCOPE_KEYS_ADMIN
 #define S_READ IBEX_SCOPE_SESSIONS_READ
 #define S_WRITE IBEX_SCOPE_SESSIONS_WRITE
+#define DECIDE IBEX_SCOPE_APPROVALS_DECIDE
 
 static const struct endpoint endpoints[] = {
-    {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, true, false, ADMIN, tenant_create},
-    {IBEX_ROUTE_TENANTS, "GET", COLLECTION, NULL, false, false, ADMIN, tenant_list},
-    {IBEX_ROUTE_TENANTS, "GET", ITEM, NULL, false, false, ADMIN, tenant_get},
-    {IBEX_ROUTE_TENANTS, "POST", ITEM_ACTION, "revoke", false, false, ADMIN, tenant_revoke},
-    {IBEX_ROUTE_AGENTS, "POST", COLLECTION, NULL, true, false, KEYS, agent_create},
-    {IBEX_ROUTE_AGENTS, "GET", COLLECTION, NULL, false, false, KEYS, agent_list},
-    {IBEX_ROUTE_AGENTS, "GET", ITEM, NULL, false, false, KEYS, agent_get},
-    {IBEX_ROUTE_AGENTS, "PATCH", ITEM, NULL, true, false, KEYS, agent_update},
-    {IBEX_ROUTE_AGENTS, "POST", ITEM_ACTION, "revoke", false, false, KEYS, agent_revoke},
-    {IBEX_ROUTE_KEYS, "POST", COLLECTION, NULL, true, false, KEYS, key_create},
-    {IBEX_ROUTE_KEYS, "GET", COLLECTION, NULL, false, false, KEYS, key_list},
-    {IBEX_ROUTE_KEYS, "GET", ITEM, NULL, false, false, KEYS, key_get},
-    {IBEX_ROUTE_KEYS, "POST", ITEM_ACTION, "revoke", false, false, KEYS, key_revoke},
-    {IBEX_ROUTE_AUDIT, "GET", COLLECTION, NULL, false, false, ADMIN, audit_list},
-    {IBEX_ROUTE_TRACES, "GET", ITEM, NULL, false, false, IBEX_SCOPE_TRACES_READ, trace_get},
-    {IBEX_ROUTE_SESSIONS, "POST", COLLECTION, NULL, true, true, S_WRITE, session_create},
-    {IBEX_ROUTE_SESSIONS, "GET", COLLECTION, NULL, false, false, S_READ, session_list},
-    {IBEX_ROUTE_SESSIONS, "GET", ITEM, NULL, false, false, S_READ, session_get},
-    {IBEX_ROUTE_SESSIONS, "PUT", ITEM, NULL, true, false, S_WRITE, session_update},
-    {IBEX_ROUTE_SESSIONS, "GET", ITEM_ACTION, "checkpoints", false, false, S_READ, checkpoint_list},
+    {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, BODY, false, ADMIN, tenant_create},
+    {IBEX_ROUTE_TENANTS, "GET", COLLECTION, NULL, NO_BODY, false, ADMIN, tenant_list},
+    {IBEX_ROUTE_TENANTS, "GET", ITEM, NULL, NO_BODY, false, ADMIN, tenant_get},
+    {IBEX_ROUTE_TENANTS, "POST", ITEM_ACTION, "revoke", NO_BODY, false, ADMIN, tenant_revoke},
+    {IBEX_ROUTE_AGENTS, "POST", COLLECTION, NULL, BODY, false, KEYS, agent_create},
+    {IBEX_ROUTE_AGENTS, "GET", COLLECTION, NULL, NO_BODY, false, KEYS, agent_list},
+    {IBEX_ROUTE_AGENTS, "GET", ITEM, NULL, NO_BODY, false, KEYS, agent_get},
+    {IBEX_ROUTE_AGENTS, "PATCH", ITEM, NULL, BODY, false, KEYS, agent_update},
+    {IBEX_ROUTE_AGENTS, "POST", ITEM_ACTION, "revoke", NO_BODY, false, KEYS, agent_revoke},
+    {IBEX_ROUTE_KEYS, "POST", COLLECTION, NULL, BODY, false, KEYS, key_create},
+    {IBEX_ROUTE_KEYS, "GET", COLLECTION, NULL, NO_BODY, false, KEYS, key_list},
+    {IBEX_ROUTE_KEYS, "GET", ITEM, NULL, NO_BODY, false, KEYS, key_get},
+    {IBEX_ROUTE_KEYS, "POST", ITEM_ACTION, "revoke", NO_BODY, false, KEYS, key_revoke},
+    {IBEX_ROUTE_AUDIT, "GET", COLLECTION, NULL, NO_BODY, false, ADMIN, audit_list},
+    {IBEX_ROUTE_TRACES, "GET", ITEM, NULL, NO_BODY, false, IBEX_SCOPE_TRACES_READ, trace_get},
+    {IBEX_ROUTE_SESSIONS, "POST", COLLECTION, NULL, BODY, true, S_WRITE, session_create},
+    {IBEX_ROUTE_SESSIONS, "GET", COLLECTION, NULL, NO_BODY, false, S_READ, session_list},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM, NULL, NO_BODY, false, S_READ, session_get},
+    {IBEX_ROUTE_SESSIONS, "PUT", ITEM, NULL, BODY, false, S_WRITE, session_update},
+    {IBEX_ROUTE_SESSIONS, "GET", ITEM_ACTION, "checkpoints", NO_BODY, false, S_READ,
+     checkpoint_list},
+    {IBEX_ROUTE_TASKS, "POST", COLLECTION, NULL, BODY, true, S_WRITE, task_create},
+    {IBEX_ROUTE_TASKS, "GET", COLLECTION, NULL, NO_BODY, false, S_READ, task_list},
+    {IBEX_ROUTE_TASKS, "POST", COLLECTION_ACTION, "route", BODY, false, S_WRITE, task_route},
+    {IBEX_ROUTE_TASKS, "GET", ITEM, NULL, NO_BODY, false, S_READ, task_get},
+    {IBEX_ROUTE_TASKS, "PUT", ITEM, NULL, BODY, false, S_WRITE, task_update},
+    {IBEX_ROUTE_APPROVALS, "POST", COLLECTION, NULL, BODY, false, S_WRITE, approval_request},
+    {IBEX_ROUTE_APPROVALS, "GET", COLLECTION, NULL, NO_BODY, false, S_READ, approval_list},
+    {IBEX_ROUTE_APPROVALS, "GET", ITEM, NULL, NO_BODY, false, S_READ, approval_get},
+    {IBEX_ROUTE_APPROVALS, "POST", ITEM_ACTION, "approve", OPTIONAL_BODY, false, DECIDE,
+     approval_approve},
+    {IBEX_ROUTE_APPROVALS, "POST", ITEM_ACTION, "reject", BODY, false, DECIDE, approval_reject},
 };
 
 /* ---- the store work (a pool thread) ---- */
@@ -288,7 +356,7 @@ static void authorized(struct ibex_worker *w, struct ibex_req *req, const struct
 
     if (a->endpoint->idempotent && ibex_idem_request_init(&a->idem, req, &a->info.code) != 0)
         return;
-    if (a->endpoint->body) {
+    if (a->endpoint->body == BODY || (a->endpoint->body == OPTIONAL_BODY && req->body.len)) {
         char msg[160];
         if (ibex_json_parse(req->body.p, req->body.len, &a->body, msg, sizeof(msg)) != 0) {
             admin_error(a, 400, "INVALID_JSON", msg, NULL, NULL, NULL);
@@ -350,11 +418,23 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
     /* The operations at this path, and among them the one of this method. */
     char allow[80] = "Allow: ";
     bool any = false;
-    if (parse_path(rest, &shape, &id, &action) == 0) {
+    int parsed = parse_path(rest, &shape, &id, &action);
+    /* /v1/things/word is an action on the collection when one is named so, else an item */
+    for (size_t i = 0; parsed == 0 && shape == ITEM && i < sizeof(endpoints) / sizeof(endpoints[0]);
+         i++) {
+        if (endpoints[i].route == route && endpoints[i].shape == COLLECTION_ACTION &&
+            ibex_str_eq_cstr(id, endpoints[i].action)) {
+            shape = COLLECTION_ACTION;
+            action = id;
+            id = (struct ibex_str){NULL, 0};
+        }
+    }
+    if (parsed == 0) {
         for (size_t i = 0; i < sizeof(endpoints) / sizeof(endpoints[0]); i++) {
             const struct endpoint *e = &endpoints[i];
             if (e->route != route || e->shape != shape ||
-                (shape == ITEM_ACTION && !ibex_str_eq_cstr(action, e->action)))
+                ((shape == ITEM_ACTION || shape == COLLECTION_ACTION) &&
+                 !ibex_str_eq_cstr(action, e->action)))
                 continue;
             if (ibex_str_eq_cstr(req->method, e->method))
                 a->endpoint = e;

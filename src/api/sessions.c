@@ -4,7 +4,6 @@
  * both leave the same state. */
 #include "sessions.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +12,6 @@
 #include "../core/id.h"
 
 #define ROLE_MAX_LEN 200
-#define PAGE_SIZE_DEFAULT 20
-#define PAGE_SIZE_MAX 100
 
 static const char *const states[] = {"pending", "active", "completed", "failed", "cancelled"};
 
@@ -38,19 +35,15 @@ static bool allowed(const char *from, const char *to)
 
 /* ---- query ---- */
 
-static int parse_int(struct ibex_str v, int64_t lo, int64_t hi, int64_t *out)
+static int session_param(void *data, struct ibex_str k, struct ibex_str v,
+                         struct ibex_api_result *r)
 {
-    int64_t n = 0;
-    if (v.len == 0 || v.len > 9)
-        return -1;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9')
-            return -1;
-        n = n * 10 + (v.p[i] - '0');
-    }
-    if (n < lo || n > hi)
-        return -1;
-    *out = n;
+    struct ibex_session_query *q = data;
+    if (ibex_str_eq_cstr(k, "state"))
+        return ibex_api_query_enum(v, "state", states, sizeof(states) / sizeof(states[0]), q->state,
+                                   sizeof(q->state), "is not a session state", r);
+    if (ibex_str_eq_cstr(k, "agent_id"))
+        return ibex_api_query_uuid(v, "agent_id", q->agent_id, r);
     return 0;
 }
 
@@ -58,37 +51,7 @@ int ibex_session_query_parse(struct ibex_str query, struct ibex_session_query *q
                              struct ibex_api_result *r)
 {
     memset(q, 0, sizeof(*q));
-    q->page = 1;
-    q->page_size = PAGE_SIZE_DEFAULT;
-    const char *p = query.p, *end = query.p + query.len;
-    while (p && p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        const char *eq = memchr(p, '=', (size_t)(stop - p));
-        struct ibex_str k = {p, (size_t)((eq ? eq : stop) - p)};
-        struct ibex_str v = {eq ? eq + 1 : stop, eq ? (size_t)(stop - eq - 1) : 0};
-        if (ibex_str_eq_cstr(k, "page")) {
-            if (parse_int(v, 1, 1000000, &q->page))
-                return ibex_api_invalid(r, "page", "must be a whole number from 1");
-        } else if (ibex_str_eq_cstr(k, "page_size")) {
-            if (parse_int(v, 1, PAGE_SIZE_MAX, &q->page_size))
-                return ibex_api_invalid(r, "page_size", "must be 1 to 100");
-        } else if (ibex_str_eq_cstr(k, "state")) {
-            if (v.len >= sizeof(q->state))
-                return ibex_api_invalid(r, "state", "is not a session state");
-            memset(q->state, 0, sizeof(q->state)); /* a repeated parameter: the last one wins */
-            memcpy(q->state, v.p, v.len);
-            if (!known_state(q->state))
-                return ibex_api_invalid(r, "state", "is not a session state");
-        } else if (ibex_str_eq_cstr(k, "agent_id")) {
-            if (!ibex_id_is_uuid(v.p, v.len))
-                return ibex_api_invalid(r, "agent_id", "must be a UUID");
-            for (size_t i = 0; i < v.len; i++) /* ids are stored in lowercase */
-                q->agent_id[i] = (char)tolower((unsigned char)v.p[i]);
-        }
-        p = amp ? amp + 1 : NULL;
-    }
-    return 0;
+    return ibex_api_query_parse(query, &q->page, &q->page_size, session_param, q, r);
 }
 
 /* ---- rows ---- */
@@ -104,7 +67,7 @@ static int row_session(void *data, const struct ibex_store_value *c, size_t ncol
     ibex_json_put_str(b, "session_id", c[0].p, c[0].len);
     ibex_json_put_cstr(b, "object", "session");
     ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
-    ibex_json_put_col_str(b, "agent_id", &c[2]);
+    ibex_json_put_col(b, "agent_id", &c[2]);
     ibex_json_put_str(b, "agent_role", c[3].p, c[3].len);
     ibex_json_put_str(b, "state", c[4].p, c[4].len);
     char *meta = ibex_col_dup(&c[5]);
@@ -140,20 +103,9 @@ int ibex_session_create(struct ibex_store *s, const struct ibex_actor *a, json_o
         ibex_api_get_string(body, "agent_id", false, 64, &agent_id, r) ||
         ibex_api_get_metadata(body, &meta, r))
         return r->status;
-    if (agent_id) {
-        bool found = false;
-        struct ibex_store_value p[] = {ibex_store_text(agent_id), ibex_store_text(a->tenant_id)};
-        int rc = ibex_id_is_uuid(agent_id, strlen(agent_id))
-                     ? ibex_store_exec(s,
-                                       "SELECT id FROM agents WHERE id = $1 AND tenant_id = $2 "
-                                       "AND disabled_at IS NULL",
-                                       p, 2, ibex_row_exists, &found)
-                     : 0;
-        if (rc)
-            return ibex_api_store_failed(s, r, rc);
-        if (!found) /* the same answer for a malformed, unknown or foreign agent */
-            return ibex_api_invalid(r, "agent_id", "is not an agent of this tenant");
-    }
+    if (agent_id &&
+        ibex_api_check_ref(s, a, "agent_id", agent_id, ibex_live_agent_sql, "an agent", r))
+        return r->status;
     int64_t now = (int64_t)ibex_clock_wall_ms();
     char id[IBEX_UUID_LEN + 1];
     ibex_id_uuid7((uint64_t)now, id);
@@ -249,26 +201,13 @@ int ibex_session_list(struct ibex_store *s, const struct ibex_actor *a,
     if (ibex_api_need_tenant(a, r))
         return r->status;
     /* "" matches every state / agent: one statement for every combination of filters */
-    const char *where = " FROM sessions WHERE tenant_id = $1 AND ($2 = '' OR state = $2) AND "
-                        "($3 = '' OR agent_id = $3)";
     struct ibex_store_value p[] = {ibex_store_text(a->tenant_id), ibex_store_text(q->state),
-                                   ibex_store_text(q->agent_id), ibex_store_int(q->page_size),
-                                   ibex_store_int((q->page - 1) * q->page_size)};
-    char sql[400];
-    int64_t total = 0;
-    snprintf(sql, sizeof(sql), "SELECT count(*)%s", where);
-    int rc = ibex_store_exec(s, sql, p, 3, ibex_row_int64, &total);
-    if (rc)
-        return ibex_api_store_failed(s, r, rc);
-    ibex_buf_append_cstr(out, "{\"object\":\"list\",\"sessions\":[");
-    struct ibex_api_list l = {out, 0};
-    snprintf(sql, sizeof(sql),
-             "SELECT " SESSION_COLS "%s ORDER BY created_at DESC, id LIMIT $4 OFFSET $5", where);
-    if ((rc = ibex_store_exec(s, sql, p, 5, row_session, &l)) != 0)
-        return ibex_api_store_failed(s, r, rc);
-    ibex_buf_appendf(out, "],\"total\":%lld,\"page\":%lld,\"page_size\":%lld}", (long long)total,
-                     (long long)q->page, (long long)q->page_size);
-    return ibex_api_ok(r, 200);
+                                   ibex_store_text(q->agent_id)};
+    return ibex_api_page_rows(s, SESSION_COLS,
+                              " FROM sessions WHERE tenant_id = $1 AND ($2 = '' OR state = $2) "
+                              "AND ($3 = '' OR agent_id = $3)",
+                              "created_at DESC, id", p, 3, q->page, q->page_size, "sessions",
+                              row_session, out, r);
 }
 
 /* ---- chat turns ---- */

@@ -19,6 +19,7 @@
 
 #define NAME_MAX_LEN 200
 #define DIRECTIVE_MAX_LEN (32 * 1024)
+#define ROLE_MAX_LEN 200
 
 static const char bump_epoch_sql[] = "UPDATE identity_epoch SET epoch = epoch + 1 WHERE id = 1";
 static const char read_epoch_sql[] = "SELECT epoch FROM identity_epoch WHERE id = 1";
@@ -229,7 +230,8 @@ int ibex_tenant_revoke(struct ibex_store *s, const struct ibex_actor *a, const c
 
 /* ---- agents ---- */
 
-#define AGENT_COLS "id, tenant_id, name, directive, metadata, created_at, updated_at, disabled_at"
+#define AGENT_COLS                                                                                 \
+    "id, tenant_id, name, directive, metadata, created_at, updated_at, disabled_at, role"
 
 static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
 {
@@ -242,6 +244,7 @@ static int row_agent(void *data, const struct ibex_store_value *c, size_t ncols)
     ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
     ibex_json_put_str(b, "name", c[2].p, c[2].len);
     ibex_json_put_str(b, "directive", c[3].p ? c[3].p : "", c[3].len);
+    ibex_json_put_str(b, "role", c[8].type == IBEX_STORE_TEXT ? c[8].p : NULL, c[8].len);
     char *meta = ibex_col_dup(&c[4]);
     ibex_json_put_raw(b, "metadata", meta);
     free(meta);
@@ -267,12 +270,15 @@ static int agent_object(struct ibex_store *s, const struct ibex_actor *a, const 
 int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_object *body,
                       const char *pinned, struct ibex_buf *out, struct ibex_api_result *r)
 {
-    const char *name, *directive, *meta;
+    const char *name, *directive, *role, *meta;
     if (ibex_api_need_tenant(a, r) || ibex_api_check_body(body, r) ||
         ibex_api_get_string(body, "name", true, NAME_MAX_LEN, &name, r) ||
         ibex_api_get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
+        ibex_api_get_string(body, "role", false, ROLE_MAX_LEN, &role, r) ||
         ibex_api_get_metadata(body, &meta, r))
         return r->status;
+    if (role && role[0] == '\0')
+        return ibex_api_invalid(r, "role", "must not be empty (leave it out for no role)");
     char id[IBEX_ID_LEN + 1];
     if (pinned)
         snprintf(id, sizeof(id), "%s", pinned);
@@ -282,7 +288,8 @@ int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_obj
     struct ibex_store_value p[] = {
         ibex_store_text(id),   ibex_store_text(a->tenant_id),
         ibex_store_text(name), ibex_store_text(directive ? directive : ""),
-        ibex_store_text(meta), ibex_store_int(now)};
+        ibex_store_text(meta), ibex_store_int(now),
+        ibex_store_text(role)};
     struct ibex_buf detail;
     ibex_buf_init(&detail);
     name_detail(&detail, name);
@@ -290,8 +297,8 @@ int ibex_agent_create(struct ibex_store *s, const struct ibex_actor *a, json_obj
     if (rc == 0)
         rc = ibex_store_exec(s,
                              "INSERT INTO agents (id, tenant_id, name, directive, metadata, "
-                             "created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                             p, 6, NULL, NULL);
+                             "created_at, role) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                             p, 7, NULL, NULL);
     if (rc == 0)
         rc = ibex_audit(s, a, a->tenant_id, "agent.created", id, detail.p);
     ibex_buf_dispose(&detail);
@@ -367,10 +374,11 @@ static const struct kind agent_kind = {"agents", "agent", "AGENT_NOT_FOUND", age
 int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                       json_object *body, struct ibex_buf *out, struct ibex_api_result *r)
 {
-    const char *name, *directive, *meta = NULL;
+    const char *name, *directive, *role, *meta = NULL;
     if (ibex_api_need_tenant(a, r) || ibex_api_check_id(id, r) || ibex_api_check_body(body, r) ||
         ibex_api_get_string(body, "name", false, NAME_MAX_LEN, &name, r) ||
-        ibex_api_get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r))
+        ibex_api_get_string(body, "directive", false, DIRECTIVE_MAX_LEN, &directive, r) ||
+        ibex_api_get_string(body, "role", false, ROLE_MAX_LEN, &role, r))
         return r->status;
     json_object *m = NULL;
     if (body && json_object_object_get_ex(body, "metadata", &m) &&
@@ -378,18 +386,24 @@ int ibex_agent_update(struct ibex_store *s, const struct ibex_actor *a, const ch
         return r->status;
     if (name && name[0] == '\0')
         return ibex_api_invalid(r, "name", "must not be empty");
-    if (!name && !directive && !meta)
+    if (role && role[0] == '\0')
+        return ibex_api_invalid(r, "role", "must not be empty (null removes the role)");
+    /* "role": null removes the role, so presence is not the same as a value */
+    bool set_role = body && json_object_object_get_ex(body, "role", NULL);
+    if (!name && !directive && !meta && !set_role)
         return ibex_api_fail(r, 400, "VALIDATION_ERROR", NULL,
-                             "nothing to update: give name, directive or metadata");
+                             "nothing to update: give name, directive, role or metadata");
     /* COALESCE keeps what the body does not name. */
-    struct ibex_store_value p[] = {ibex_store_text(name), ibex_store_text(directive),
-                                   ibex_store_text(meta), ibex_store_int(ibex_clock_wall_ms()),
-                                   ibex_store_text(id),   ibex_store_text(a->tenant_id)};
+    struct ibex_store_value p[] = {ibex_store_text(name),    ibex_store_text(directive),
+                                   ibex_store_text(meta),    ibex_store_int(ibex_clock_wall_ms()),
+                                   ibex_store_text(id),      ibex_store_text(a->tenant_id),
+                                   ibex_store_int(set_role), ibex_store_text(role)};
     return tenant_object_change(s, a, &agent_kind, id,
                                 "UPDATE agents SET name = COALESCE($1, name), directive = "
                                 "COALESCE($2, directive), metadata = COALESCE($3, metadata), "
-                                "updated_at = $4 WHERE id = $5 AND tenant_id = $6",
-                                p, 6, "agent.updated", out, r);
+                                "role = CASE WHEN $7 = 1 THEN $8 ELSE role END, updated_at = $4 "
+                                "WHERE id = $5 AND tenant_id = $6",
+                                p, 8, "agent.updated", out, r);
 }
 
 int ibex_agent_revoke(struct ibex_store *s, const struct ibex_actor *a, const char *id,
@@ -520,16 +534,16 @@ static int get_scopes(json_object *body, const struct ibex_actor *a, struct ibex
             return ibex_api_invalid(
                 r, "scopes",
                 "unknown scope (chat, sessions:read, sessions:write, traces:read, "
-                "keys:admin, credentials:admin, admin)");
+                "keys:admin, credentials:admin, admin, approvals:decide)");
         wanted |= bit;
     }
-    for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1)
+    for (uint32_t bit = 1; bit & IBEX_SCOPE_ALL; bit <<= 1)
         if ((wanted & bit) && !ibex_scopes_allow(a->scopes, bit))
             return ibex_api_fail(r, 403, "INSUFFICIENT_SCOPE", "scopes",
                                  "a key may only grant scopes its creator holds ('%s' is not held)",
                                  ibex_scope_name(bit));
     ibex_buf_append_cstr(json, "[");
-    for (uint32_t bit = 1; bit <= IBEX_SCOPE_ADMIN; bit <<= 1) {
+    for (uint32_t bit = 1; bit & IBEX_SCOPE_ALL; bit <<= 1) {
         if (!(wanted & bit))
             continue;
         if (json->len > 1)

@@ -3,9 +3,10 @@
 
 #include "principal.h"
 
+/* Indexed by bit number (enum ibex_scope). */
 static const char *const scope_names[] = {
     "chat",       "sessions:read",     "sessions:write", "traces:read",
-    "keys:admin", "credentials:admin", "admin",
+    "keys:admin", "credentials:admin", "admin",          "approvals:decide",
 };
 
 const char *ibex_scope_name(uint32_t scope)

@@ -17,8 +17,10 @@ enum ibex_scope {
     IBEX_SCOPE_KEYS_ADMIN = 1u << 4,
     IBEX_SCOPE_CREDENTIALS_ADMIN = 1u << 5,
     IBEX_SCOPE_ADMIN = 1u << 6,
+    IBEX_SCOPE_APPROVALS_DECIDE = 1u << 7,
 };
-#define IBEX_SCOPE_ALL ((1u << 7) - 1)
+/* Every scope: the bits run 0..7 without a gap, and loops over scopes stop past the last. */
+#define IBEX_SCOPE_ALL ((1u << 8) - 1)
 
 enum ibex_principal_kind {
     IBEX_PRINCIPAL_KEY = 1, /* an ibex_sk_ API key from the store */

@@ -39,7 +39,7 @@ static void usage(FILE *out, const char *noun)
             "  ibex keys revoke --tenant T ID\n\n"
             "Every command also takes --store-url URL and --config FILE (default: setting\n"
             "store_url) and --limit N for lists. Scopes: chat, sessions:read, sessions:write,\n"
-            "traces:read, keys:admin, credentials:admin, admin.\n");
+            "traces:read, keys:admin, credentials:admin, admin, approvals:decide.\n");
     (void)noun;
 }
 

@@ -32,6 +32,8 @@ static const char *const route_names[IBEX_ROUTE_COUNT] = {
     "/v1/audit",
     "/v1/traces",
     "/v1/sessions",
+    "/v1/tasks",
+    "/v1/approvals",
     "other",
 };
 

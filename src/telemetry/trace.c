@@ -64,12 +64,12 @@ static void put_opt_int(struct ibex_buf *b, const char *key, const struct ibex_s
 
 void ibex_trace_put_facts(struct ibex_buf *b, const struct ibex_store_value c[IBEX_TRACE_NFACTS])
 {
-    ibex_json_put_col_str(b, "model", &c[0]);
-    ibex_json_put_col_str(b, "provider", &c[1]);
+    ibex_json_put_col(b, "model", &c[0]);
+    ibex_json_put_col(b, "provider", &c[1]);
     ibex_json_put_key(b, "stream");
     ibex_buf_append_cstr(b, ibex_col_int(&c[2]) ? "true" : "false");
     put_opt_int(b, "status", &c[3]);
-    ibex_json_put_col_str(b, "code", &c[4]);
+    ibex_json_put_col(b, "code", &c[4]);
     put_us_as_ms(b, "duration_ms", &c[5]);
     put_us_as_ms(b, "upstream_ms", &c[6]);
     /* the gateway's own time: all of it when there was no upstream call */
@@ -93,8 +93,8 @@ static int row_trace(void *data, const struct ibex_store_value *c, size_t ncols)
     ibex_json_put_cstr(b, "object", "trace");
     ibex_json_put_str(b, "tenant_id", c[1].p, c[1].len);
     ibex_json_put_str(b, "request_id", c[2].p, c[2].len);
-    ibex_json_put_col_str(b, "agent_id", &c[3]);
-    ibex_json_put_col_str(b, "session_id", &c[4]);
+    ibex_json_put_col(b, "agent_id", &c[3]);
+    ibex_json_put_col(b, "session_id", &c[4]);
     ibex_trace_put_facts(b, c + 6);
     ibex_json_put_time(b, "created_at", ibex_col_int(&c[5]));
     ibex_buf_append_cstr(b, "}");

@@ -1,10 +1,12 @@
 /* Fixtures and result helpers of the suites that drive the control-plane API on a real store
- * (identity_test, sessions_test); include after cmocka.h, testutil.h and storeutil.h, with
- * TU_API_SUITE defined to a short name (temp files and Postgres schemas carry it).
+ * (identity_test, sessions_test, tasks_test); include after cmocka.h, testutil.h and storeutil.h,
+ * with TU_API_SUITE defined to a short name (temp files and Postgres schemas carry it).
  * - setup_sqlite / setup_pg / teardown: a migrated store per case; on Postgres in a schema of
  *   its own (search_path in the URL), since the database is shared with other suites.
- * - sql_int: one integer from raw SQL. struct res, expect, expect_field: a call's result.
- * - jbody, jstr, jget, jis_null, jint: JSON in and out. now_s, sleep_ms, operator_actor.
+ * - sql_int: one integer from raw SQL. struct res, expect, expect_field: a call's result;
+ *   expect_same_error, expect_same_text: two answers alike (a refusal changed nothing).
+ * - jbody, jstr, jget, jis_null, jint, expect_json_equal: JSON in and out. now_s, sleep_ms,
+ *   operator_actor.
  * Functions are static inline, so a suite need not use all of them. */
 #ifndef IBEX_TESTS_UNIT_APIUTIL_H
 #define IBEX_TESTS_UNIT_APIUTIL_H
@@ -169,6 +171,29 @@ static inline void expect_field(struct res *x, int rc, const char *field, const 
     json_object_put(fe);
 }
 
+/* Two error results are the same answer: status, code, param, message, field_errors. */
+static inline void expect_same_error(const struct res *a, const struct res *b, const char *what)
+{
+    if (a->r.status != b->r.status || strcmp(a->r.code, b->r.code) != 0 ||
+        strcmp(a->r.param, b->r.param) != 0 || strcmp(a->r.message, b->r.message) != 0 ||
+        a->r.field_errors.len != b->r.field_errors.len ||
+        (a->r.field_errors.len &&
+         memcmp(a->r.field_errors.p, b->r.field_errors.p, a->r.field_errors.len) != 0))
+        fail_msg("%s: answers differ: %d %s [%s] %s %.*s / %d %s [%s] %s %.*s", what, a->r.status,
+                 a->r.code, a->r.param, a->r.message, (int)a->r.field_errors.len,
+                 a->r.field_errors.p ? a->r.field_errors.p : "", b->r.status, b->r.code, b->r.param,
+                 b->r.message, (int)b->r.field_errors.len,
+                 b->r.field_errors.p ? b->r.field_errors.p : "");
+}
+
+static inline void expect_same_text(const struct ibex_buf *a, const struct ibex_buf *b,
+                                    const char *what)
+{
+    if (a->len != b->len || memcmp(a->p, b->p, a->len) != 0)
+        fail_msg("%s: changed\n  before %.*s\n  after  %.*s", what, (int)a->len, a->p, (int)b->len,
+                 b->p);
+}
+
 static inline json_object *jbody(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline json_object *jbody(const char *fmt, ...)
 {
@@ -184,6 +209,14 @@ static inline json_object *jbody(const char *fmt, ...)
         fail_msg("test body is not JSON: %s", b.p);
     ibex_buf_dispose(&b);
     return o;
+}
+
+static inline void expect_json_equal(json_object *got, const char *want_text, const char *what)
+{
+    json_object *want = jbody("%s", want_text);
+    if (!json_object_equal(got, want))
+        fail_msg("%s: %s, wanted %s", what, json_object_to_json_string(got), want_text);
+    json_object_put(want);
 }
 
 static inline const char *jstr(json_object *o, const char *path)

@@ -659,8 +659,12 @@ static void test_key_scopes(void **state)
     res_init(&x);
 
     /* a key may grant only what its creator holds */
-    const char *refused[] = {"[\"admin\"]", "[\"chat\"]", "[\"keys:admin\",\"chat\"]",
-                             "[\"credentials:admin\"]"};
+    const char *refused[] = {"[\"admin\"]",
+                             "[\"chat\"]",
+                             "[\"keys:admin\",\"chat\"]",
+                             "[\"credentials:admin\"]",
+                             "[\"approvals:decide\"]",
+                             "[\"keys:admin\",\"approvals:decide\"]"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         res_reset(&x);
         json_object *b = jbody("{\"scopes\":%s}", refused[i]);
@@ -705,6 +709,22 @@ static void test_key_scopes(void **state)
     expect(&x, ibex_key_create(f->st, &two, b, NULL, &x.out, &x.r), 403, "INSUFFICIENT_SCOPE",
            "chat+sessions:write by chat+keys:admin");
     json_object_put(b);
+    /* the last scope bit (approvals:decide) is granted, checked and listed like the others */
+    res_reset(&x);
+    b = jbody("{\"scopes\":[\"approvals:decide\",\"chat\"]}");
+    expect(&x, ibex_key_create(f->st, &admin, b, NULL, &x.out, &x.r), 201, NULL,
+           "approvals:decide by admin");
+    json_object_put(b);
+    want = jbody("[\"chat\",\"approvals:decide\"]");
+    assert_true(json_object_equal(jget(x.j, "scopes"), want));
+    json_object_put(want);
+    assert_int_equal(auth(f, jstr(x.j, "key"), &p), IBEX_KEY_VALID);
+    assert_int_equal(p.scopes, IBEX_SCOPE_CHAT | IBEX_SCOPE_APPROVALS_DECIDE);
+    struct ibex_actor decider =
+        actor_of(T, IBEX_SCOPE_KEYS_ADMIN | IBEX_SCOPE_APPROVALS_DECIDE, "kd");
+    key_new(f, &decider, "{\"scopes\":[\"approvals:decide\"]}", k1, NULL);
+    assert_int_equal(auth(f, k1, &p), IBEX_KEY_VALID);
+    assert_int_equal(p.scopes, IBEX_SCOPE_APPROVALS_DECIDE);
 
     /* malformed scopes */
     const char *bad[] = {"{}",
@@ -727,6 +747,77 @@ static void test_key_scopes(void **state)
     expect_field(&x, ibex_key_create(f->st, &admin, NULL, NULL, &x.out, &x.r), "scopes", "no body");
     assert_int_equal(sql_int(f, "SELECT count(*) FROM api_keys WHERE tenant_id = $1", T, NULL),
                      n_before);
+    res_dispose(&x);
+}
+
+/* An agent's optional role (routing of tasks): set at creation, changed or removed by PATCH. */
+static void test_agent_role(void **state)
+{
+    struct fx *f = *state;
+    struct ibex_actor op = operator_actor();
+    char T[ID_BUF], A[ID_BUF], B[ID_BUF];
+    tenant_new(f, &op, "t", T, NULL);
+    struct ibex_actor ta = actor_of(T, IBEX_SCOPE_ADMIN, "kt");
+    struct res x;
+    res_init(&x);
+    json_object *b = jbody("{\"name\":\"a\",\"role\":\"code reviewer\"}");
+    expect(&x, ibex_agent_create(f->st, &ta, b, NULL, &x.out, &x.r), 201, NULL, "with role");
+    json_object_put(b);
+    assert_string_equal(jstr(x.j, "role"), "code reviewer");
+    snprintf(A, sizeof(A), "%s", jstr(x.j, "id"));
+    res_reset(&x);
+    agent_new(f, &ta, "b", NULL, B);
+    expect(&x, ibex_agent_get(f->st, &ta, B, &x.out, &x.r), 200, NULL, "no role");
+    assert_true(jis_null(x.j, "role"));
+    res_reset(&x);
+
+    /* PATCH: a new role; other fields kept; the epoch moves (caches hold agents) */
+    int64_t epoch = epoch_now(f);
+    b = jbody("{\"role\":\"coder\"}");
+    expect(&x, ibex_agent_update(f->st, &ta, B, b, &x.out, &x.r), 200, NULL, "set role");
+    json_object_put(b);
+    assert_string_equal(jstr(x.j, "role"), "coder");
+    assert_string_equal(jstr(x.j, "name"), "b");
+    assert_true(epoch_now(f) > epoch);
+    res_reset(&x);
+    /* a change of something else keeps the role; null removes it */
+    b = jbody("{\"name\":\"a2\"}");
+    expect(&x, ibex_agent_update(f->st, &ta, A, b, &x.out, &x.r), 200, NULL, "rename");
+    json_object_put(b);
+    assert_string_equal(jstr(x.j, "role"), "code reviewer");
+    res_reset(&x);
+    b = jbody("{\"role\":null}");
+    expect(&x, ibex_agent_update(f->st, &ta, A, b, &x.out, &x.r), 200, NULL, "remove role");
+    json_object_put(b);
+    assert_true(jis_null(x.j, "role"));
+    assert_string_equal(jstr(x.j, "name"), "a2");
+    res_reset(&x);
+    assert_int_equal(
+        sql_int(f, "SELECT count(*) FROM agents WHERE id = $1 AND role IS NULL", A, NULL), 1);
+    /* the list shows roles too */
+    expect(&x, ibex_agent_list(f->st, &ta, 100, &x.out, &x.r), 200, NULL, "list");
+    json_object *e = list_find(x.j, B);
+    assert_non_null(e);
+    assert_string_equal(jstr(e, "role"), "coder");
+    res_reset(&x);
+
+    char long_role[300];
+    snprintf(long_role, sizeof(long_role), "{\"name\":\"n\",\"role\":\"%0201d\"}", 0);
+    const char *bad[] = {"{\"name\":\"n\",\"role\":\"\"}", "{\"name\":\"n\",\"role\":7}",
+                         "{\"name\":\"n\",\"role\":[\"r\"]}", long_role};
+    int64_t n = sql_int(f, "SELECT count(*) FROM agents WHERE tenant_id = $1", T, NULL);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        b = jbody("%s", bad[i]);
+        expect_field(&x, ibex_agent_create(f->st, &ta, b, NULL, &x.out, &x.r), "role", bad[i]);
+        res_reset(&x);
+        expect_field(&x, ibex_agent_update(f->st, &ta, B, b, &x.out, &x.r), "role", bad[i]);
+        res_reset(&x);
+        json_object_put(b);
+    }
+    assert_int_equal(sql_int(f, "SELECT count(*) FROM agents WHERE tenant_id = $1", T, NULL), n);
+    expect(&x, ibex_agent_get(f->st, &ta, B, &x.out, &x.r), 200, NULL, "unchanged");
+    assert_string_equal(jstr(x.j, "role"), "coder");
+    assert_string_equal(jstr(x.j, "name"), "b");
     res_dispose(&x);
 }
 
@@ -1631,6 +1722,7 @@ int main(void)
         BOTH(test_agent_crud),
         BOTH(test_agent_isolation),
         BOTH(test_key_scopes),
+        BOTH(test_agent_role),
         BOTH(test_key_agent_ids),
         BOTH(test_key_expiry),
         BOTH(test_key_secret_never_shown_again),

@@ -40,16 +40,6 @@ static int64_t sessions_of(struct fx *f, const char *tenant)
     return sql_int(f, "SELECT count(*) FROM sessions WHERE tenant_id = $1", tenant, NULL);
 }
 
-/* ---- calls and their results ---- */
-
-static void expect_json_equal(json_object *got, const char *want_text, const char *what)
-{
-    json_object *want = jbody("%s", want_text);
-    if (!json_object_equal(got, want))
-        fail_msg("%s: %s, wanted %s", what, json_object_to_json_string(got), want_text);
-    json_object_put(want);
-}
-
 /* The raw text of a number member ("key":<text>) of a flat object answer. */
 static void expect_raw_member(const struct ibex_buf *b, const char *key, const char *text)
 {
@@ -135,28 +125,6 @@ static void session_set(struct fx *f, const struct ibex_actor *a, const char *id
     json_object_put(b);
     assert_string_equal(jstr(x.j, "state"), status);
     res_dispose(&x);
-}
-
-static void expect_same_text(const struct ibex_buf *a, const struct ibex_buf *b, const char *what)
-{
-    if (a->len != b->len || memcmp(a->p, b->p, a->len) != 0)
-        fail_msg("%s: changed\n  before %.*s\n  after  %.*s", what, (int)a->len, a->p, (int)b->len,
-                 b->p);
-}
-
-/* Two error results are the same answer: status, code, param, message, field_errors. */
-static void expect_same_error(const struct res *a, const struct res *b, const char *what)
-{
-    if (a->r.status != b->r.status || strcmp(a->r.code, b->r.code) != 0 ||
-        strcmp(a->r.param, b->r.param) != 0 || strcmp(a->r.message, b->r.message) != 0 ||
-        a->r.field_errors.len != b->r.field_errors.len ||
-        (a->r.field_errors.len &&
-         memcmp(a->r.field_errors.p, b->r.field_errors.p, a->r.field_errors.len) != 0))
-        fail_msg("%s: answers differ: %d %s [%s] %s %.*s / %d %s [%s] %s %.*s", what, a->r.status,
-                 a->r.code, a->r.param, a->r.message, (int)a->r.field_errors.len,
-                 a->r.field_errors.p ? a->r.field_errors.p : "", b->r.status, b->r.code, b->r.param,
-                 b->r.message, (int)b->r.field_errors.len,
-                 b->r.field_errors.p ? b->r.field_errors.p : "");
 }
 
 /* ---- create ---- */

@@ -387,7 +387,7 @@ export default [
             const { admin } = await freshTenant(dev(ctx), 'escalation');
             const ka = await admin.createKey({ name: 'keys-admin', scopes: ['keys:admin'] });
             const keysAdmin = admin.as(ka.key);
-            for (const scopes of [['chat'], ['admin'], ['keys:admin', 'chat'], ['credentials:admin'], ['keys:admin', 'admin']]) {
+            for (const scopes of [['chat'], ['admin'], ['keys:admin', 'chat'], ['credentials:admin'], ['keys:admin', 'admin'], ['approvals:decide']]) {
                 const res = await keysAdmin.call('POST', '/v1/keys', { name: uniqueName('escalate'), scopes });
                 assertErrorResponse(res, { status: 403, code: 'INSUFFICIENT_SCOPE', what: `a keys:admin key creating a key with ${JSON.stringify(scopes)}` });
                 assert.ok(!/ibex_sk_[A-Za-z0-9]{40}/.test(res.text()), `a refused creation carries a key: ${res.describe()}`);

@@ -12,7 +12,7 @@ import { cleanEnv, ibexBin } from './proc.mjs';
 import { truncate } from './util.mjs';
 
 export const API_KEY_RE = /^ibex_sk_[A-Za-z0-9]{40}$/;
-export const SCOPES = ['chat', 'sessions:read', 'sessions:write', 'traces:read', 'keys:admin', 'credentials:admin', 'admin'];
+export const SCOPES = ['chat', 'sessions:read', 'sessions:write', 'traces:read', 'keys:admin', 'credentials:admin', 'admin', 'approvals:decide'];
 export const AUDIT_ACTIONS = [
     'auth.failed',
     'access.denied',
@@ -23,6 +23,8 @@ export const AUDIT_ACTIONS = [
     'agent.revoked',
     'key.created',
     'key.revoked',
+    'approval.approved',
+    'approval.rejected',
 ];
 const BASE62 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
