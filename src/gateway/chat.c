@@ -371,8 +371,10 @@ static void session_digest(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
     ibex_sha256(key, strlen(key), out);
 }
 
-/* The turn belongs to c->session_id: say so in the response headers and send it. */
-static void session_ready(struct chat *c)
+/* The turn belongs to c->session_id: say so in the response headers and send it. remember:
+ * the session was just created or read from the store, so this worker may trust it is active
+ * for SESSION_CACHE_TTL_MS (a hit is not renewed, so the store is read again that often). */
+static void session_ready(struct chat *c, bool remember)
 {
     static const char fmt[] = "X-IBEX-Trace-ID: %s\r\nX-IBEX-Session-ID: %s\r\n";
     size_t n = sizeof(fmt) + 2 * IBEX_UUID_LEN;
@@ -380,11 +382,13 @@ static void session_ready(struct chat *c)
     snprintf(h, n, fmt, c->trace_id, c->session_id);
     c->req->response_headers = h;
     c->info.session_id = c->session_id;
-    uint8_t key[IBEX_LRU_KEY_LEN];
-    session_digest(c, key);
-    char one = 1;
-    ibex_lru_put(c->w->sessions, key, &one, (int64_t)ibex_clock_wall_ms() + SESSION_CACHE_TTL_MS,
-                 0);
+    if (remember) {
+        uint8_t key[IBEX_LRU_KEY_LEN];
+        session_digest(c, key);
+        char one = 1;
+        ibex_lru_put(c->w->sessions, key, &one,
+                     (int64_t)ibex_clock_wall_ms() + SESSION_CACHE_TTL_MS, 0);
+    }
     send_turn(c);
 }
 
@@ -431,7 +435,7 @@ static void join_done(struct ibex_store_job *job, int rc)
         fail(c, 409, "SESSION_NOT_ACTIVE", msg, NULL);
         return;
     }
-    session_ready(c);
+    session_ready(c, true);
 }
 
 static void on_store_abort(struct ibex_req *req)
@@ -450,7 +454,7 @@ static void resolve_session(struct chat *c)
         ibex_id_uuid7((uint64_t)now, c->session_id);
         ibex_session_record_new(c->w->rt->writer, c->session_id, c->tenant_id, c->info.agent_id,
                                 now);
-        session_ready(c);
+        session_ready(c, true);
         return;
     }
     if (!ibex_id_is_uuid(h.p, h.len)) {
@@ -464,7 +468,7 @@ static void resolve_session(struct chat *c)
     uint8_t key[IBEX_LRU_KEY_LEN];
     session_digest(c, key);
     if (ibex_lru_get(c->w->sessions, key, now, 0)) {
-        session_ready(c);
+        session_ready(c, false);
         return;
     }
     c->job.run = join_run;
