@@ -169,6 +169,7 @@ $(BUILD)/bench/micro/%: $(BUILD)/bench/micro/%.o $(LIB_OBJ)
 bench: all $(MICRO_BINS)
 	@for b in $(MICRO_BINS); do $$b; done
 	bench/run.sh
+	bench/control_plane.sh
 
 LINT_FILES := $(shell find src tools tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null)
 lint:
