@@ -12,9 +12,11 @@ import hostile from './hostile.mjs';
 import sessions from './sessions.mjs';
 import traces from './traces.mjs';
 import checkpoints from './checkpoints.mjs';
+import tasks from './tasks.mjs';
+import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...ops, ...drain];
+    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...ops, ...drain];
 }
