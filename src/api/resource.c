@@ -501,6 +501,16 @@ int ibex_api_page_rows(struct ibex_store *s, const char *cols, const char *from_
 
 /* One object of the actor's tenant, written by fetch, or the 404 of its kind. */
 
+int ibex_api_fetch_one(struct ibex_store *s, const struct ibex_actor *a, const char *sql,
+                       ibex_store_row_fn row, const char *id, struct ibex_buf *out, size_t *found)
+{
+    struct ibex_api_list l = {out, 0};
+    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
+    int rc = ibex_store_exec(s, sql, p, 2, row, &l);
+    *found = l.n;
+    return rc;
+}
+
 int ibex_api_tenant_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                         ibex_api_fetch_fn fetch, const char *table, const char *what,
                         const char *code, struct ibex_buf *out, struct ibex_api_result *r)

@@ -134,6 +134,10 @@ int ibex_api_page_rows(struct ibex_store *s, const char *cols, const char *from_
                        const char *order, const struct ibex_store_value *params, size_t nparams,
                        int64_t page, int64_t page_size, const char *key, ibex_store_row_fn row,
                        struct ibex_buf *out, struct ibex_api_result *r);
+/* Runs sql (a SELECT with $1 = id and $2 = the actor's tenant), writing each row with row (data
+ * is a struct ibex_api_list on out); *found is the number of rows. For ibex_api_fetch_fn's. */
+int ibex_api_fetch_one(struct ibex_store *s, const struct ibex_actor *a, const char *sql,
+                       ibex_store_row_fn row, const char *id, struct ibex_buf *out, size_t *found);
 /* One object of the actor's tenant written by fetch, or the 404 of its kind. */
 typedef int (*ibex_api_fetch_fn)(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                                  struct ibex_buf *out, size_t *found);

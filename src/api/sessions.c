@@ -82,14 +82,9 @@ static int row_session(void *data, const struct ibex_store_value *c, size_t ncol
 static int fetch_session(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                          struct ibex_buf *out, size_t *found)
 {
-    struct ibex_api_list l = {out, 0};
-    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
-    int rc = ibex_store_exec(s,
-                             "SELECT " SESSION_COLS " FROM sessions WHERE id = $1 AND "
-                             "tenant_id = $2",
-                             p, 2, row_session, &l);
-    *found = l.n;
-    return rc;
+    return ibex_api_fetch_one(
+        s, a, "SELECT " SESSION_COLS " FROM sessions WHERE id = $1 AND tenant_id = $2", row_session,
+        id, out, found);
 }
 
 /* ---- operations ---- */

@@ -232,14 +232,9 @@ static int row_task(void *data, const struct ibex_store_value *c, size_t ncols)
 static int fetch_task(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                       struct ibex_buf *out, size_t *found)
 {
-    struct ibex_api_list l = {out, 0};
-    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
-    int rc = ibex_store_exec(s,
-                             "SELECT " TASK_COLS_FULL " FROM tasks WHERE id = $1 AND "
-                             "tenant_id = $2",
-                             p, 2, row_task, &l);
-    *found = l.n;
-    return rc;
+    return ibex_api_fetch_one(
+        s, a, "SELECT " TASK_COLS_FULL " FROM tasks WHERE id = $1 AND tenant_id = $2", row_task, id,
+        out, found);
 }
 
 /* Answers the task after a change that committed. */

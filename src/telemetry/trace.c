@@ -104,15 +104,11 @@ static int row_trace(void *data, const struct ibex_store_value *c, size_t ncols)
 static int fetch_trace(struct ibex_store *s, const struct ibex_actor *a, const char *id,
                        struct ibex_buf *out, size_t *found)
 {
-    struct ibex_api_list l = {out, 0};
-    struct ibex_store_value p[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
-    int rc = ibex_store_exec(
-        s,
+    return ibex_api_fetch_one(
+        s, a,
         "SELECT id, tenant_id, request_id, agent_id, session_id, created_at, " IBEX_TRACE_FACT_COLS
         " FROM traces WHERE id = $1 AND tenant_id = $2",
-        p, 2, row_trace, &l);
-    *found = l.n;
-    return rc;
+        row_trace, id, out, found);
 }
 
 int ibex_trace_get(struct ibex_store *s, const struct ibex_actor *a, const char *id,
