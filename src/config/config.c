@@ -360,11 +360,16 @@ static int yaml_provider(struct ibex_config *cfg, yaml_document_t *doc, yaml_nod
         } else if (!strcmp(k, "type")) {
             if (!strcmp(v, "openai"))
                 p->type = IBEX_PROVIDER_OPENAI;
+            else if (!strcmp(v, "anthropic"))
+                p->type = IBEX_PROVIDER_ANTHROPIC;
+            else if (!strcmp(v, "gemini"))
+                p->type = IBEX_PROVIDER_GEMINI;
             else if (!strcmp(v, "mock"))
                 p->type = IBEX_PROVIDER_MOCK;
             else {
-                rc =
-                    errf(err, errlen, "%s: provider type '%s' is not one of openai, mock", path, v);
+                rc = errf(err, errlen,
+                          "%s: provider type '%s' is not one of openai, anthropic, gemini, mock",
+                          path, v);
                 break;
             }
         } else if (!strcmp(k, "base_url")) {
@@ -606,6 +611,20 @@ const struct ibex_provider_config *ibex_config_provider(const struct ibex_config
     return NULL;
 }
 
+/* Where a provider of a type with one public endpoint answers when the config names no base_url;
+ * an OpenAI-compatible server (openai type) must be named. */
+static const char *default_base_url(enum ibex_provider_type type)
+{
+    switch (type) {
+    case IBEX_PROVIDER_ANTHROPIC:
+        return "https://api.anthropic.com";
+    case IBEX_PROVIDER_GEMINI:
+        return "https://generativelanguage.googleapis.com";
+    default:
+        return NULL;
+    }
+}
+
 static void inherit_timeouts(struct ibex_upstream_timeouts *t,
                              const struct ibex_upstream_timeouts *d)
 {
@@ -627,11 +646,22 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < cfg->nproviders; i++)
         if (cfg->providers[i].name == NULL || cfg->providers[i].type == 0)
             return errf(err, errlen, "providers[%zu]: 'name' and 'type' are required", i);
-    const char *key = getenv("OPENAI_API_KEY");
-    if (key && *key && !ibex_config_provider(cfg, "openai")) {
-        const char *base = getenv("OPENAI_BASE_URL");
-        add_provider(cfg, "openai", IBEX_PROVIDER_OPENAI,
-                     base && *base ? base : "https://api.openai.com/v1", key);
+    /* A provider per well-known key in the environment, unless the file names one so. */
+    static const struct {
+        const char *name, *key_env, *base_env, *base;
+        enum ibex_provider_type type;
+    } from_env[] = {
+        {"openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1",
+         IBEX_PROVIDER_OPENAI},
+        {"anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", NULL, IBEX_PROVIDER_ANTHROPIC},
+        {"gemini", "GEMINI_API_KEY", "GEMINI_BASE_URL", NULL, IBEX_PROVIDER_GEMINI},
+    };
+    for (size_t i = 0; i < sizeof(from_env) / sizeof(from_env[0]); i++) {
+        const char *key = getenv(from_env[i].key_env);
+        const char *base = getenv(from_env[i].base_env);
+        if (key && *key && !ibex_config_provider(cfg, from_env[i].name))
+            add_provider(cfg, from_env[i].name, from_env[i].type,
+                         base && *base ? base : from_env[i].base, key);
     }
     if (cfg->mock && !ibex_config_provider(cfg, "mock"))
         add_provider(cfg, "mock", IBEX_PROVIDER_MOCK, NULL, NULL);
@@ -640,7 +670,9 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(cfg->providers[j].name, p->name))
                 return errf(err, errlen, "provider '%s' is defined twice", p->name);
-        if (p->type == IBEX_PROVIDER_OPENAI) {
+        if (p->base_url == NULL && default_base_url(p->type))
+            p->base_url = ibex_xstrdup(default_base_url(p->type));
+        if (p->type != IBEX_PROVIDER_MOCK) {
             if (p->base_url == NULL || (strncmp(p->base_url, "http://", 7) != 0 &&
                                         strncmp(p->base_url, "https://", 8) != 0))
                 return errf(err, errlen,

@@ -16,6 +16,8 @@
 enum ibex_provider_type {
     IBEX_PROVIDER_OPENAI = 1,
     IBEX_PROVIDER_MOCK = 2,
+    IBEX_PROVIDER_ANTHROPIC = 3,
+    IBEX_PROVIDER_GEMINI = 4,
 };
 
 struct ibex_upstream_timeouts {

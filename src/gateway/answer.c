@@ -6,8 +6,7 @@
  *   call in index order, where its object starts and the escaped length of its four fields, so
  *   a delta is spliced in place: the common case (arguments of the last call) touches only the
  *   bytes it adds, never re-rendering the array.
- * - Streams are handled a line at a time; only a line a feed ends inside of is copied, and it
- *   never grows past line_max. */
+ * - Streams are handled a data line at a time (core/sse.c). */
 #include "answer.h"
 
 #include <json-c/json.h>
@@ -40,18 +39,17 @@ void ibex_answer_init(struct ibex_answer *a, size_t max_bytes)
     memset(a, 0, sizeof(*a));
     ibex_buf_init(&a->content);
     ibex_buf_init(&a->tool_calls);
-    ibex_buf_init(&a->line);
+    ibex_sse_init(&a->sse);
     ibex_buf_init(&a->scratch);
     a->prompt_tokens = a->completion_tokens = a->total_tokens = -1;
     a->max_bytes = max_bytes;
-    a->line_max = IBEX_ANSWER_LINE_MAX;
 }
 
 void ibex_answer_dispose(struct ibex_answer *a)
 {
     ibex_buf_dispose(&a->content);
     ibex_buf_dispose(&a->tool_calls);
-    ibex_buf_dispose(&a->line);
+    ibex_sse_dispose(&a->sse);
     ibex_buf_dispose(&a->scratch);
     free(a->calls);
     size_t max_bytes = a->max_bytes;
@@ -344,21 +342,9 @@ int ibex_answer_from_json(struct ibex_answer *a, const char *body, size_t len)
     return 0;
 }
 
-static void on_line(struct ibex_answer *a, const char *s, size_t len)
+static void on_data(void *data, const char *s, size_t len)
 {
-    if (len == 0 || s[0] == ':')
-        return;
-    const char *colon = memchr(s, ':', len);
-    size_t name = colon ? (size_t)(colon - s) : len;
-    if (name != 4 || memcmp(s, "data", 4) != 0)
-        return;
-    size_t off = colon ? name + 1 : len;
-    if (off < len && s[off] == ' ')
-        off++;
-    s += off;
-    len -= off;
-    if (len == 0) /* an empty data line: a keep-alive */
-        return;
+    struct ibex_answer *a = data;
     if (len == 6 && memcmp(s, "[DONE]", 6) == 0) {
         a->done = true;
         return;
@@ -375,46 +361,7 @@ static void on_line(struct ibex_answer *a, const char *s, size_t len)
     json_object_put(root);
 }
 
-/* The first CR or LF in [p, end), or end. */
-static const char *line_end(const char *p, const char *end)
-{
-    const char *lf = memchr(p, '\n', (size_t)(end - p));
-    const char *cr = memchr(p, '\r', (size_t)((lf ? lf : end) - p));
-    return cr ? cr : lf ? lf : end;
-}
-
 void ibex_answer_feed_sse(struct ibex_answer *a, const char *p, size_t len)
 {
-    const char *end = p + len;
-    /* CR, LF and CRLF all end a line: treating CR and LF each as a line end turns CRLF into a
-     * line and an empty one, and empty lines (event boundaries) change nothing here, so a CRLF
-     * split across feeds needs no state. */
-    while (p < end) {
-        const char *eol = line_end(p, end);
-        size_t n = (size_t)(eol - p);
-        if (eol == end) {
-            if (a->skipping_line)
-                return;
-            if (n > a->line_max - a->line.len) {
-                ibex_buf_reset(&a->line);
-                a->skipping_line = true;
-                a->skipped++;
-                return;
-            }
-            ibex_buf_append(&a->line, p, n);
-            return;
-        }
-        if (a->skipping_line) {
-            a->skipping_line = false;
-        } else if (n > a->line_max - a->line.len) {
-            a->skipped++;
-        } else if (a->line.len == 0) {
-            on_line(a, p, n); /* whole in this feed: parsed where it lies */
-        } else {
-            ibex_buf_append(&a->line, p, n);
-            on_line(a, a->line.p, a->line.len);
-        }
-        ibex_buf_reset(&a->line);
-        p = eol + 1;
-    }
+    ibex_sse_feed(&a->sse, p, len, on_data, a);
 }

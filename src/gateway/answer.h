@@ -3,7 +3,7 @@
  * checkpoints, traces and cost. Pure (no I/O), so the fuzz target drives it directly.
  *
  * One answer per turn, used by one thread at a time. Memory is bounded by max_bytes (content
- * and tool_calls together, plus a scratch buffer of the same bound) and line_max (the partial
+ * and tool_calls together, plus a scratch buffer of the same bound) and sse.line_max (the partial
  * SSE line being buffered), whatever the provider sends. */
 #ifndef IBEX_GATEWAY_ANSWER_H
 #define IBEX_GATEWAY_ANSWER_H
@@ -13,9 +13,7 @@
 #include <stdint.h>
 
 #include "../core/buf.h"
-
-/* Default bound of one SSE line; a longer line is skipped, not buffered. */
-#define IBEX_ANSWER_LINE_MAX ((size_t)1 << 20)
+#include "../core/sse.h"
 
 struct ibex_answer_call; /* private: one assembled tool call */
 
@@ -33,13 +31,12 @@ struct ibex_answer {
     char model[128];        /* the first non-empty model the provider names, "" when none */
     int64_t prompt_tokens, completion_tokens, total_tokens; /* -1 when not reported */
     bool done;                                              /* a stream saw data: [DONE] */
-    bool truncated;   /* content or tool_calls hit max_bytes; neither grows any more */
-    uint64_t skipped; /* stream data lines that were not a JSON object, lines over line_max */
-    size_t max_bytes; /* cap of content.len + tool_calls.len */
-    size_t line_max;  /* IBEX_ANSWER_LINE_MAX; may be lowered after init, before any feed */
+    bool truncated;      /* content or tool_calls hit max_bytes; neither grows any more */
+    uint64_t skipped;    /* stream data lines that were not a JSON object */
+    size_t max_bytes;    /* cap of content.len + tool_calls.len */
+    struct ibex_sse sse; /* the stream's lines: sse.line_max bounds one, sse.skipped counts
+                            those over it */
     /* private */
-    struct ibex_buf line;    /* the partial line a feed ended in */
-    bool skipping_line;      /* the current line went over line_max: drop it up to its end */
     struct ibex_buf scratch; /* escaped text on its way into tool_calls */
     struct ibex_answer_call *calls;
     size_t ncalls, calls_cap;
@@ -59,7 +56,7 @@ int ibex_answer_from_json(struct ibex_answer *a, const char *body, size_t len);
  * "data: {json}" is parsed on its own as a chat.completion.chunk (a JSON value spread over
  * several data lines is not joined: it counts as skipped); "data: [DONE]" sets done; comments
  * (":...") and other fields (event:, id:, retry:) are ignored; CRLF, LF and CR all end lines. A
- * line longer than line_max is skipped. Usage comes from the last chunk that carries a "usage"
+ * line longer than sse.line_max is skipped. Usage comes from the last chunk that carries a "usage"
  * object (stream_options.include_usage). Never fails: malformed events count in skipped. A
  * last line without its line end stays buffered (the next feed may complete it). */
 void ibex_answer_feed_sse(struct ibex_answer *a, const char *p, size_t len);

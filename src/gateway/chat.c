@@ -3,7 +3,8 @@
  * Invariants:
  * - The client's response starts at the first upstream body byte, so every failure before it
  *   is a plain HTTP error (and a later issue can fall back to another deployment there).
- * - Streaming bytes are relayed as they arrive; when the client's write buffer is over the
+ * - Streaming bytes are relayed as they arrive (through the provider's translator when it does
+ *   not speak OpenAI's format); when the client's write buffer is over the
  *   high-water mark the upstream transfer is paused and resumed on drain, so memory per stream
  *   is bounded by stream_buffer plus one curl buffer.
  * - A client that goes away cancels the upstream call at once.
@@ -40,8 +41,11 @@ struct chat {
     struct ibex_req *req;
     struct ibex_chat_request chat;
     struct ibex_upstream_call *call;
-    struct ibex_buf body;     /* non-streaming answer, or an upstream error body */
-    struct ibex_buf sendbody; /* the request body rewritten for an alias */
+    struct ibex_buf body;            /* non-streaming answer, or an upstream error body */
+    struct ibex_buf sendbody;        /* the request body rewritten for an alias */
+    struct ibex_provider_stream *xs; /* a translating provider's stream decoder, or NULL */
+    struct ibex_buf xlat;            /* translated bytes on their way to the client */
+    bool stream_broken;              /* the translator found the provider's stream broken */
     int status;
     bool upstream_error; /* non-2xx status: buffer the body for the error */
     bool too_large;
@@ -70,6 +74,7 @@ static void chat_cleanup(void *data)
     ibex_chat_request_dispose(&c->chat);
     ibex_buf_dispose(&c->body);
     ibex_buf_dispose(&c->sendbody);
+    ibex_buf_dispose(&c->xlat);
     ibex_answer_dispose(&c->answer);
     ibex_api_result_dispose(&c->join_result);
     ibex_idem_request_dispose(&c->idem);
@@ -134,6 +139,30 @@ static void on_upstream_headers(struct ibex_upstream_call *call, int status, voi
     c->upstream_error = status < 200 || status > 299;
 }
 
+/* Streams OpenAI-format SSE bytes to the client, opening the stream at the first of them. */
+static int relay(struct chat *c, const char *p, size_t len)
+{
+    if (!c->stream_open) {
+        c->stream_open = true;
+        c->info.ttft_ns = ibex_clock_mono_ns() - c->req->start_ns;
+        stream_gauge(c, 1);
+        ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    }
+    if (c->recorded)
+        ibex_answer_feed_sse(&c->answer, p, len);
+    return ibex_res_stream_write(c->req, p, len);
+}
+
+/* The translator's output so far, relayed (nothing is sent while it has none). */
+static int relay_translated(struct chat *c)
+{
+    if (c->xlat.len == 0)
+        return 0;
+    int rc = relay(c, c->xlat.p, c->xlat.len);
+    ibex_buf_reset(&c->xlat);
+    return rc;
+}
+
 static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size_t len, void *data)
 {
     struct chat *c = data;
@@ -146,15 +175,14 @@ static int on_upstream_data(struct ibex_upstream_call *call, const char *p, size
         ibex_buf_append(&c->body, p, len);
         return 0;
     }
-    if (!c->stream_open) {
-        c->stream_open = true;
-        c->info.ttft_ns = ibex_clock_mono_ns() - c->req->start_ns;
-        stream_gauge(c, 1);
-        ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    if (c->xs == NULL)
+        return relay(c, p, len);
+    if (c->provider->ops->stream_feed(c->xs, p, len, &c->xlat) != 0) {
+        c->stream_broken = true;
+        relay_translated(c);
+        return -1;
     }
-    if (c->recorded)
-        ibex_answer_feed_sse(&c->answer, p, len);
-    return ibex_res_stream_write(c->req, p, len);
+    return relay_translated(c);
 }
 
 struct failure {
@@ -254,6 +282,23 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
     c->req->on_abort = NULL;
     c->req->on_drain = NULL;
 
+    if (c->xs && r == IBEX_UPSTREAM_OK && !c->upstream_error) {
+        if (c->provider->ops->stream_end(c->xs, &c->xlat) != 0)
+            c->stream_broken = true;
+        relay_translated(c);
+    }
+    if (c->stream_broken) {
+        /* the provider's stream itself reported an error or stopped short */
+        struct failure f = {502, "UPSTREAM_STREAM_ERROR", c->xs->error};
+        c->call = NULL;
+        if (c->stream_open) {
+            stream_gauge(c, -1);
+            end_stream_with_error(c, f);
+        } else {
+            fail(c, f.status, f.code, f.message, NULL);
+        }
+        return;
+    }
     if (c->stream_open) {
         stream_gauge(c, -1);
         c->call = NULL;
@@ -284,6 +329,17 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
     if (c->chat.stream) {
         fail(c, 502, "UPSTREAM_ERROR", "the provider sent an empty stream", NULL);
         return;
+    }
+    if (c->provider->ops->translate_answer) {
+        if (c->provider->ops->translate_answer(c->provider, &c->chat, c->body.p, c->body.len,
+                                               &c->xlat) != 0) {
+            fail(c, 502, "UPSTREAM_ERROR", "the provider's answer is not in its format", NULL);
+            return;
+        }
+        struct ibex_buf answer = c->xlat; /* the translation becomes the body */
+        c->xlat = c->body;
+        c->body = answer;
+        ibex_buf_reset(&c->xlat);
     }
     if (c->recorded)
         ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
@@ -339,15 +395,28 @@ static void send_turn(struct chat *c)
 {
     struct ibex_req *req = c->req;
     const struct ibex_provider *p = c->provider;
-    c->sent = true;
     if (p->ops->answer) {
+        c->sent = true;
         answer_locally(c, p);
         return;
     }
     const char *body = c->sendbody.len ? c->sendbody.p : req->body.p;
     size_t body_len = c->sendbody.len ? c->sendbody.len : req->body.len;
     struct ibex_upstream_request ur;
-    p->ops->build_request(p, &c->chat, body, body_len, forwarded_headers(c), req->arena, &ur);
+    struct ibex_chat_error e;
+    ibex_chat_error_init(&e);
+    if (p->ops->build_request(p, &c->chat, body, body_len, forwarded_headers(c), req->arena, &ur,
+                              &e) != 0) {
+        c->info.code = e.code;
+        ibex_res_error(req, 400, e.code, e.message, e.param[0] ? e.param : NULL,
+                       e.field_errors.len ? e.field_errors.p : NULL, NULL);
+        ibex_chat_error_dispose(&e);
+        return;
+    }
+    ibex_chat_error_dispose(&e);
+    c->sent = true;
+    if (c->chat.stream && p->ops->stream_open)
+        c->xs = p->ops->stream_open(p, &c->chat, req->arena);
     static const struct ibex_upstream_callbacks cb = {
         .on_headers = on_upstream_headers,
         .on_data = on_upstream_data,
@@ -540,6 +609,13 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
     if (!c->recorded)
         return;
     struct ibex_store_writer *writer = c->w->rt->writer;
+    if (c->xs && c->answer.prompt_tokens < 0 && c->xs->prompt_tokens >= 0) {
+        /* the client asked for no usage chunk: the translator still saw the usage */
+        c->answer.prompt_tokens = c->xs->prompt_tokens;
+        c->answer.completion_tokens = c->xs->completion_tokens;
+        if (c->xs->completion_tokens >= 0)
+            c->answer.total_tokens = c->xs->prompt_tokens + c->xs->completion_tokens;
+    }
     struct ibex_trace t = {
         .id = c->trace_id,
         .tenant_id = c->tenant_id,
@@ -663,6 +739,7 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     c->req = req;
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
+    ibex_buf_init(&c->xlat);
     /* the answer's text is kept for checkpoints only; a trace needs the usage alone */
     ibex_answer_init(&c->answer, w->rt->cfg.record_turns ? ANSWER_MAX_BYTES : 0);
     ibex_api_result_init(&c->join_result);

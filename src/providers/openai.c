@@ -4,9 +4,10 @@
 
 #include <string.h>
 
-static void build_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
-                          const char *body, size_t body_len, const char *const *extra_headers,
-                          struct ibex_arena *arena, struct ibex_upstream_request *out)
+static int build_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                         const char *body, size_t body_len, const char *const *extra_headers,
+                         struct ibex_arena *arena, struct ibex_upstream_request *out,
+                         struct ibex_chat_error *e)
 {
     size_t nextra = 0;
     while (extra_headers && extra_headers[nextra])
@@ -27,10 +28,10 @@ static void build_request(const struct ibex_provider *p, const struct ibex_chat_
     out->timeouts = p->cfg->timeouts;
     out->streaming = chat->stream;
     out->connect_only = false;
+    return 0;
 }
 
 const struct ibex_provider_ops ibex_provider_openai = {
     .type = "openai",
     .build_request = build_request,
-    .answer = NULL,
 };

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../config/config.h"
 #include "../core/arena.h"
@@ -18,18 +19,51 @@
 
 struct ibex_provider;
 
+/* What a translating provider's decoder of one streamed answer reports besides the bytes; each
+ * provider's decoder state starts with one. */
+struct ibex_provider_stream {
+    int64_t prompt_tokens, completion_tokens; /* -1 until the provider reports them */
+    const char *error; /* why the stream broke (static text, no prompt or answer text), once a
+                          call returned -1 */
+};
+
 struct ibex_provider_ops {
     const char *type;
     /* Remote: fills out (url, headers, body) for a chat completion; every pointer must live in
-     * arena or in the provider. body/body_len hold the client's body, already rewritten when an
-     * alias renames the model. NULL for local providers. */
-    void (*build_request)(const struct ibex_provider *p, const struct ibex_chat_request *chat,
-                          const char *body, size_t body_len, const char *const *extra_headers,
-                          struct ibex_arena *arena, struct ibex_upstream_request *out);
+     * arena or in the provider. body/body_len hold the request in OpenAI's format as it goes
+     * upstream (the alias's model name, the agent's directive); chat is the same request,
+     * parsed. Returns 0, or -1 with e filled (VALIDATION_ERROR and the field) when the request
+     * asks for something the provider cannot do: the client gets a 400, nothing is dropped
+     * silently. NULL for local providers. */
+    int (*build_request)(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                         const char *body, size_t body_len, const char *const *extra_headers,
+                         struct ibex_arena *arena, struct ibex_upstream_request *out,
+                         struct ibex_chat_error *e);
     /* Local: writes the answer into out, a chat.completion object or, when chat->stream, the
      * whole SSE event stream. NULL for remote providers. */
     void (*answer)(const struct ibex_provider *p, const struct ibex_chat_request *chat,
                    struct ibex_buf *out);
+
+    /* Translating providers turn their 2xx answers into OpenAI's format; these are NULL when the
+     * provider already speaks it. Error bodies are not translated: every provider puts its
+     * message at error.message. */
+    /* Non-streaming: the whole body, appended to out as a chat.completion object. Returns 0, or
+     * -1 when body is not an answer in the provider's format (the client gets a 502). */
+    int (*translate_answer)(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                            const char *body, size_t len, struct ibex_buf *out);
+    /* Streaming: stream_open makes the decoder of one answer in arena (anything it holds
+     * outside the arena is released by an ibex_arena_on_free it registers). stream_feed takes
+     * the provider's bytes in any splits and appends chat.completion.chunk events
+     * ("data: {...}\n\n") to out; stream_end, once the provider's stream is over, appends what
+     * closes it (the usage chunk when chat->include_usage, then "data: [DONE]\n\n"). Both
+     * return 0, or -1 with s->error set when the provider's stream reports an error or ends
+     * before its end: the client's stream then ends with an error event. */
+    struct ibex_provider_stream *(*stream_open)(const struct ibex_provider *p,
+                                                const struct ibex_chat_request *chat,
+                                                struct ibex_arena *arena);
+    int (*stream_feed)(struct ibex_provider_stream *s, const char *p, size_t len,
+                       struct ibex_buf *out);
+    int (*stream_end)(struct ibex_provider_stream *s, struct ibex_buf *out);
 };
 
 struct ibex_provider {

@@ -18,7 +18,7 @@ static void check(const struct ibex_answer *a)
     assert(memchr(a->finish_reason, '\0', sizeof(a->finish_reason)) != NULL);
     assert(memchr(a->model, '\0', sizeof(a->model)) != NULL);
     assert(a->prompt_tokens >= -1 && a->completion_tokens >= -1 && a->total_tokens >= -1);
-    assert(a->line.len <= a->line_max);
+    assert(a->sse.line.len <= a->sse.line_max);
     if (a->tool_calls.len > 0) {
         json_tokener *tok = json_tokener_new();
         json_object *o = json_tokener_parse_ex(tok, a->tool_calls.p, (int)a->tool_calls.len);
@@ -41,7 +41,7 @@ static void same(const struct ibex_answer *x, const struct ibex_answer *y)
     assert(x->prompt_tokens == y->prompt_tokens && x->completion_tokens == y->completion_tokens &&
            x->total_tokens == y->total_tokens);
     assert(x->done == y->done && x->truncated == y->truncated && x->skipped == y->skipped);
-    assert(x->line.len == y->line.len);
+    assert(x->sse.skipped == y->sse.skipped && x->sse.line.len == y->sse.line.len);
 }
 
 static void start(struct ibex_answer *a, const uint8_t *data)
@@ -49,7 +49,7 @@ static void start(struct ibex_answer *a, const uint8_t *data)
     /* Small caps reach truncation and the oversized-line path; 255 means the defaults. */
     ibex_answer_init(a, data[0] == 255 ? (size_t)1 << 20 : (size_t)data[0] * 4);
     if (data[1] != 255)
-        a->line_max = 16 + (size_t)data[1] * 8;
+        a->sse.line_max = 16 + (size_t)data[1] * 8;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -323,7 +323,7 @@ static void test_invalid_yaml_names_the_problem(void **state)
     expect_yaml_error("workers: [1, 2]\n", "workers", NULL);
     expect_yaml_error("- just\n- a list\n", NULL, NULL);
     expect_yaml_error("workers: 1\n  bad: indent\n", NULL, NULL);
-    expect_yaml_error("providers:\n  - name: x\n    type: anthropic\n", "type", "anthropic");
+    expect_yaml_error("providers:\n  - name: x\n    type: cohere\n", "type", "cohere");
     expect_yaml_error("providers:\n  - name: ftpish\n    type: openai\n    base_url: ftp://h/v1\n",
                       "base_url", "ftpish");
     expect_yaml_error("providers:\n  - name: x\n    type: openai\n", "base_url", NULL);

@@ -206,7 +206,8 @@ static void test_openai_build_request(void **state)
     const char *extra[] = {"X-Trace-Id: abc", "OpenAI-Organization: org-1", NULL};
     struct ibex_upstream_request out;
     memset(&out, 0xAB, sizeof(out));
-    p->ops->build_request(p, &chat, body, strlen(body), extra, arena, &out);
+    assert_int_equal(p->ops->build_request(p, &chat, body, strlen(body), extra, arena, &out, NULL),
+                     0);
     assert_string_equal(out.url, "http://127.0.0.1:9/v1/chat/completions");
     assert_ptr_equal(out.body, body);
     assert_int_equal(out.body_len, strlen(body));
@@ -230,7 +231,8 @@ static void test_openai_build_request(void **state)
     const char *sbody = "{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\","
                         "\"content\":\"x\"}]}";
     parse_chat(sbody, &chat);
-    p->ops->build_request(p, &chat, sbody, strlen(sbody), NULL, arena, &out);
+    assert_int_equal(p->ops->build_request(p, &chat, sbody, strlen(sbody), NULL, arena, &out, NULL),
+                     0);
     assert_true(has_header(out.headers, "Accept: text/event-stream"));
     assert_false(has_header(out.headers, "Accept: application/json"));
     assert_int_equal(count_headers(out.headers), 3);
@@ -240,7 +242,8 @@ static void test_openai_build_request(void **state)
     /* no key: no Authorization header at all */
     const struct ibex_provider *k = by_name(&f->ps, "keyless");
     parse_chat(body, &chat);
-    k->ops->build_request(k, &chat, body, strlen(body), extra, arena, &out);
+    assert_int_equal(k->ops->build_request(k, &chat, body, strlen(body), extra, arena, &out, NULL),
+                     0);
     assert_string_equal(out.url, "https://keyless.test/api/chat/completions");
     for (const char *const *h = out.headers; *h; h++)
         assert_true(strncasecmp(*h, "authorization:", 14) != 0);
