@@ -269,6 +269,8 @@ static int serve(int argc, char **argv)
     rt.forward_headers = split_patterns(rt.cfg.forward_headers);
     ibex_providers_init(&rt.providers, &rt.cfg);
     ibex_metrics_set_providers(rt.providers.names, rt.providers.n);
+    ibex_metrics_set_deployments(rt.providers.deployment_providers, rt.providers.deployment_models,
+                                 rt.providers.ndeployments, ibex_attempt_outcome_names);
     if (rt.providers.default_provider == NULL)
         ibex_log(IBEX_LOG_INFO,
                  "no default provider: only configured models and \"mock\" are served; "

@@ -144,7 +144,7 @@ static void models_authorized(struct ibex_worker *w, struct ibex_req *req,
     ibex_buf_init(&b);
     ibex_buf_append_cstr(&b, "{\"object\":\"list\",\"data\":[");
     for (size_t i = 0; i < cfg->nmodels; i++)
-        append_model(&b, &first, cfg->models[i].name, cfg->models[i].provider);
+        append_model(&b, &first, cfg->models[i].name, cfg->models[i].deployments[0].provider);
     const struct ibex_provider_config *mock = ibex_config_provider(cfg, "mock");
     if (mock && mock->type == IBEX_PROVIDER_MOCK)
         append_model(&b, &first, "mock", "mock");

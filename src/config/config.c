@@ -76,6 +76,17 @@ static const struct setting settings[] = {
      "longest silence between two pieces of an upstream response"},
     {"upstream_total_timeout", K_DURATION, "10m", 100, 24 * 60 * MIN, OFF(upstream.total_ms),
      "whole upstream exchange, streaming included"},
+    {"upstream_retries", K_INT, "1", 0, 5, OFF(routing.retries),
+     "further attempts on the same deployment after a 429, 5xx, timeout or connection error, "
+     "before the next deployment"},
+    {"upstream_retry_backoff", K_DURATION, "100ms", 1, 10 * SEC, OFF(routing.backoff_ms),
+     "wait before the first retry, doubled for each next one, with +-50% jitter"},
+    {"upstream_retry_after_max", K_DURATION, "5s", 0, 10 * MIN, OFF(routing.retry_after_max_ms),
+     "longest Retry-After honoured by waiting; a longer one moves on to the next deployment"},
+    {"breaker_failures", K_INT, "5", 0, 1000, OFF(routing.breaker_failures),
+     "consecutive failed attempts that take a deployment out; 0 = no circuit breaker"},
+    {"breaker_cooldown", K_DURATION, "30s", 100, 60 * MIN, OFF(routing.breaker_cooldown_ms),
+     "how long a deployment stays out before one attempt may try it again"},
     {"mock", K_BOOL, "true", 0, 0, OFF(mock),
      "serve model \"mock\" from the built-in deterministic mock provider"},
     {"default_provider", K_STRING, "", 0, 0, OFF(default_provider),
@@ -399,6 +410,46 @@ static int yaml_provider(struct ibex_config *cfg, yaml_document_t *doc, yaml_nod
     return rc;
 }
 
+static int yaml_deployment(struct ibex_model_config *m, yaml_document_t *doc, yaml_node_t *map,
+                           const char *path, char *err, size_t errlen)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return errf(err, errlen, "%s: model '%s': each deployment must be a mapping", path,
+                    m->name ? m->name : "?");
+    m->deployments = ibex_xrealloc(m->deployments, (m->ndeployments + 1) * sizeof(*m->deployments));
+    struct ibex_deployment_config *d = &m->deployments[m->ndeployments++];
+    memset(d, 0, sizeof(*d));
+    d->weight = 1;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = scalar(doc, yaml_document_get_node(doc, pr->key));
+        const char *v = scalar(doc, yaml_document_get_node(doc, pr->value));
+        char *end = NULL;
+        if (k && v && !strcmp(k, "weight")) {
+            unsigned long w = strtoul(v, &end, 10);
+            if (end == v || *end || w > 1000)
+                return errf(err, errlen, "%s: model '%s': weight must be 0 to 1000, got '%s'", path,
+                            m->name ? m->name : "?", v);
+            d->weight = (uint32_t)w;
+            continue;
+        }
+        char **field = NULL;
+        if (k && !strcmp(k, "provider"))
+            field = &d->provider;
+        else if (k && !strcmp(k, "model"))
+            field = &d->model;
+        if (field == NULL || v == NULL)
+            return errf(err, errlen,
+                        "%s: model '%s': deployments take scalar provider, model and weight; "
+                        "got '%s'",
+                        path, m->name ? m->name : "?", k ? k : "?");
+        free(*field);
+        *field = ibex_xstrdup(v);
+    }
+    return 0;
+}
+
+/* A model alias: name plus either provider and model (one deployment) or a deployments list. */
 static int yaml_model(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t *map,
                       const char *path, char *err, size_t errlen)
 {
@@ -407,25 +458,103 @@ static int yaml_model(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t
     cfg->models = ibex_xrealloc(cfg->models, (cfg->nmodels + 1) * sizeof(*cfg->models));
     struct ibex_model_config *m = &cfg->models[cfg->nmodels++];
     memset(m, 0, sizeof(*m));
-    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
-         pr++) {
+    char *provider = NULL, *model = NULL;
+    int rc = 0;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start;
+         pr < map->data.mapping.pairs.top && rc == 0; pr++) {
         const char *k = scalar(doc, yaml_document_get_node(doc, pr->key));
-        const char *v = scalar(doc, yaml_document_get_node(doc, pr->value));
+        yaml_node_t *vn = yaml_document_get_node(doc, pr->value);
+        if (k && !strcmp(k, "deployments") && vn->type == YAML_SEQUENCE_NODE) {
+            for (yaml_node_item_t *it = vn->data.sequence.items.start;
+                 it < vn->data.sequence.items.top && rc == 0; it++)
+                rc = yaml_deployment(m, doc, yaml_document_get_node(doc, *it), path, err, errlen);
+            continue;
+        }
+        const char *v = scalar(doc, vn);
         char **field = NULL;
         if (k && !strcmp(k, "name"))
             field = &m->name;
         else if (k && !strcmp(k, "provider"))
-            field = &m->provider;
+            field = &provider;
         else if (k && !strcmp(k, "model"))
-            field = &m->model;
-        if (field == NULL || v == NULL)
-            return errf(err, errlen,
-                        "%s: model entries take scalar name, provider and model; got '%s'", path,
-                        k ? k : "?");
+            field = &model;
+        if (field == NULL || v == NULL) {
+            rc = errf(err, errlen,
+                      "%s: model entries take a scalar name and either provider and model or a "
+                      "list of deployments; got '%s'",
+                      path, k ? k : "?");
+            break;
+        }
         free(*field);
         *field = ibex_xstrdup(v);
     }
+    if (rc == 0 && (provider || model) && m->ndeployments)
+        rc = errf(err, errlen, "%s: model '%s': give provider and model, or deployments, not both",
+                  path, m->name ? m->name : "?");
+    if (rc == 0 && m->ndeployments == 0) {
+        m->deployments = ibex_xcalloc(1, sizeof(*m->deployments));
+        m->deployments[0] = (struct ibex_deployment_config){provider, model, 1};
+        m->ndeployments = 1;
+        provider = model = NULL;
+    }
+    free(provider);
+    free(model);
+    return rc;
+}
+
+/* A price entry: model, input and output (USD per million tokens), optional provider. */
+static int yaml_price(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t *map,
+                      const char *path, char *err, size_t errlen)
+{
+    if (map->type != YAML_MAPPING_NODE)
+        return errf(err, errlen, "%s: each entry of 'prices' must be a mapping", path);
+    cfg->prices = ibex_xrealloc(cfg->prices, (cfg->nprices + 1) * sizeof(*cfg->prices));
+    struct ibex_price_config *p = &cfg->prices[cfg->nprices++];
+    memset(p, 0, sizeof(*p));
+    p->input = p->output = -1;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top;
+         pr++) {
+        const char *k = scalar(doc, yaml_document_get_node(doc, pr->key));
+        const char *v = scalar(doc, yaml_document_get_node(doc, pr->value));
+        if (k == NULL || v == NULL)
+            return errf(err, errlen, "%s: price keys and values must be scalars", path);
+        if (!strcmp(k, "input") || !strcmp(k, "output")) {
+            char *end = NULL;
+            double d = strtod(v, &end);
+            if (end == v || *end || !(d >= 0 && d < 1e6))
+                return errf(err, errlen,
+                            "%s: price of '%s': %s must be US dollars per million tokens, got '%s'",
+                            path, p->model ? p->model : "?", k, v);
+            *(k[0] == 'i' ? &p->input : &p->output) = d;
+        } else if (!strcmp(k, "model") || !strcmp(k, "provider")) {
+            char **field = k[0] == 'm' ? &p->model : &p->provider;
+            free(*field);
+            *field = ibex_xstrdup(v);
+        } else {
+            return errf(err, errlen, "%s: unknown price key '%s' (model, provider, input, output)",
+                        path, k);
+        }
+    }
+    if (p->model == NULL || p->input < 0 || p->output < 0)
+        return errf(err, errlen, "%s: prices[%zu]: 'model', 'input' and 'output' are required",
+                    path, cfg->nprices - 1);
     return 0;
+}
+
+const struct ibex_price_config *ibex_config_price(const struct ibex_config *cfg,
+                                                  const char *provider, const char *model)
+{
+    const struct ibex_price_config *any = NULL;
+    for (size_t i = 0; i < cfg->nprices; i++) {
+        const struct ibex_price_config *p = &cfg->prices[i];
+        if (strcmp(p->model, model) != 0)
+            continue;
+        if (p->provider && provider && !strcmp(p->provider, provider))
+            return p;
+        if (p->provider == NULL && any == NULL)
+            any = p;
+    }
+    return any;
 }
 
 static int load_yaml(struct ibex_config *cfg, const char *path, char *err, size_t errlen)
@@ -461,7 +590,7 @@ static int load_yaml(struct ibex_config *cfg, const char *path, char *err, size_
             rc = errf(err, errlen, "%s: keys must be scalars", path);
             goto out;
         }
-        if (!strcmp(k, "providers") || !strcmp(k, "models")) {
+        if (!strcmp(k, "providers") || !strcmp(k, "models") || !strcmp(k, "prices")) {
             if (vn->type != YAML_SEQUENCE_NODE) {
                 rc = errf(err, errlen, "%s: '%s' must be a list", path, k);
                 goto out;
@@ -469,8 +598,9 @@ static int load_yaml(struct ibex_config *cfg, const char *path, char *err, size_
             for (yaml_node_item_t *it = vn->data.sequence.items.start;
                  it < vn->data.sequence.items.top; it++) {
                 yaml_node_t *item = yaml_document_get_node(&doc, *it);
-                rc = k[0] == 'p' ? yaml_provider(cfg, &doc, item, path, err, errlen)
-                                 : yaml_model(cfg, &doc, item, path, err, errlen);
+                rc = !strcmp(k, "providers") ? yaml_provider(cfg, &doc, item, path, err, errlen)
+                     : !strcmp(k, "models")  ? yaml_model(cfg, &doc, item, path, err, errlen)
+                                             : yaml_price(cfg, &doc, item, path, err, errlen);
                 if (rc)
                     goto out;
             }
@@ -685,12 +815,25 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
     }
     for (size_t i = 0; i < cfg->nmodels; i++) {
         struct ibex_model_config *m = &cfg->models[i];
-        if (m->name == NULL || m->provider == NULL)
-            return errf(err, errlen, "models[%zu]: 'name' and 'provider' are required", i);
-        if (!ibex_config_provider(cfg, m->provider))
-            return errf(err, errlen, "model '%s': unknown provider '%s'", m->name, m->provider);
-        if (m->model == NULL)
-            m->model = ibex_xstrdup(m->name);
+        if (m->name == NULL)
+            return errf(err, errlen, "models[%zu]: 'name' is required", i);
+        uint64_t weights = 0;
+        if (m->ndeployments > IBEX_CONFIG_MAX_DEPLOYMENTS)
+            return errf(err, errlen, "model '%s': at most %d deployments", m->name,
+                        IBEX_CONFIG_MAX_DEPLOYMENTS);
+        for (size_t k = 0; k < m->ndeployments; k++) {
+            struct ibex_deployment_config *d = &m->deployments[k];
+            if (d->provider == NULL)
+                return errf(err, errlen, "model '%s': 'provider' is required", m->name);
+            if (!ibex_config_provider(cfg, d->provider))
+                return errf(err, errlen, "model '%s': unknown provider '%s'", m->name, d->provider);
+            if (d->model == NULL)
+                d->model = ibex_xstrdup(m->name);
+            weights += d->weight;
+        }
+        if (weights == 0)
+            return errf(err, errlen, "model '%s': at least one deployment needs a weight above 0",
+                        m->name);
     }
     if (cfg->default_provider[0] == '\0' && ibex_config_provider(cfg, "openai")) {
         free(cfg->default_provider);
@@ -758,10 +901,18 @@ void ibex_config_dispose(struct ibex_config *cfg)
     free(cfg->providers);
     for (size_t i = 0; i < cfg->nmodels; i++) {
         free(cfg->models[i].name);
-        free(cfg->models[i].provider);
-        free(cfg->models[i].model);
+        for (size_t k = 0; k < cfg->models[i].ndeployments; k++) {
+            free(cfg->models[i].deployments[k].provider);
+            free(cfg->models[i].deployments[k].model);
+        }
+        free(cfg->models[i].deployments);
     }
     free(cfg->models);
+    for (size_t i = 0; i < cfg->nprices; i++) {
+        free(cfg->prices[i].provider);
+        free(cfg->prices[i].model);
+    }
+    free(cfg->prices);
     memset(cfg, 0, sizeof(*cfg));
 }
 

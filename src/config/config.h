@@ -36,10 +36,38 @@ struct ibex_provider_config {
     struct ibex_upstream_timeouts timeouts;
 };
 
+/* One place a model alias is served: a provider and the model name it knows there. */
+struct ibex_deployment_config {
+    char *provider;  /* provider name */
+    char *model;     /* model name sent upstream */
+    uint32_t weight; /* share of first attempts among healthy deployments; 0: fallback only */
+};
+
+/* The most deployments one alias may list. */
+#define IBEX_CONFIG_MAX_DEPLOYMENTS 8
+
+/* A model alias: what clients send as "model", and the deployments that serve it. The first
+ * attempt goes to a healthy deployment picked by weight; the fallbacks follow in list order. */
 struct ibex_model_config {
-    char *name;     /* what clients send as "model" */
-    char *provider; /* provider name */
-    char *model;    /* model name sent upstream */
+    char *name;
+    struct ibex_deployment_config *deployments;
+    size_t ndeployments;
+};
+
+/* A model's price in US dollars per million tokens (the `prices` list of the YAML file). */
+struct ibex_price_config {
+    char *provider; /* NULL: the model at any provider */
+    char *model;    /* the upstream model name */
+    double input, output;
+};
+
+/* Retries, fallback and the circuit breaker (docs/providers.md). */
+struct ibex_routing_config {
+    int64_t retries;             /* further attempts on the same deployment */
+    uint64_t backoff_ms;         /* first retry's wait; doubled per retry, jittered */
+    uint64_t retry_after_max_ms; /* a longer Retry-After falls back instead of waiting */
+    int64_t breaker_failures;    /* consecutive failures that open a deployment's breaker; 0 off */
+    uint64_t breaker_cooldown_ms;
 };
 
 struct ibex_config {
@@ -59,6 +87,7 @@ struct ibex_config {
     char *forward_headers;
     char *upstream_http_client;
     struct ibex_upstream_timeouts upstream;
+    struct ibex_routing_config routing;
     bool mock;
     char *default_provider;
     char *store_url; /* may hold a password: log it only through ibex_store_redact_url */
@@ -88,6 +117,8 @@ struct ibex_config {
     size_t nproviders;
     struct ibex_model_config *models;
     size_t nmodels;
+    struct ibex_price_config *prices;
+    size_t nprices;
 };
 
 /* Loads settings from argv (after the subcommand), the environment and the YAML file named by
@@ -100,6 +131,11 @@ void ibex_config_print_help(FILE *out);
 
 const struct ibex_provider_config *ibex_config_provider(const struct ibex_config *cfg,
                                                         const char *name);
+
+/* The price of model at provider: the first entry naming both, else the first naming the model
+ * for any provider; NULL when there is none. */
+const struct ibex_price_config *ibex_config_price(const struct ibex_config *cfg,
+                                                  const char *provider, const char *model);
 
 /* Parses "250ms", "30s", "5m", "1h", "30d" or plain milliseconds. Returns 0 or -1. */
 int ibex_config_parse_duration(const char *s, uint64_t *ms);

@@ -1,8 +1,9 @@
 /* POST /v1/chat/completions: validate, route, call the provider, relay the answer.
  *
  * Invariants:
- * - The client's response starts at the first upstream body byte, so every failure before it
- *   is a plain HTTP error (and a later issue can fall back to another deployment there).
+ * - The client's response starts at the first upstream body byte (the first translated one),
+ *   so every failure before it may be retried, on the same deployment or the next one of the
+ *   model's plan; after it, a failure ends the stream with an error event.
  * - Streaming bytes are relayed as they arrive (through the provider's translator when it does
  *   not speak OpenAI's format); when the client's write buffer is over the
  *   high-water mark the upstream transfer is paused and resumed on drain, so memory per stream
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "../api/checkpoints.h"
+#include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/id.h"
 #include "../auth/keys.h"
@@ -53,8 +55,16 @@ struct chat {
     char trace_id[IBEX_UUID_LEN + 1];
     char tenant_id[IBEX_ID_LEN + 1];
     char agent_id[IBEX_ID_LEN + 1];
-    char session_id[IBEX_ID_LEN + 1]; /* "" until the turn's session is known */
-    const struct ibex_provider *provider;
+    char session_id[IBEX_ID_LEN + 1];     /* "" until the turn's session is known */
+    const struct ibex_provider *provider; /* the current attempt's */
+    /* the deployments to try, in order (providers.c), and where the request is in that plan */
+    struct ibex_deployment *plan[IBEX_ALIAS_MAX_DEPLOYMENTS];
+    size_t nplan, at;
+    int64_t tries;           /* attempts on plan[at] before the current one */
+    uv_timer_t *retry_timer; /* the wait before the next attempt, or NULL */
+    uint64_t attempt_start_ns;
+    struct ibex_buf attempts;  /* JSON array of every attempt, for the trace */
+    bool directive;            /* the agent's directive is in the document */
     bool sent;                 /* the turn went to the provider (or the local model) */
     bool recorded;             /* it leaves a trace (recording is not off) */
     struct ibex_answer answer; /* what the model answered, collected as it is relayed */
@@ -68,6 +78,20 @@ struct chat {
     char join_state[16];
 };
 
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void close_retry_timer(struct chat *c)
+{
+    if (c->retry_timer) {
+        uv_timer_stop(c->retry_timer);
+        uv_close((uv_handle_t *)c->retry_timer, free_handle);
+        c->retry_timer = NULL;
+    }
+}
+
 static void chat_cleanup(void *data)
 {
     struct chat *c = data;
@@ -75,6 +99,8 @@ static void chat_cleanup(void *data)
     ibex_buf_dispose(&c->body);
     ibex_buf_dispose(&c->sendbody);
     ibex_buf_dispose(&c->xlat);
+    ibex_buf_dispose(&c->attempts);
+    close_retry_timer(c);
     ibex_answer_dispose(&c->answer);
     ibex_api_result_dispose(&c->join_result);
     ibex_idem_request_dispose(&c->idem);
@@ -270,6 +296,140 @@ static void end_stream_with_error(struct chat *c, struct failure f)
     ibex_res_stream_end(c->req);
 }
 
+/* ---- attempts: retries, fallback, the circuit breaker ---- */
+
+enum attempt_outcome {
+    ATTEMPT_OK = 0,
+    ATTEMPT_REJECTED,     /* a 4xx other than 429: the request's fault, answered as it is */
+    ATTEMPT_RATE_LIMITED, /* 429 */
+    ATTEMPT_SERVER_ERROR, /* 5xx (or another non-2xx) */
+    ATTEMPT_TIMEOUT,
+    ATTEMPT_CONNECT,
+    ATTEMPT_RESET,
+    ATTEMPT_STREAM_ERROR, /* the provider's stream reported an error or stopped short */
+    ATTEMPT_TOO_LARGE,
+    ATTEMPT_ERROR,
+};
+
+const char *const ibex_attempt_outcome_names[IBEX_METRICS_NATTEMPT] = {
+    "ok",    "rejected",     "rate_limited", "server_error", "timeout", "connect_error",
+    "reset", "stream_error", "too_large",    "error",
+};
+
+static enum attempt_outcome classify(const struct chat *c, enum ibex_upstream_result r)
+{
+    if (c->stream_broken)
+        return ATTEMPT_STREAM_ERROR;
+    switch (r) {
+    case IBEX_UPSTREAM_OK:
+        if (!c->upstream_error)
+            return ATTEMPT_OK;
+        if (c->status == 429)
+            return ATTEMPT_RATE_LIMITED;
+        return c->status >= 400 && c->status < 500 ? ATTEMPT_REJECTED : ATTEMPT_SERVER_ERROR;
+    case IBEX_UPSTREAM_CONNECT_FAILED:
+        return ATTEMPT_CONNECT;
+    case IBEX_UPSTREAM_CONNECT_TIMEOUT:
+    case IBEX_UPSTREAM_HEADER_TIMEOUT:
+    case IBEX_UPSTREAM_FIRST_TOKEN_TIMEOUT:
+    case IBEX_UPSTREAM_IDLE_TIMEOUT:
+    case IBEX_UPSTREAM_TOTAL_TIMEOUT:
+        return ATTEMPT_TIMEOUT;
+    case IBEX_UPSTREAM_RESET:
+        return ATTEMPT_RESET;
+    case IBEX_UPSTREAM_ABORTED:
+        return c->too_large ? ATTEMPT_TOO_LARGE : ATTEMPT_ERROR;
+    default:
+        return ATTEMPT_ERROR;
+    }
+}
+
+/* A failure another attempt may fix (and that counts against the deployment's health). */
+static bool transient(enum attempt_outcome o)
+{
+    return o != ATTEMPT_OK && o != ATTEMPT_REJECTED && o != ATTEMPT_TOO_LARGE;
+}
+
+/* The attempt in the trace, the metrics and the deployment's circuit breaker. */
+static void note_attempt(struct chat *c, enum attempt_outcome o, int64_t now_ms)
+{
+    struct ibex_deployment *d = c->plan[c->at];
+    struct ibex_buf *b = &c->attempts;
+    ibex_buf_append_cstr(b, b->len ? ",{\"provider\":" : "[{\"provider\":");
+    ibex_buf_append_json_str(b, d->provider->cfg->name, strlen(d->provider->cfg->name));
+    ibex_buf_append_cstr(b, ",\"model\":");
+    ibex_buf_append_json_str(b, c->chat.model, c->chat.model_len);
+    ibex_buf_appendf(b, ",\"outcome\":\"%s\",\"status\":%d,\"ms\":", ibex_attempt_outcome_names[o],
+                     c->status);
+    ibex_buf_append_milli(b, (ibex_clock_mono_ns() - c->attempt_start_ns) / 1000);
+    ibex_buf_append_cstr(b, "}");
+    ibex_metrics_attempt(c->w->metrics, d->index, (int)o);
+    ibex_deployment_report(d, transient(o), &c->w->rt->cfg.routing, now_ms);
+}
+
+static void send_turn(struct chat *c);
+
+static uint64_t random_u64(void)
+{
+    uint64_t r;
+    ibex_id_random(&r, sizeof(r));
+    return r;
+}
+
+static void on_retry_timer(uv_timer_t *t)
+{
+    struct chat *c = t->data;
+    close_retry_timer(c);
+    c->req->on_abort = NULL;
+    send_turn(c);
+}
+
+/* Seconds of a Retry-After header as milliseconds; -1 when absent or an HTTP date. */
+static int64_t retry_after_ms(const char *v)
+{
+    if (v == NULL || *v < '0' || *v > '9')
+        return -1;
+    char *end = NULL;
+    unsigned long long s = strtoull(v, &end, 10);
+    while (end && (*end == ' ' || *end == '\t'))
+        end++;
+    return end && *end == '\0' && s < 86400 ? (int64_t)s * 1000 : -1;
+}
+
+static void on_client_abort(struct ibex_req *req);
+
+/* After a transient failure before anything reached the client: schedules the next attempt,
+ * on the same deployment (up to upstream_retries more, after a jittered back-off or the
+ * provider's Retry-After) or on the next deployment of the plan. Returns false when there is
+ * none left: the failure is then the answer. */
+static bool try_again(struct chat *c)
+{
+    const struct ibex_routing_config *rc = &c->w->rt->cfg.routing;
+    uint64_t wait_ms = 0;
+    int64_t ra = c->status == 429 || c->status == 503
+                     ? retry_after_ms(ibex_upstream_retry_after(c->call))
+                     : -1;
+    bool same = c->tries < rc->retries && (ra < 0 || (uint64_t)ra <= rc->retry_after_max_ms);
+    if (same) {
+        uint64_t base = rc->backoff_ms << (c->tries < 10 ? c->tries : 10);
+        wait_ms = base / 2 + random_u64() % (base + 1); /* base, +-50% */
+        if (ra > 0 && (uint64_t)ra > wait_ms)
+            wait_ms = (uint64_t)ra;
+        c->tries++;
+    } else if (c->at + 1 < c->nplan) {
+        c->at++;
+        c->tries = 0;
+    } else {
+        return false;
+    }
+    c->retry_timer = ibex_xmalloc(sizeof(*c->retry_timer));
+    uv_timer_init(&c->w->loop, c->retry_timer);
+    c->retry_timer->data = c;
+    uv_timer_start(c->retry_timer, on_retry_timer, wait_ms, 0);
+    c->req->on_abort = on_client_abort;
+    return true;
+}
+
 static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream_result r,
                              void *data)
 {
@@ -286,6 +446,12 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         if (c->provider->ops->stream_end(c->xs, &c->xlat) != 0)
             c->stream_broken = true;
         relay_translated(c);
+    }
+    enum attempt_outcome o = classify(c, r);
+    note_attempt(c, o, (int64_t)ibex_clock_wall_ms());
+    if (!c->stream_open && transient(o) && try_again(c)) {
+        c->call = NULL;
+        return;
     }
     if (c->stream_broken) {
         /* the provider's stream itself reported an error or stopped short */
@@ -351,6 +517,7 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
 static void on_client_abort(struct ibex_req *req)
 {
     struct chat *c = req->user;
+    close_retry_timer(c);
     if (c->call) {
         ibex_upstream_cancel(c->call);
         c->call = NULL;
@@ -390,10 +557,35 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
     }
 }
 
-/* Sends the turn: to the local model, or upstream. */
+/* The request document for plan[at]: the deployment's model name (a provider serving the name
+ * unchanged keeps the client's), serialised again when it differs from what the client sent. */
+static void prepare_attempt(struct chat *c)
+{
+    struct ibex_deployment *d = c->plan[c->at];
+    c->provider = d->provider;
+    c->info.provider = d->provider;
+    const char *model = d->model && d->provider->ops->answer == NULL ? d->model : c->info.model;
+    bool rename = strcmp(model, c->chat.model) != 0;
+    if (rename)
+        ibex_chat_request_set_model(&c->chat, model);
+    if (rename || (c->directive && c->sendbody.len == 0)) {
+        ibex_buf_reset(&c->sendbody);
+        ibex_chat_request_serialize(&c->chat, &c->sendbody);
+    }
+    /* what the last attempt left behind */
+    ibex_buf_reset(&c->body);
+    ibex_buf_reset(&c->xlat);
+    c->status = 0;
+    c->upstream_error = c->too_large = c->stream_broken = false;
+    c->xs = NULL;
+    c->attempt_start_ns = ibex_clock_mono_ns();
+}
+
+/* Sends the turn to plan[at]: the local model, or upstream. */
 static void send_turn(struct chat *c)
 {
     struct ibex_req *req = c->req;
+    prepare_attempt(c);
     const struct ibex_provider *p = c->provider;
     if (p->ops->answer) {
         c->sent = true;
@@ -597,6 +789,22 @@ static void claim_key(struct chat *c)
 
 /* ---- after the response ---- */
 
+/* What the answer cost in billionths of a dollar, from the price of the model that answered at
+ * its provider; -1 when there is no price or no usage. */
+static int64_t cost_of(struct chat *c)
+{
+    if (c->provider == NULL || !c->sent || c->answer.prompt_tokens < 0)
+        return -1;
+    const struct ibex_price_config *price =
+        ibex_config_price(&c->w->rt->cfg, c->provider->cfg->name, c->chat.model);
+    if (price == NULL)
+        return -1;
+    double completion = c->answer.completion_tokens > 0 ? (double)c->answer.completion_tokens : 0;
+    /* USD per million tokens is 1000 nano-USD per token */
+    return (int64_t)((double)c->answer.prompt_tokens * price->input * 1000.0 +
+                     completion * price->output * 1000.0 + 0.5);
+}
+
 /* The trace of every authenticated request and the checkpoint of every turn sent. */
 static void chat_done(struct ibex_req *req, uint64_t total_ns)
 {
@@ -616,6 +824,8 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
         if (c->xs->completion_tokens >= 0)
             c->answer.total_tokens = c->xs->prompt_tokens + c->xs->completion_tokens;
     }
+    if (c->attempts.len)
+        ibex_buf_append_cstr(&c->attempts, "]");
     struct ibex_trace t = {
         .id = c->trace_id,
         .tenant_id = c->tenant_id,
@@ -633,7 +843,13 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
         .prompt_tokens = c->answer.prompt_tokens,
         .completion_tokens = c->answer.completion_tokens,
         .total_tokens = c->answer.total_tokens,
+        .attempts = c->attempts.len ? c->attempts.p : NULL,
+        .attempts_len = c->attempts.len,
+        .cost_nanousd = cost_of(c),
     };
+    if (c->provider && c->sent)
+        ibex_metrics_usage(c->w->metrics, c->provider->index, t.prompt_tokens, t.completion_tokens,
+                           t.cost_nanousd);
     int64_t now = (int64_t)ibex_clock_wall_ms();
     ibex_trace_record(writer, &t, now);
     if (c->info.session_id == NULL || !c->sent)
@@ -688,13 +904,12 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         return;
     }
     ibex_chat_error_dispose(&e);
-    c->info.model = c->chat.model;
+    /* the client's name for the model: the document's changes with each deployment */
+    c->info.model = ibex_arena_strndup(req->arena, c->chat.model, c->chat.model_len);
     c->info.stream = c->chat.stream;
 
-    const char *upstream_model = NULL;
-    const struct ibex_provider *p =
-        ibex_providers_route(&w->rt->providers, c->chat.model, &upstream_model);
-    if (p == NULL) {
+    const struct ibex_alias *alias = ibex_providers_route(&w->rt->providers, c->chat.model);
+    if (alias == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg),
                  "model '%.200s' is not configured and there is no default provider",
@@ -703,17 +918,26 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
         ibex_res_error(req, 404, "MODEL_NOT_FOUND", msg, "model", NULL, NULL);
         return;
     }
-    c->provider = p;
-    c->info.provider = p;
-    /* What is sent is final before the session is looked up (the directive belongs to the
+    int64_t retry_ms = 0;
+    c->nplan =
+        ibex_alias_plan(alias, (int64_t)ibex_clock_wall_ms(), random_u64(), c->plan, &retry_ms);
+    if (c->nplan == 0) {
+        char msg[300], extra[64];
+        snprintf(msg, sizeof(msg),
+                 "every deployment of model '%.200s' is out after repeated failures",
+                 c->chat.model);
+        snprintf(extra, sizeof(extra), "Retry-After: %lld\r\n", (long long)(retry_ms / 1000 + 1));
+        fail(c, 503, "UPSTREAM_UNAVAILABLE", msg, extra);
+        return;
+    }
+    c->provider = c->plan[0]->provider;
+    c->info.provider = c->provider;
+    /* The directive is in the document before the session is looked up (it belongs to the
      * agent cache, which a store job could outlive). */
-    bool rename = p->ops->answer == NULL && strcmp(upstream_model, c->chat.model) != 0;
-    if (rename)
-        ibex_chat_request_set_model(&c->chat, upstream_model);
-    if (agent->directive[0])
+    if (agent->directive[0]) {
         ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
-    if (rename || agent->directive[0])
-        ibex_chat_request_serialize(&c->chat, &c->sendbody);
+        c->directive = true;
+    }
     c->actor.tenant_id = c->tenant_id;
     c->actor.subject =
         ibex_arena_strndup(req->arena, principal->subject, strlen(principal->subject));
@@ -740,6 +964,7 @@ void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
     ibex_buf_init(&c->xlat);
+    ibex_buf_init(&c->attempts);
     /* the answer's text is kept for checkpoints only; a trace needs the usage alone */
     ibex_answer_init(&c->answer, w->rt->cfg.record_turns ? ANSWER_MAX_BYTES : 0);
     ibex_api_result_init(&c->join_result);

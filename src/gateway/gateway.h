@@ -72,6 +72,9 @@ struct ibex_req_info {
     void (*on_done)(struct ibex_req *req, uint64_t total_ns);
 };
 
+/* Names of the outcomes of an upstream attempt (chat.c), for metric labels. */
+extern const char *const ibex_attempt_outcome_names[IBEX_METRICS_NATTEMPT];
+
 /* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_health(struct ibex_worker *w, struct ibex_req *req);

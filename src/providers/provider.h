@@ -74,12 +74,38 @@ struct ibex_provider {
     char *auth_header;
 };
 
+/* One place a model is served. The circuit breaker state is shared by every worker: written
+ * only when an attempt fails, or succeeds after failures, so healthy traffic writes nothing. */
+struct ibex_deployment {
+    const struct ibex_provider *provider;
+    const char *model; /* the upstream model name; NULL: the client's, unchanged */
+    uint32_t weight;
+    size_t index;                  /* metrics label index */
+    _Atomic uint32_t failures;     /* consecutive failed attempts */
+    _Atomic int64_t open_until_ms; /* out of rotation until then (wall clock); 0 = in */
+};
+
+/* What a client's model name resolves to: a configured alias, or one provider serving the
+ * name unchanged (the default provider, the mock). */
+struct ibex_alias {
+    const char *name;
+    struct ibex_deployment *d;
+    size_t n;
+};
+
+#define IBEX_ALIAS_MAX_DEPLOYMENTS IBEX_CONFIG_MAX_DEPLOYMENTS
+
 struct ibex_providers {
     struct ibex_provider *list;
     size_t n;
     const struct ibex_provider *default_provider; /* or NULL */
     const struct ibex_config *cfg;
-    const char **names; /* for metric labels */
+    const char **names;         /* for metric labels */
+    struct ibex_alias *aliases; /* cfg->models, then one per provider (the name unchanged) */
+    size_t naliases;
+    struct ibex_deployment **deployments;                   /* every deployment, by index */
+    const char **deployment_providers, **deployment_models; /* their metric labels */
+    size_t ndeployments;
 };
 
 extern const struct ibex_provider_ops ibex_provider_openai;
@@ -89,8 +115,19 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
 void ibex_providers_dispose(struct ibex_providers *ps);
 
 /* Resolves a client's model name: an alias, the mock model, or the default provider with the
- * name unchanged. Returns NULL when nothing serves it; *upstream_model is the name to send. */
-const struct ibex_provider *ibex_providers_route(const struct ibex_providers *ps, const char *model,
-                                                 const char **upstream_model);
+ * name unchanged. Returns NULL when nothing serves it. */
+const struct ibex_alias *ibex_providers_route(const struct ibex_providers *ps, const char *model);
+
+/* The order in which a request tries the alias's deployments: first one picked by weight among
+ * those in rotation (rnd: a random number), then the others in rotation, in list order. Returns
+ * how many were written to out (at most IBEX_ALIAS_MAX_DEPLOYMENTS); 0 when every deployment
+ * is out, *retry_ms then says when the first comes back. */
+size_t ibex_alias_plan(const struct ibex_alias *a, int64_t now_ms, uint64_t rnd,
+                       struct ibex_deployment **out, int64_t *retry_ms);
+/* The circuit breaker: an attempt's outcome. After breaker_failures consecutive failures the
+ * deployment is out for breaker_cooldown; then one attempt may try it again, and it is out
+ * again at its first failure, or back for good at its first success. */
+void ibex_deployment_report(struct ibex_deployment *d, bool failed,
+                            const struct ibex_routing_config *rc, int64_t now_ms);
 
 #endif

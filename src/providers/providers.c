@@ -1,12 +1,52 @@
-/* The provider set and model routing. Lookup is a linear scan: operators configure tens of
- * aliases, not thousands, and the scan touches one cache line per alias. */
+/* The provider set and model routing: aliases, their deployments, the order a request tries
+ * them in, and each deployment's circuit breaker. Lookup is a linear scan: operators configure
+ * tens of aliases, not thousands. */
 #include "provider.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
 #include "../core/buf.h"
+
+static const struct ibex_provider *by_name(const struct ibex_providers *ps, const char *name)
+{
+    for (size_t i = 0; i < ps->n; i++)
+        if (!strcmp(ps->list[i].cfg->name, name))
+            return &ps->list[i];
+    return NULL;
+}
+
+/* The configured aliases, then one alias per provider for model names no alias claims. */
+static void aliases_init(struct ibex_providers *ps, const struct ibex_config *cfg)
+{
+    ps->naliases = cfg->nmodels + ps->n;
+    ps->aliases = ibex_xcalloc(ps->naliases, sizeof(*ps->aliases));
+    size_t total = ps->n;
+    for (size_t i = 0; i < cfg->nmodels; i++)
+        total += cfg->models[i].ndeployments;
+    ps->deployments = ibex_xcalloc(total, sizeof(*ps->deployments));
+    ps->deployment_providers = ibex_xcalloc(total, sizeof(*ps->deployment_providers));
+    ps->deployment_models = ibex_xcalloc(total, sizeof(*ps->deployment_models));
+    for (size_t i = 0; i < ps->naliases; i++) {
+        struct ibex_alias *a = &ps->aliases[i];
+        const struct ibex_model_config *m = i < cfg->nmodels ? &cfg->models[i] : NULL;
+        a->name = m ? m->name : ps->list[i - cfg->nmodels].cfg->name;
+        a->n = m ? m->ndeployments : 1;
+        a->d = ibex_xcalloc(a->n, sizeof(*a->d));
+        for (size_t k = 0; k < a->n; k++) {
+            struct ibex_deployment *d = &a->d[k];
+            d->provider = m ? by_name(ps, m->deployments[k].provider) : &ps->list[i - cfg->nmodels];
+            d->model = m ? m->deployments[k].model : NULL;
+            d->weight = m ? m->deployments[k].weight : 1;
+            d->index = ps->ndeployments;
+            ps->deployment_providers[d->index] = d->provider->cfg->name;
+            ps->deployment_models[d->index] = d->model ? d->model : "*";
+            ps->deployments[ps->ndeployments++] = d;
+        }
+    }
+}
 
 void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cfg)
 {
@@ -38,10 +78,17 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
         for (size_t i = 0; i < ps->n; i++)
             if (!strcmp(ps->list[i].cfg->name, cfg->default_provider))
                 ps->default_provider = &ps->list[i];
+    aliases_init(ps, cfg);
 }
 
 void ibex_providers_dispose(struct ibex_providers *ps)
 {
+    for (size_t i = 0; i < ps->naliases; i++)
+        free(ps->aliases[i].d);
+    free(ps->aliases);
+    free(ps->deployments);
+    free(ps->deployment_providers);
+    free(ps->deployment_models);
     for (size_t i = 0; i < ps->n; i++) {
         free(ps->list[i].chat_url);
         if (ps->list[i].auth_header) {
@@ -55,29 +102,63 @@ void ibex_providers_dispose(struct ibex_providers *ps)
     memset(ps, 0, sizeof(*ps));
 }
 
-static const struct ibex_provider *by_name(const struct ibex_providers *ps, const char *name)
+const struct ibex_alias *ibex_providers_route(const struct ibex_providers *ps, const char *model)
 {
-    for (size_t i = 0; i < ps->n; i++)
-        if (!strcmp(ps->list[i].cfg->name, name))
-            return &ps->list[i];
+    for (size_t i = 0; i < ps->cfg->nmodels; i++)
+        if (!strcmp(ps->aliases[i].name, model))
+            return &ps->aliases[i];
+    const struct ibex_provider *mock = by_name(ps, "mock");
+    if (mock && mock->cfg->type == IBEX_PROVIDER_MOCK && !strcmp(model, "mock"))
+        return &ps->aliases[ps->cfg->nmodels + mock->index];
+    if (ps->default_provider)
+        return &ps->aliases[ps->cfg->nmodels + ps->default_provider->index];
     return NULL;
 }
 
-const struct ibex_provider *ibex_providers_route(const struct ibex_providers *ps, const char *model,
-                                                 const char **upstream_model)
+size_t ibex_alias_plan(const struct ibex_alias *a, int64_t now_ms, uint64_t rnd,
+                       struct ibex_deployment **out, int64_t *retry_ms)
 {
-    for (size_t i = 0; i < ps->cfg->nmodels; i++) {
-        const struct ibex_model_config *m = &ps->cfg->models[i];
-        if (!strcmp(m->name, model)) {
-            *upstream_model = m->model;
-            return by_name(ps, m->provider);
+    size_t n = 0, first = 0;
+    uint64_t weights = 0;
+    int64_t back = INT64_MAX;
+    for (size_t i = 0; i < a->n && n < IBEX_ALIAS_MAX_DEPLOYMENTS; i++) {
+        struct ibex_deployment *d = &a->d[i];
+        int64_t until = atomic_load_explicit(&d->open_until_ms, memory_order_relaxed);
+        if (until > now_ms) {
+            back = until < back ? until : back;
+            continue;
         }
+        out[n++] = d;
+        weights += d->weight;
     }
-    const struct ibex_provider *mock = by_name(ps, "mock");
-    if (mock && mock->cfg->type == IBEX_PROVIDER_MOCK && !strcmp(model, "mock")) {
-        *upstream_model = model;
-        return mock;
+    if (n == 0) {
+        *retry_ms = back == INT64_MAX ? 0 : back - now_ms;
+        return 0;
     }
-    *upstream_model = model;
-    return ps->default_provider;
+    /* the first attempt by weight; the fallbacks keep the list's order */
+    if (weights > 0) {
+        uint64_t pick = rnd % weights;
+        while (pick >= out[first]->weight)
+            pick -= out[first++]->weight;
+    }
+    struct ibex_deployment *chosen = out[first];
+    memmove(out + 1, out, first * sizeof(*out));
+    out[0] = chosen;
+    return n;
+}
+
+void ibex_deployment_report(struct ibex_deployment *d, bool failed,
+                            const struct ibex_routing_config *rc, int64_t now_ms)
+{
+    if (!failed) {
+        if (atomic_load_explicit(&d->failures, memory_order_relaxed) != 0) {
+            atomic_store_explicit(&d->failures, 0, memory_order_relaxed);
+            atomic_store_explicit(&d->open_until_ms, 0, memory_order_relaxed);
+        }
+        return;
+    }
+    uint32_t f = atomic_fetch_add_explicit(&d->failures, 1, memory_order_relaxed) + 1;
+    if (rc->breaker_failures > 0 && f >= (uint64_t)rc->breaker_failures)
+        atomic_store_explicit(&d->open_until_ms, now_ms + (int64_t)rc->breaker_cooldown_ms,
+                              memory_order_relaxed);
 }

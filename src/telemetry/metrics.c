@@ -43,6 +43,17 @@ static const char *const *provider_names;
 static size_t nproviders;
 static const char *const *auth_failure_names;
 static size_t nauth_failures;
+static const char *const *deployment_providers, *const *deployment_models, *const *attempt_names;
+static size_t ndeployments;
+
+void ibex_metrics_set_deployments(const char *const *providers, const char *const *models, size_t n,
+                                  const char *const *outcome_names)
+{
+    deployment_providers = providers;
+    deployment_models = models;
+    attempt_names = outcome_names;
+    ndeployments = n < IBEX_METRICS_MAX_DEPLOYMENTS ? n : IBEX_METRICS_MAX_DEPLOYMENTS;
+}
 
 void ibex_metrics_set_auth_failure_names(const char *const *names, size_t n)
 {
@@ -116,6 +127,26 @@ void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
 void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns)
 {
     observe(&m->overhead, overhead_le, IBEX_METRICS_OVERHEAD_BUCKETS, overhead_ns);
+}
+
+void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, int64_t prompt_tokens,
+                        int64_t completion_tokens, int64_t cost_nanousd)
+{
+    if (provider >= IBEX_METRICS_MAX_PROVIDERS)
+        return;
+    if (prompt_tokens > 0)
+        inc(&m->tokens[provider][0], (uint64_t)prompt_tokens);
+    if (completion_tokens > 0)
+        inc(&m->tokens[provider][1], (uint64_t)completion_tokens);
+    if (cost_nanousd > 0)
+        inc(&m->cost_nanousd[provider], (uint64_t)cost_nanousd);
+}
+
+void ibex_metrics_attempt(struct ibex_metrics *m, size_t deployment, int outcome)
+{
+    if (deployment < IBEX_METRICS_MAX_DEPLOYMENTS && outcome >= 0 &&
+        outcome < IBEX_METRICS_NATTEMPT)
+        inc(&m->attempts[deployment][outcome], 1);
 }
 
 void ibex_metrics_auth_cache(struct ibex_metrics *m, bool hit)
@@ -263,6 +294,50 @@ void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int o
                     out, "ibex_upstream_requests_total{provider=\"%s\",outcome=\"%s\"} %llu\n",
                     provider_names[p], outcome_name(o), (unsigned long long)sum);
         }
+    }
+
+    ibex_buf_append_cstr(out, "# HELP ibex_upstream_attempts_total Attempts on each deployment "
+                              "(provider and upstream model; \"*\": the client's model name "
+                              "unchanged) by outcome, retries and fallbacks included.\n"
+                              "# TYPE ibex_upstream_attempts_total counter\n");
+    for (size_t d = 0; d < ndeployments; d++) {
+        for (int o = 0; o < IBEX_METRICS_NATTEMPT; o++) {
+            sum = 0;
+            for (size_t w = 0; w < n; w++) {
+                struct ibex_metrics *m = atomic_load(&workers[w]);
+                if (m)
+                    sum += rd(&m->attempts[d][o]);
+            }
+            if (sum)
+                ibex_buf_appendf(out,
+                                 "ibex_upstream_attempts_total{provider=\"%s\",model=\"%s\","
+                                 "outcome=\"%s\"} %llu\n",
+                                 deployment_providers[d], deployment_models[d], attempt_names[o],
+                                 (unsigned long long)sum);
+        }
+    }
+
+    ibex_buf_append_cstr(out, "# HELP ibex_tokens_total Tokens of answered requests by provider "
+                              "and kind (prompt, completion), as the provider reported them.\n"
+                              "# TYPE ibex_tokens_total counter\n");
+    for (size_t p = 0; p < nproviders; p++)
+        for (int k = 0; k < 2; k++) {
+            uint64_t t = sum_counter(n, offsetof(struct ibex_metrics, tokens) +
+                                            (p * 2 + (size_t)k) * sizeof(_Atomic uint64_t));
+            if (t)
+                ibex_buf_appendf(out, "ibex_tokens_total{provider=\"%s\",kind=\"%s\"} %llu\n",
+                                 provider_names[p], k ? "completion" : "prompt",
+                                 (unsigned long long)t);
+        }
+    ibex_buf_append_cstr(out, "# HELP ibex_cost_usd_total Cost of answered requests by provider, "
+                              "from the prices table (models without a price add nothing).\n"
+                              "# TYPE ibex_cost_usd_total counter\n");
+    for (size_t p = 0; p < nproviders; p++) {
+        uint64_t nano = sum_counter(n, offsetof(struct ibex_metrics, cost_nanousd) +
+                                           p * sizeof(_Atomic uint64_t));
+        if (nano)
+            ibex_buf_appendf(out, "ibex_cost_usd_total{provider=\"%s\"} %.9f\n", provider_names[p],
+                             (double)nano / 1e9);
     }
 
     ibex_buf_append_cstr(out, "# HELP ibex_upstream_duration_seconds Upstream call time, from "

@@ -39,6 +39,8 @@ enum ibex_route {
 #define IBEX_METRICS_LATENCY_BUCKETS 16
 #define IBEX_METRICS_OVERHEAD_BUCKETS 12
 #define IBEX_METRICS_NAUTH_FAILURES 8 /* enum ibex_auth_failure in auth/auth.h */
+#define IBEX_METRICS_MAX_DEPLOYMENTS 128
+#define IBEX_METRICS_NATTEMPT 10 /* enum attempt_outcome in gateway/chat.c */
 
 struct ibex_histogram {
     _Atomic uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1]; /* last one: +Inf */
@@ -56,6 +58,11 @@ struct ibex_metrics {
     struct ibex_histogram upstream_latency[IBEX_METRICS_MAX_PROVIDERS];
     struct ibex_histogram ttft[IBEX_METRICS_MAX_PROVIDERS];
     struct ibex_histogram overhead;
+    /* per provider: tokens (prompt, completion) of answered requests and their cost */
+    _Atomic uint64_t tokens[IBEX_METRICS_MAX_PROVIDERS][2];
+    _Atomic uint64_t cost_nanousd[IBEX_METRICS_MAX_PROVIDERS];
+    /* per deployment: attempts by outcome (retries and fallbacks each count) */
+    _Atomic uint64_t attempts[IBEX_METRICS_MAX_DEPLOYMENTS][IBEX_METRICS_NATTEMPT];
     /* credential cache of this worker, and refused credentials by reason */
     _Atomic uint64_t auth_cache_hits;
     _Atomic uint64_t auth_cache_misses;
@@ -64,6 +71,10 @@ struct ibex_metrics {
 
 /* Names the providers (index = position) for labels; called once before any worker starts. */
 void ibex_metrics_set_providers(const char *const *names, size_t n);
+/* Names the deployments (index = position: provider and model labels) and the attempt
+ * outcomes; called once before any worker starts. */
+void ibex_metrics_set_deployments(const char *const *providers, const char *const *models, size_t n,
+                                  const char *const *outcome_names);
 struct ibex_metrics *ibex_metrics_register(void);
 
 const char *ibex_metrics_route_name(enum ibex_route route);
@@ -73,6 +84,11 @@ void ibex_metrics_request(struct ibex_metrics *m, enum ibex_route route, int sta
 void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
                            uint64_t latency_ns, uint64_t ttft_ns);
 void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns);
+/* The usage of an answered request (negative: not reported) and its cost (negative: unknown). */
+void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, int64_t prompt_tokens,
+                        int64_t completion_tokens, int64_t cost_nanousd);
+/* One attempt on a deployment; outcome below IBEX_METRICS_NATTEMPT. */
+void ibex_metrics_attempt(struct ibex_metrics *m, size_t deployment, int outcome);
 /* A credential cache lookup (hit or miss) on the request path. */
 void ibex_metrics_auth_cache(struct ibex_metrics *m, bool hit);
 /* A refused credential; reason below IBEX_METRICS_NAUTH_FAILURES. */

@@ -27,18 +27,23 @@ void ibex_trace_fact_params(const struct ibex_trace *t,
 
 int ibex_trace_record(struct ibex_store_writer *w, const struct ibex_trace *t, int64_t now_ms)
 {
-    struct ibex_store_value p[6 + IBEX_TRACE_NFACTS] = {
-        ibex_store_text(t->id),         ibex_store_text(t->tenant_id),
-        ibex_store_text(t->request_id), ibex_store_text(t->agent_id),
-        ibex_store_text(t->session_id), ibex_store_int(now_ms),
+    struct ibex_store_value p[8 + IBEX_TRACE_NFACTS] = {
+        ibex_store_text(t->id),
+        ibex_store_text(t->tenant_id),
+        ibex_store_text(t->request_id),
+        ibex_store_text(t->agent_id),
+        ibex_store_text(t->session_id),
+        ibex_store_int(now_ms),
+        t->attempts ? ibex_store_textn(t->attempts, t->attempts_len) : ibex_store_null(),
+        t->cost_nanousd >= 0 ? ibex_store_int(t->cost_nanousd) : ibex_store_null(),
     };
-    ibex_trace_fact_params(t, p + 6);
+    ibex_trace_fact_params(t, p + 8);
     return ibex_store_writer_enqueue(
         w,
         "INSERT INTO traces (id, tenant_id, request_id, agent_id, session_id, "
-        "created_at, " IBEX_TRACE_FACT_COLS
+        "created_at, attempts, cost_nanousd, " IBEX_TRACE_FACT_COLS
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-        "$14, $15, $16, $17)",
+        "$14, $15, $16, $17, $18, $19)",
         p, sizeof(p) / sizeof(p[0]));
 }
 
@@ -95,7 +100,13 @@ static int row_trace(void *data, const struct ibex_store_value *c, size_t ncols)
     ibex_json_put_str(b, "request_id", c[2].p, c[2].len);
     ibex_json_put_col(b, "agent_id", &c[3]);
     ibex_json_put_col(b, "session_id", &c[4]);
-    ibex_trace_put_facts(b, c + 6);
+    ibex_trace_put_facts(b, c + 8);
+    ibex_json_put_key(b, "cost_usd");
+    if (c[7].type == IBEX_STORE_INT)
+        ibex_buf_appendf(b, "%.9f", (double)c[7].i / 1e9);
+    else
+        ibex_buf_append_cstr(b, "null");
+    ibex_json_put_raw_col(b, "attempts", &c[6]);
     ibex_json_put_time(b, "created_at", ibex_col_int(&c[5]));
     ibex_buf_append_cstr(b, "}");
     return 0;
@@ -106,8 +117,8 @@ static int fetch_trace(struct ibex_store *s, const struct ibex_actor *a, const c
 {
     return ibex_api_fetch_one(
         s, a,
-        "SELECT id, tenant_id, request_id, agent_id, session_id, created_at, " IBEX_TRACE_FACT_COLS
-        " FROM traces WHERE id = $1 AND tenant_id = $2",
+        "SELECT id, tenant_id, request_id, agent_id, session_id, created_at, attempts, "
+        "cost_nanousd, " IBEX_TRACE_FACT_COLS " FROM traces WHERE id = $1 AND tenant_id = $2",
         row_trace, id, out, found);
 }
 

@@ -25,6 +25,9 @@ struct ibex_trace {
     uint64_t upstream_ns; /* 0: no upstream call */
     uint64_t ttft_ns;     /* 0: not a stream, or no first byte */
     int64_t prompt_tokens, completion_tokens, total_tokens; /* -1: not reported */
+    const char *attempts; /* JSON array of the upstream attempts, or NULL (none) */
+    size_t attempts_len;
+    int64_t cost_nanousd; /* -1: unknown (no price for the model, or no usage) */
 };
 
 /* The facts a trace and a session checkpoint share, as columns in this order (the same in both

@@ -164,10 +164,11 @@ static void test_yaml_file(void **state)
 
     assert_int_equal(cfg.nmodels, 2);
     assert_string_equal(cfg.models[0].name, "fast");
-    assert_string_equal(cfg.models[0].provider, "local");
-    assert_string_equal(cfg.models[0].model, "llama3.1:8b");
+    assert_int_equal(cfg.models[0].ndeployments, 1);
+    assert_string_equal(cfg.models[0].deployments[0].provider, "local");
+    assert_string_equal(cfg.models[0].deployments[0].model, "llama3.1:8b");
     assert_string_equal(cfg.models[1].name, "same");
-    assert_string_equal(cfg.models[1].model, "same"); /* defaults to the alias */
+    assert_string_equal(cfg.models[1].deployments[0].model, "same"); /* defaults to the alias */
     ibex_config_dispose(&cfg);
 }
 
@@ -337,6 +338,28 @@ static void test_invalid_yaml_names_the_problem(void **state)
         "providers:\n  - name: twin\n    type: mock\n  - name: twin\n    type: mock\n", "twin",
         NULL);
     expect_yaml_error("providers: none\n", "providers", NULL);
+    expect_yaml_error("models:\n  - name: m\n    provider: mock\n    deployments:\n"
+                      "      - {provider: mock}\n",
+                      "not both", "m");
+    expect_yaml_error(
+        "models:\n  - name: m\n    deployments:\n      - {provider: mock, weight: x}\n", "weight",
+        "m");
+    expect_yaml_error(
+        "models:\n  - name: m\n    deployments:\n      - {provider: mock, weight: 0}\n",
+        "weight above 0", "m");
+    expect_yaml_error("models:\n  - name: m\n    deployments:\n      - {model: x}\n", "provider",
+                      "m");
+    expect_yaml_error("models:\n  - name: m\n    deployments:\n      - {provider: ghost}\n",
+                      "ghost", "m");
+    expect_yaml_error(
+        "models:\n  - name: m\n    deployments:\n      - {provider: mock, colour: x}\n", "colour",
+        "m");
+    expect_yaml_error(
+        "models:\n  - name: m\n    deployments:\n"
+        "      - {provider: mock}\n      - {provider: mock}\n      - {provider: mock}\n"
+        "      - {provider: mock}\n      - {provider: mock}\n      - {provider: mock}\n"
+        "      - {provider: mock}\n      - {provider: mock}\n      - {provider: mock}\n",
+        "at most 8", "m");
     expect_yaml_error("models:\n  - name: fast\n    provider: ghost\n", "ghost", "fast");
     expect_yaml_error("models:\n  - name: fast\n", "provider", NULL);
     expect_yaml_error("models:\n  - name: fast\n    provider: mock\n    weight: 3\n", "weight",

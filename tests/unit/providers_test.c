@@ -93,21 +93,31 @@ static void test_set_mirrors_config(void **state)
     fx_free(f);
 }
 
+/* The first deployment of what model resolves to, and the model name it is sent under. */
+static const struct ibex_provider *route(struct fx *f, const char *model, const char **up)
+{
+    const struct ibex_alias *a = ibex_providers_route(&f->ps, model);
+    if (a == NULL)
+        return NULL;
+    *up = a->d[0].model ? a->d[0].model : model;
+    return a->d[0].provider;
+}
+
 static void test_route_alias(void **state)
 {
     struct fx *f = fx_new(yaml, 0, NULL);
     const char *up = NULL;
-    const struct ibex_provider *p = ibex_providers_route(&f->ps, "fast", &up);
+    const struct ibex_provider *p = route(f, "fast", &up);
     assert_ptr_equal(p, by_name(&f->ps, "local"));
     assert_string_equal(up, "llama3.1:8b");
-    p = ibex_providers_route(&f->ps, "open", &up);
+    p = route(f, "open", &up);
     assert_ptr_equal(p, by_name(&f->ps, "keyless"));
     assert_string_equal(up, "open"); /* alias without model: same name upstream */
-    p = ibex_providers_route(&f->ps, "mocked", &up);
+    p = route(f, "mocked", &up);
     assert_ptr_equal(p, by_name(&f->ps, "mock"));
     assert_string_equal(up, "mock");
     /* exact, case-sensitive names */
-    p = ibex_providers_route(&f->ps, "FAST", &up);
+    p = route(f, "FAST", &up);
     assert_ptr_equal(p, f->ps.default_provider);
     assert_string_equal(up, "FAST");
     fx_free(f);
@@ -117,11 +127,11 @@ static void test_route_mock_and_default(void **state)
 {
     struct fx *f = fx_new(yaml, 0, NULL);
     const char *up = NULL;
-    const struct ibex_provider *p = ibex_providers_route(&f->ps, "mock", &up);
+    const struct ibex_provider *p = route(f, "mock", &up);
     assert_non_null(p);
     assert_ptr_equal(p->ops, &ibex_provider_mock);
     assert_string_equal(up, "mock");
-    p = ibex_providers_route(&f->ps, "gpt-4o-mini", &up);
+    p = route(f, "gpt-4o-mini", &up);
     assert_ptr_equal(p, by_name(&f->ps, "local"));
     assert_string_equal(up, "gpt-4o-mini");
     fx_free(f);
@@ -132,9 +142,9 @@ static void test_route_without_default(void **state)
     struct fx *f = fx_new("models:\n  - name: m1\n    provider: mock\n", 0, NULL);
     assert_null(f->ps.default_provider);
     const char *up = NULL;
-    assert_null(ibex_providers_route(&f->ps, "gpt-4o", &up));
-    assert_ptr_equal(ibex_providers_route(&f->ps, "mock", &up)->ops, &ibex_provider_mock);
-    assert_ptr_equal(ibex_providers_route(&f->ps, "m1", &up)->ops, &ibex_provider_mock);
+    assert_null(route(f, "gpt-4o", &up));
+    assert_ptr_equal(route(f, "mock", &up)->ops, &ibex_provider_mock);
+    assert_ptr_equal(route(f, "m1", &up)->ops, &ibex_provider_mock);
     assert_string_equal(up, "m1");
     fx_free(f);
 }
@@ -147,14 +157,14 @@ static void test_route_mock_disabled(void **state)
                           1, flags);
     const char *up = NULL;
     /* no mock provider: "mock" is just another model name for the default provider */
-    const struct ibex_provider *p = ibex_providers_route(&f->ps, "mock", &up);
+    const struct ibex_provider *p = route(f, "mock", &up);
     assert_ptr_equal(p, by_name(&f->ps, "up"));
     assert_string_equal(up, "mock");
     fx_free(f);
 
     f = fx_new("", 1, flags);
     assert_int_equal(f->ps.n, 0);
-    assert_null(ibex_providers_route(&f->ps, "mock", &up));
+    assert_null(route(f, "mock", &up));
     fx_free(f);
 }
 
@@ -164,7 +174,7 @@ static void test_route_alias_named_mock_wins(void **state)
                           "models:\n  - name: mock\n    provider: up\n    model: real\n",
                           0, NULL);
     const char *up = NULL;
-    assert_ptr_equal(ibex_providers_route(&f->ps, "mock", &up), by_name(&f->ps, "up"));
+    assert_ptr_equal(route(f, "mock", &up), by_name(&f->ps, "up"));
     assert_string_equal(up, "real");
     fx_free(f);
 }
@@ -253,10 +263,93 @@ static void test_openai_build_request(void **state)
     fx_free(f);
 }
 
+static const char deployments_yaml[] =
+    "providers:\n"
+    "  - name: a\n    type: openai\n    base_url: http://127.0.0.1:9\n"
+    "  - name: b\n    type: openai\n    base_url: http://127.0.0.1:9\n"
+    "  - name: c\n    type: openai\n    base_url: http://127.0.0.1:9\n"
+    "models:\n"
+    "  - name: smart\n    deployments:\n"
+    "      - {provider: a, model: big, weight: 3}\n"
+    "      - {provider: b, model: big-b, weight: 1}\n"
+    "      - {provider: c, weight: 0}\n";
+
+static void test_plan_weights_and_fallback_order(void **state)
+{
+    struct fx *f = fx_new(deployments_yaml, 0, NULL);
+    const struct ibex_alias *a = ibex_providers_route(&f->ps, "smart");
+    assert_non_null(a);
+    assert_int_equal(a->n, 3);
+    assert_string_equal(a->d[2].model, "smart"); /* no model: the alias's name */
+    struct ibex_deployment *plan[IBEX_ALIAS_MAX_DEPLOYMENTS];
+    int64_t retry_ms = -1;
+    size_t firsts[3] = {0};
+    for (uint64_t rnd = 0; rnd < 400; rnd++) {
+        assert_int_equal(ibex_alias_plan(a, 1000, rnd, plan, &retry_ms), 3);
+        firsts[plan[0] - a->d]++;
+        /* the fallbacks keep the list's order */
+        if (plan[0] == &a->d[1]) {
+            assert_ptr_equal(plan[1], &a->d[0]);
+            assert_ptr_equal(plan[2], &a->d[2]);
+        } else {
+            assert_ptr_equal(plan[0], &a->d[0]);
+            assert_ptr_equal(plan[1], &a->d[1]);
+            assert_ptr_equal(plan[2], &a->d[2]);
+        }
+    }
+    assert_int_equal(firsts[0], 300); /* weight 3 of 4 */
+    assert_int_equal(firsts[1], 100);
+    assert_int_equal(firsts[2], 0); /* weight 0: fallback only */
+    /* metric labels */
+    assert_true(f->ps.ndeployments >= 3);
+    assert_string_equal(f->ps.deployment_providers[a->d[1].index], "b");
+    assert_string_equal(f->ps.deployment_models[a->d[1].index], "big-b");
+    const struct ibex_alias *direct = ibex_providers_route(&f->ps, "mock");
+    assert_string_equal(f->ps.deployment_models[direct->d[0].index], "*");
+    fx_free(f);
+}
+
+static void test_breaker_opens_and_closes(void **state)
+{
+    struct fx *f = fx_new(deployments_yaml, 0, NULL);
+    const struct ibex_alias *a = ibex_providers_route(&f->ps, "smart");
+    struct ibex_routing_config rc = {.breaker_failures = 2, .breaker_cooldown_ms = 500};
+    struct ibex_deployment *plan[IBEX_ALIAS_MAX_DEPLOYMENTS];
+    int64_t retry_ms = -1;
+    struct ibex_deployment *d0 = &a->d[0];
+    ibex_deployment_report(d0, true, &rc, 1000);
+    assert_int_equal(ibex_alias_plan(a, 1000, 0, plan, &retry_ms), 3); /* one failure: in */
+    ibex_deployment_report(d0, true, &rc, 1000);
+    assert_int_equal(ibex_alias_plan(a, 1001, 0, plan, &retry_ms), 2); /* out */
+    assert_ptr_equal(plan[0], &a->d[1]); /* the only healthy one with a weight */
+    assert_ptr_equal(plan[1], &a->d[2]);
+    /* cool-down over: one attempt may try it; a failure takes it out again at once */
+    assert_int_equal(ibex_alias_plan(a, 1500, 0, plan, &retry_ms), 3);
+    ibex_deployment_report(d0, true, &rc, 1500);
+    assert_int_equal(ibex_alias_plan(a, 1501, 0, plan, &retry_ms), 2);
+    /* a success closes it for good */
+    ibex_deployment_report(d0, false, &rc, 2001);
+    ibex_deployment_report(d0, true, &rc, 2002);
+    assert_int_equal(ibex_alias_plan(a, 2003, 0, plan, &retry_ms), 3);
+    /* all out: nothing to try, and when the first comes back */
+    for (size_t i = 0; i < a->n; i++)
+        for (int k = 0; k < 2; k++)
+            ibex_deployment_report(&a->d[i], true, &rc, 3000 + (int64_t)i * 100);
+    assert_int_equal(ibex_alias_plan(a, 3100, 0, plan, &retry_ms), 0);
+    assert_int_equal(retry_ms, 400);
+    /* disabled breaker: failures never take a deployment out */
+    struct ibex_routing_config off = {.breaker_failures = 0, .breaker_cooldown_ms = 500};
+    const struct ibex_alias *direct = ibex_providers_route(&f->ps, "mock");
+    for (int k = 0; k < 50; k++)
+        ibex_deployment_report(&direct->d[0], true, &off, 5000);
+    assert_int_equal(ibex_alias_plan(direct, 5001, 0, plan, &retry_ms), 1);
+    fx_free(f);
+}
+
 static const struct ibex_provider *mock_of(struct fx *f)
 {
     const char *up;
-    const struct ibex_provider *p = ibex_providers_route(&f->ps, "mock", &up);
+    const struct ibex_provider *p = route(f, "mock", &up);
     assert_non_null(p);
     assert_ptr_equal(p->ops, &ibex_provider_mock);
     return p;
@@ -461,6 +554,8 @@ int main(void)
         cmocka_unit_test(test_route_mock_disabled),
         cmocka_unit_test(test_route_alias_named_mock_wins),
         cmocka_unit_test(test_openai_build_request),
+        cmocka_unit_test(test_plan_weights_and_fallback_order),
+        cmocka_unit_test(test_breaker_opens_and_closes),
         cmocka_unit_test(test_mock_answer_plain),
         cmocka_unit_test(test_mock_stream),
         cmocka_unit_test(test_mock_model_name_escaped),

@@ -243,6 +243,10 @@ export function ibexProcess({ name, logDir, settings = {}, upstream = null, prov
     }
     // Each ibex gets a store of its own next to its log, so instances never share a database
     // and nothing is written into the working directory.
+    // The checks written before retries and the circuit breaker expect one attempt per request
+    // and a provider that never goes out of rotation; routing.* turns both on in its settings.
+    if (!('IBEX_UPSTREAM_RETRIES' in extra)) extra.IBEX_UPSTREAM_RETRIES = '0';
+    if (!('IBEX_BREAKER_FAILURES' in extra)) extra.IBEX_BREAKER_FAILURES = '0';
     if (!('IBEX_STORE_URL' in extra) && logDir) extra.IBEX_STORE_URL = `sqlite://${path.resolve(logDir, `${name}.db`)}`;
     if (upstream) {
         extra.OPENAI_API_KEY = providerKey || 'e2e-provider-key';
