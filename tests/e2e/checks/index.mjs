@@ -15,8 +15,9 @@ import checkpoints from './checkpoints.mjs';
 import tasks from './tasks.mjs';
 import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
+import routing from './routing.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...ops, ...drain];
+    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...ops, ...drain];
 }
