@@ -1,12 +1,14 @@
 /* The generation engine of fakellm: reads the x-fakellm-* knobs, plans the answer (error, reset,
  * full body or stream), then plays it out on the loop with one uv timer per request: delay,
- * first token, interval between chunks, stall and reset, pausing on backpressure.
+ * first token, interval between chunks, stall and reset, pausing on backpressure. The wire format
+ * (struct fakellm_format) only renders bytes, so every dialect gets the same faults and timing.
  *
  * Invariants: a job owns its request until release() detaches it, which happens exactly once and
  * right before the finishing call (send, stream_end or reset). The job itself outlives the
  * request until its timer handle is closed, so no callback ever sees freed memory; on_abort that
  * arrives while the job is inside step() is only noted, and run() finishes the request after
- * step() returns. */
+ * step() returns. Content is deterministic: text chunk i is "tok<i> " padded, a tool call always
+ * carries FAKELLM_TOOL_ARGS. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,13 +84,41 @@ static int knob(const struct ibex_req *req, const char *name, uint64_t max, uint
 
     if (v.p == NULL || fakellm_parse_u64(ibex_str_trim(v), max, out) == 0)
         return 0;
-    *err = (struct fakellm_error){
-        .status = 400,
-        .code = "invalid_request",
-        .message = "x-fakellm-* headers take a non-negative decimal integer.",
-        .param = name,
-    };
-    return -1;
+    return fakellm_body_invalid(err, "x-fakellm-* headers take a non-negative decimal integer.",
+                                name);
+}
+
+/* A function name as every dialect accepts it: a letter or '_', then letters, digits, '_' or
+ * '-', at most FAKELLM_TOOL_NAME_MAX characters. */
+static bool tool_name_ok(struct ibex_str s)
+{
+    if (s.len == 0 || s.len > FAKELLM_TOOL_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < s.len; i++) {
+        char c = s.p[i];
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        bool more = (c >= '0' && c <= '9') || c == '-';
+        if (!alpha && (i == 0 || !more))
+            return false;
+    }
+    return true;
+}
+
+static int tool_knob(const struct ibex_req *req, struct fakellm_knobs *k, struct fakellm_error *err)
+{
+    struct ibex_str v = ibex_req_header(req, "x-fakellm-tool-call");
+
+    if (v.p == NULL)
+        return 0;
+    v = ibex_str_trim(v);
+    if (!tool_name_ok(v))
+        return fakellm_body_invalid(err,
+                                    "x-fakellm-tool-call takes a function name: a letter or '_', "
+                                    "then letters, digits, '_' or '-', at most 64 characters.",
+                                    "x-fakellm-tool-call");
+    memcpy(k->tool, v.p, v.len);
+    k->tool[v.len] = '\0';
+    return 0;
 }
 
 int fakellm_knobs_parse(const struct ibex_req *req, struct fakellm_knobs *k,
@@ -116,17 +146,12 @@ int fakellm_knobs_parse(const struct ibex_req *req, struct fakellm_knobs *k,
         knob(req, "x-fakellm-stall-after", FAKELLM_MAX_CHUNKS + 1, &k->stall_after, err) < 0 ||
         knob(req, "x-fakellm-reset-after", FAKELLM_MAX_CHUNKS + 1, &k->reset_after, err) < 0)
         return -1;
-    if (ibex_req_header(req, "x-fakellm-status").p != NULL && (status < 400 || status > 599)) {
-        *err = (struct fakellm_error){
-            .status = 400,
-            .code = "invalid_request",
-            .message = "x-fakellm-status must be an error status between 400 and 599.",
-            .param = "x-fakellm-status",
-        };
-        return -1;
-    }
+    if (ibex_req_header(req, "x-fakellm-status").p != NULL && (status < 400 || status > 599))
+        return fakellm_body_invalid(err,
+                                    "x-fakellm-status must be an error status between 400 and 599.",
+                                    "x-fakellm-status");
     k->status = (int)status;
-    return 0;
+    return tool_knob(req, k, err);
 }
 
 static size_t digits(uint64_t v)
@@ -161,6 +186,30 @@ void fakellm_chunk_text(struct ibex_buf *b, uint64_t i, uint64_t chunk_bytes)
         b->len += pad;
         b->p[b->len] = '\0';
     }
+}
+
+void fakellm_gen_text(struct ibex_buf *b, const struct fakellm_gen *g)
+{
+    uint64_t total = 0;
+
+    for (uint64_t i = 0; i < g->chunks; i++)
+        total += fakellm_chunk_len(i, g->chunk_bytes);
+    ibex_buf_reserve(b, (size_t)total);
+    for (uint64_t i = 0; i < g->chunks; i++)
+        fakellm_chunk_text(b, i, g->chunk_bytes);
+}
+
+struct ibex_str fakellm_tool_piece(uint64_t i, uint64_t n)
+{
+    static const char args[] = FAKELLM_TOOL_ARGS;
+    const uint64_t len = sizeof(args) - 1;
+    uint64_t from, to;
+
+    if (n == 0 || i >= n)
+        return (struct ibex_str){args, 0};
+    from = len * i / n;
+    to = len * (i + 1) / n;
+    return (struct ibex_str){args + from, (size_t)(to - from)};
 }
 
 static void on_closed(uv_handle_t *h)
@@ -206,17 +255,28 @@ static void finish_aborted(struct job *j)
     ibex_res_stream_end(release(j, OUT_ABORTED));
 }
 
+static bool retry_status(const struct fakellm_format *fmt, int status)
+{
+    for (size_t i = 0; i < sizeof(fmt->retry_statuses) / sizeof(fmt->retry_statuses[0]); i++)
+        if (fmt->retry_statuses[i] == status)
+            return true;
+    return false;
+}
+
 static void send_error(struct job *j, const struct fakellm_error *err)
 {
+    struct fakellm_error e = *err;
     char extra[64] = "";
 
-    ibex_buf_reset(&j->out);
-    j->fmt->error_body(&j->out, err);
-    if (err->status == 429 || err->status == 503)
+    if (retry_status(j->fmt, e.status)) {
+        e.retry_after = j->k.retry_after;
         snprintf(extra, sizeof(extra), "Retry-After: %llu\r\n",
                  (unsigned long long)j->k.retry_after);
-    ibex_res_send(release(j, OUT_COMPLETED), err->status, "application/json",
-                  extra[0] ? extra : NULL, j->out.p, j->out.len);
+    }
+    ibex_buf_reset(&j->out);
+    j->fmt->error_body(&j->out, &e);
+    ibex_res_send(release(j, OUT_COMPLETED), e.status, "application/json", extra[0] ? extra : NULL,
+                  j->out.p, j->out.len);
 }
 
 /* Writes j->out as one stream write. Returns what ibex_res_stream_write() returned, after
@@ -302,7 +362,7 @@ static void step(struct job *j)
     if (j->fmt->stream_head != NULL) {
         ibex_buf_reset(&j->out);
         j->fmt->stream_head(&j->out, &j->g);
-        if (put(j) < 0)
+        if (put(j) < 0) /* an empty preamble writes nothing */
             return;
         j->wait = WAIT_NONE; /* a preamble is small: the first chunk's write will tell */
     }
@@ -397,6 +457,10 @@ void fakellm_gen_start(struct ibex_req *req, const struct fakellm_format *fmt, j
     j->g.created = ibex_clock_wall_ms() / 1000;
     j->g.chunks = k.chunks;
     j->g.chunk_bytes = k.chunk_bytes;
+    if (k.tool[0] != '\0') {
+        memcpy(j->g.tool, k.tool, sizeof(j->g.tool));
+        j->g.chunks = fmt->tool_pieces;
+    }
     if (fmt->authenticate(req, &j->err) < 0) {
         /* planned: 401 */
     } else if (k.status != 0) {
@@ -405,16 +469,19 @@ void fakellm_gen_start(struct ibex_req *req, const struct fakellm_format *fmt, j
             .code = "fakellm_injected",
             .message = "Error injected by fakellm (x-fakellm-status).",
         };
-    } else if (fmt->parse(body, &j->g, &j->err) < 0) {
+    } else if (fmt->parse(req, body, &j->g, &j->err) < 0) {
         /* planned: 400 */
+    } else if (j->g.tool[0] != '\0' && !fmt->declares_tool(body, j->g.tool)) {
+        /* The knob checks the gateway's translation too: the tool must have made it upstream. */
+        fakellm_body_invalid(&j->err,
+                             "x-fakellm-tool-call names a function tool that the request does "
+                             "not declare.",
+                             "x-fakellm-tool-call");
     } else if (!j->g.stream && full_bytes(&j->g) > FAKELLM_MAX_FULL_BYTES) {
-        j->err = (struct fakellm_error){
-            .status = 400,
-            .code = "invalid_request",
-            .message = "A non-streaming fakellm answer is limited to 64 MiB of content: lower "
-                       "x-fakellm-chunks or x-fakellm-chunk-bytes, or stream.",
-            .param = "x-fakellm-chunks",
-        };
+        fakellm_body_invalid(&j->err,
+                             "A non-streaming fakellm answer is limited to 64 MiB of content: "
+                             "lower x-fakellm-chunks or x-fakellm-chunk-bytes, or stream.",
+                             "x-fakellm-chunks");
     } else if (!j->g.stream && k.reset_after == 0) {
         j->reset_now = true;
     }

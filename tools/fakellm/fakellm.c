@@ -1,7 +1,8 @@
-/* fakellm: a fake OpenAI-compatible LLM upstream for ibex's tests and benchmarks. This file holds
- * the command line, the process lifecycle (one libuv loop, SIGTERM/SIGINT stop it and exit 0)
- * and the router; chat.c plays out generations with their faults, openai.c speaks the wire
- * format, reqlog.c remembers what was received.
+/* fakellm: a fake LLM upstream (OpenAI, Anthropic and Gemini dialects) for ibex's tests and
+ * benchmarks. This file holds the command line, the process lifecycle (one libuv loop,
+ * SIGTERM/SIGINT stop it and exit 0) and the router; chat.c plays out generations with their
+ * faults, openai.c, anthropic.c and gemini.c speak the wire formats (body.c holds what they share),
+ * reqlog.c remembers what was received.
  *
  * Invariants: single thread; every request except the /_fakellm/ control routes is recorded
  * in the request log before it is answered; the server is freed only after uv_run() returns,
@@ -31,7 +32,8 @@ static const char usage_text[] =
     "usage: fakellm [--listen HOST:PORT] [--chunks N] [--interval-ms N] [--delay-ms N]\n"
     "               [--chunk-bytes N] [--help]\n"
     "\n"
-    "A fake OpenAI-compatible LLM upstream with fault injection, for tests and benchmarks.\n"
+    "A fake LLM upstream speaking the OpenAI, Anthropic and Gemini wire formats, with fault\n"
+    "injection, for tests and benchmarks.\n"
     "\n"
     "Options (the numeric ones set the default of the x-fakellm-* header of the same name):\n"
     "  --listen HOST:PORT  address to listen on (env FAKELLM_LISTEN; default " DEFAULT_LISTEN ";\n"
@@ -50,24 +52,42 @@ static const char usage_text[] =
     "                               (else 401) and a JSON body with model (string) and messages\n"
     "                               (array) (else 400). \"stream\":true answers with SSE;\n"
     "                               stream_options.include_usage adds a usage chunk.\n"
-    "                               Chunk i is \"tok<i> \" padded with 'x' to chunk-bytes;\n"
-    "                               completion_tokens = chunks, prompt_tokens = characters of\n"
-    "                               all message contents / 4 (at least 1).\n"
+    "  POST   /v1/messages          Anthropic Messages; needs x-api-key (else 401\n"
+    "                               authentication_error), anthropic-version (else 400) and a\n"
+    "                               body with model, max_tokens (integer) and messages (else 400\n"
+    "                               invalid_request_error). \"stream\":true answers with events\n"
+    "                               message_start, content_block_start, ping,\n"
+    "                               content_block_delta per chunk, content_block_stop,\n"
+    "                               message_delta, message_stop.\n"
+    "  POST   /v1beta/models/{model}:generateContent\n"
+    "  POST   /v1beta/models/{model}:streamGenerateContent?alt=sse\n"
+    "                               Gemini; needs x-goog-api-key or ?key= (absent: 403\n"
+    "                               PERMISSION_DENIED, empty: 400) and a body with contents\n"
+    "                               (else 400 INVALID_ARGUMENT). The stream is one data: event\n"
+    "                               per chunk, then one with finishReason STOP and\n"
+    "                               usageMetadata; streamGenerateContent without alt=sse is 400.\n"
+    "                               In every format chunk i is \"tok<i> \" padded with 'x' to\n"
+    "                               chunk-bytes; completion tokens = chunks, prompt tokens =\n"
+    "                               characters of all text content, system included, / 4 (at\n"
+    "                               least 1).\n"
     "  GET    /v1/models            one model, \"fake-model\"\n"
     "  GET    /health               {\"status\":\"ok\"}\n"
     "  GET    /_fakellm/requests    the last 1000 requests received (control routes excluded),\n"
-    "                               oldest first: method, path, headers, body\n"
+    "                               oldest first: method, path, query, headers, body\n"
     "  DELETE /_fakellm/requests    forget them\n"
-    "  GET    /_fakellm/stats       counters: requests (any route), chat, completed (answered\n"
-    "                               to the end, errors included), aborted (client left first),\n"
-    "                               active; responses reset on purpose count in chat only\n"
-    "  anything else                404\n"
+    "  GET    /_fakellm/stats       counters: requests (any route), chat (generation requests,\n"
+    "                               every format), completed (answered to the end, errors\n"
+    "                               included), aborted (client left first), active; responses\n"
+    "                               reset on purpose count in chat only\n"
+    "  anything else                404 (OpenAI-shaped)\n"
     "\n"
-    "Per-request knobs: headers of POST /v1/chat/completions, ignored elsewhere. Values are\n"
+    "Per-request knobs: headers of the three generation routes, ignored elsewhere. Values are\n"
     "decimal integers clamped to the maxima above; anything else is answered 400 at once.\n"
-    "Checks run in this order: knobs (400), Authorization (401), x-fakellm-status, body (400).\n"
+    "Checks run in this order: knobs (400), credentials (401/403), x-fakellm-status, body (400).\n"
+    "Errors take the shape of the route's format.\n"
     "  x-fakellm-status: N          answer with error status N (400-599), code fakellm_injected\n"
-    "  x-fakellm-retry-after: N     Retry-After of an injected 429 or 503 (default 1)\n"
+    "  x-fakellm-retry-after: N     Retry-After of an injected 429 or 503 (Anthropic: and 529)\n"
+    "                               (default 1)\n"
     "  x-fakellm-delay-ms: N        wait before the response headers (errors too)\n"
     "  x-fakellm-chunks: N          content chunks\n"
     "  x-fakellm-chunk-bytes: N     characters per chunk (0: no padding)\n"
@@ -76,7 +96,12 @@ static const char usage_text[] =
     "  x-fakellm-stall-after: N     stream: after N chunks send nothing more, keep the\n"
     "                               connection open until the client leaves\n"
     "  x-fakellm-reset-after: N     stream: after N chunks reset the connection;\n"
-    "                               non-streaming with N=0: reset instead of answering\n";
+    "                               non-streaming with N=0: reset instead of answering\n"
+    "  x-fakellm-tool-call: NAME    answer with a call of function NAME (a letter or '_', then\n"
+    "                               letters, digits, '_' or '-', at most 64) with arguments\n"
+    "                               {\"i\":0} instead of text; 400 unless the request declares\n"
+    "                               that tool. The call streams in 2 chunks (OpenAI, Anthropic)\n"
+    "                               or 1 (Gemini), which are also its completion tokens.\n";
 
 /* The request body as JSON, or NULL when it is empty or not one complete JSON value. */
 static json_object *parse_body(struct ibex_str body)
@@ -148,6 +173,10 @@ static void handle(struct ibex_req *req, void *data)
 
     if (route(req, "POST", "/v1/chat/completions")) {
         fakellm_gen_start(req, &fakellm_openai, body);
+    } else if (route(req, "POST", "/v1/messages")) {
+        fakellm_gen_start(req, &fakellm_anthropic, body);
+    } else if (fakellm_gemini_route(req)) {
+        fakellm_gen_start(req, &fakellm_gemini, body);
     } else if (route(req, "GET", "/v1/models")) {
         fakellm_openai_models(&b);
         send_json(req, 200, &b);

@@ -1,5 +1,6 @@
 /* OpenAI Chat Completions wire format for fakellm: credential check, request validation, error
- * bodies, the non-streaming completion and the SSE chunks of a streaming one.
+ * bodies, the non-streaming completion and the SSE chunks of a streaming one, as text or as a
+ * tool call (message.tool_calls; in a stream an id-and-name delta, then argument deltas).
  *
  * Invariants: renderers only append to the buffer they are given and never touch a request, so
  * the engine alone decides when bytes reach the client. Content is deterministic (chunk i is
@@ -11,17 +12,8 @@
 
 static int authenticate(const struct ibex_req *req, struct fakellm_error *err)
 {
-    struct ibex_str auth = ibex_str_trim(ibex_req_header(req, "authorization"));
-    static const char scheme[] = "bearer ";
-    size_t n = sizeof(scheme) - 1;
-
-    if (auth.p == NULL || auth.len <= n ||
-        !ibex_str_caseeq_cstr((struct ibex_str){auth.p, n}, scheme))
-        goto fail;
-    if (ibex_str_trim((struct ibex_str){auth.p + n, auth.len - n}).len == 0)
-        goto fail;
-    return 0;
-fail:
+    if (fakellm_body_bearer(req))
+        return 0;
     *err = (struct fakellm_error){
         .status = 401,
         .code = "invalid_api_key",
@@ -30,84 +22,42 @@ fail:
     return -1;
 }
 
-/* Characters (UTF-8 code points) of a JSON string. */
-static uint64_t chars_of(json_object *s)
-{
-    const char *p = json_object_get_string(s);
-    size_t len = (size_t)json_object_get_string_len(s);
-    uint64_t n = 0;
-
-    for (size_t i = 0; i < len; i++)
-        if (((unsigned char)p[i] & 0xC0) != 0x80)
-            n++;
-    return n;
-}
-
-/* Characters of a message's content: a string, or an array of parts whose "text" counts. */
-static uint64_t content_chars(json_object *msg)
-{
-    json_object *content, *text;
-    uint64_t n = 0;
-
-    if (!json_object_is_type(msg, json_type_object) ||
-        !json_object_object_get_ex(msg, "content", &content))
-        return 0;
-    if (json_object_is_type(content, json_type_string))
-        return chars_of(content);
-    if (!json_object_is_type(content, json_type_array))
-        return 0;
-    for (size_t i = 0; i < json_object_array_length(content); i++) {
-        json_object *part = json_object_array_get_idx(content, i);
-        if (json_object_is_type(part, json_type_object) &&
-            json_object_object_get_ex(part, "text", &text) &&
-            json_object_is_type(text, json_type_string))
-            n += chars_of(text);
-    }
-    return n;
-}
-
-static bool is_true(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_boolean) &&
-           json_object_get_boolean(v);
-}
-
-static int invalid(struct fakellm_error *err, const char *message, const char *param)
-{
-    *err = (struct fakellm_error){
-        .status = 400,
-        .code = "invalid_request",
-        .message = message,
-        .param = param,
-    };
-    return -1;
-}
-
-static int parse(json_object *body, struct fakellm_gen *g, struct fakellm_error *err)
+static int parse(const struct ibex_req *req, json_object *body, struct fakellm_gen *g,
+                 struct fakellm_error *err)
 {
     json_object *model, *messages, *opts;
     uint64_t chars = 0;
 
-    if (body == NULL || !json_object_is_type(body, json_type_object))
-        return invalid(err, "The request body must be a JSON object.", NULL);
-    if (!json_object_object_get_ex(body, "model", &model) ||
-        !json_object_is_type(model, json_type_string))
-        return invalid(err, "'model' is required and must be a string.", "model");
-    if (!json_object_object_get_ex(body, "messages", &messages) ||
-        !json_object_is_type(messages, json_type_array))
-        return invalid(err, "'messages' is required and must be an array.", "messages");
-    for (size_t i = 0; i < json_object_array_length(messages); i++)
-        chars += content_chars(json_object_array_get_idx(messages, i));
+    if (!json_object_is_type(body, json_type_object))
+        return fakellm_body_invalid(err, "The request body must be a JSON object.", NULL);
+    model = fakellm_body_get(body, "model", json_type_string);
+    if (model == NULL)
+        return fakellm_body_invalid(err, "'model' is required and must be a string.", "model");
+    messages = fakellm_body_get(body, "messages", json_type_array);
+    if (messages == NULL)
+        return fakellm_body_invalid(err, "'messages' is required and must be an array.",
+                                    "messages");
+    for (size_t i = 0; i < json_object_array_length(messages); i++) {
+        json_object *msg = json_object_array_get_idx(messages, i);
+        json_object *content = NULL;
+        if (json_object_is_type(msg, json_type_object))
+            json_object_object_get_ex(msg, "content", &content);
+        chars += fakellm_body_text_chars(content);
+    }
 
     g->model_len = (size_t)json_object_get_string_len(model);
     g->model = ibex_xstrndup(json_object_get_string(model), g->model_len);
-    g->stream = is_true(body, "stream");
-    g->include_usage = g->stream && json_object_object_get_ex(body, "stream_options", &opts) &&
-                       json_object_is_type(opts, json_type_object) &&
-                       is_true(opts, "include_usage");
-    g->prompt_tokens = chars / 4 > 0 ? chars / 4 : 1;
+    g->stream = fakellm_body_true(body, "stream");
+    opts = fakellm_body_get(body, "stream_options", json_type_object);
+    g->include_usage = g->stream && fakellm_body_true(opts, "include_usage");
+    g->prompt_tokens = fakellm_body_tokens(chars);
     return 0;
+}
+
+/* tools: [{"type":"function","function":{"name":...}}] */
+static bool declares_tool(json_object *body, const char *name)
+{
+    return fakellm_body_named(fakellm_body_get(body, "tools", json_type_array), "function", name);
 }
 
 void fakellm_openai_error(struct ibex_buf *b, int status, const char *code, const char *message,
@@ -147,20 +97,36 @@ static void usage(struct ibex_buf *b, const struct fakellm_gen *g)
                      (unsigned long long)(g->prompt_tokens + g->chunks));
 }
 
+/* "id":"call_fake_<n>","type":"function","function":{"name":<tool>,"arguments": */
+static void tool_call_open(struct ibex_buf *b, const struct fakellm_gen *g)
+{
+    ibex_buf_appendf(b, "\"id\":\"call_fake_%llu\",\"type\":\"function\",\"function\":{\"name\":",
+                     (unsigned long long)g->seq);
+    ibex_buf_append_json_str(b, g->tool, strlen(g->tool));
+    ibex_buf_append_cstr(b, ",\"arguments\":");
+}
+
 static void response(struct ibex_buf *b, const struct fakellm_gen *g)
 {
-    uint64_t total = 0;
+    bool tool = g->tool[0] != '\0';
 
-    for (uint64_t i = 0; i < g->chunks; i++)
-        total += fakellm_chunk_len(i, g->chunk_bytes);
-    ibex_buf_reserve(b, (size_t)total + 512 + g->model_len * 6);
+    ibex_buf_reserve(b, 512 + g->model_len * 6);
     ibex_buf_append_cstr(b, "{");
     common_fields(b, g, "chat.completion");
     ibex_buf_append_cstr(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                            "\"content\":\"");
-    for (uint64_t i = 0; i < g->chunks; i++)
-        fakellm_chunk_text(b, i, g->chunk_bytes);
-    ibex_buf_append_cstr(b, "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],");
+                            "\"content\":");
+    if (tool) {
+        ibex_buf_append_cstr(b, "null,\"tool_calls\":[{");
+        tool_call_open(b, g);
+        ibex_buf_append_json_str(b, FAKELLM_TOOL_ARGS, sizeof(FAKELLM_TOOL_ARGS) - 1);
+        ibex_buf_append_cstr(b, "}}]");
+    } else {
+        ibex_buf_append_cstr(b, "\"");
+        fakellm_gen_text(b, g);
+        ibex_buf_append_cstr(b, "\"");
+    }
+    ibex_buf_append_cstr(b, "},\"logprobs\":null,\"finish_reason\":");
+    ibex_buf_append_cstr(b, tool ? "\"tool_calls\"}]," : "\"stop\"}],");
     usage(b, g);
     ibex_buf_append_cstr(b, "}");
 }
@@ -173,15 +139,40 @@ static void chunk_open(struct ibex_buf *b, const struct fakellm_gen *g)
     ibex_buf_append_cstr(b, ",\"choices\":[{\"index\":0,\"delta\":");
 }
 
+static const char chunk_close[] = "},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+/* A tool call opens with a delta carrying its id and name and empty arguments, as OpenAI's do;
+ * the arguments follow in the content chunks. Text answers have no preamble. */
+static void stream_head(struct ibex_buf *b, const struct fakellm_gen *g)
+{
+    if (g->tool[0] == '\0')
+        return;
+    chunk_open(b, g);
+    ibex_buf_append_cstr(b,
+                         "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,");
+    tool_call_open(b, g);
+    ibex_buf_append_cstr(b, "\"\"}}]");
+    ibex_buf_append_cstr(b, chunk_close);
+}
+
 static void stream_chunk(struct ibex_buf *b, const struct fakellm_gen *g, uint64_t i)
 {
     chunk_open(b, g);
+    if (g->tool[0] != '\0') {
+        struct ibex_str piece = fakellm_tool_piece(i, g->chunks);
+        ibex_buf_append_cstr(b, "{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":");
+        ibex_buf_append_json_str(b, piece.p, piece.len);
+        ibex_buf_append_cstr(b, "}}]");
+        ibex_buf_append_cstr(b, chunk_close);
+        return;
+    }
     if (i == 0)
         ibex_buf_append_cstr(b, "{\"role\":\"assistant\",\"content\":\"");
     else
         ibex_buf_append_cstr(b, "{\"content\":\"");
     fakellm_chunk_text(b, i, g->chunk_bytes);
-    ibex_buf_append_cstr(b, "\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    ibex_buf_append_cstr(b, "\"");
+    ibex_buf_append_cstr(b, chunk_close);
 }
 
 static void stream_tail(struct ibex_buf *b, const struct fakellm_gen *g)
@@ -189,11 +180,12 @@ static void stream_tail(struct ibex_buf *b, const struct fakellm_gen *g)
     if (g->chunks == 0) {
         /* No content chunk carried the role: announce it with empty content, as OpenAI does. */
         chunk_open(b, g);
-        ibex_buf_append_cstr(b, "{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
-                                "\"finish_reason\":null}]}\n\n");
+        ibex_buf_append_cstr(b, "{\"role\":\"assistant\",\"content\":\"\"");
+        ibex_buf_append_cstr(b, chunk_close);
     }
     chunk_open(b, g);
-    ibex_buf_append_cstr(b, "{},\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n");
+    ibex_buf_append_cstr(b, "{},\"logprobs\":null,\"finish_reason\":");
+    ibex_buf_append_cstr(b, g->tool[0] != '\0' ? "\"tool_calls\"}]}\n\n" : "\"stop\"}]}\n\n");
     if (g->include_usage) {
         ibex_buf_append_cstr(b, "data: {");
         common_fields(b, g, "chat.completion.chunk");
@@ -206,11 +198,14 @@ static void stream_tail(struct ibex_buf *b, const struct fakellm_gen *g)
 
 const struct fakellm_format fakellm_openai = {
     .name = "openai",
+    .retry_statuses = {429, 503},
+    .tool_pieces = 2,
     .authenticate = authenticate,
     .parse = parse,
+    .declares_tool = declares_tool,
     .error_body = error_body,
     .response = response,
-    .stream_head = NULL,
+    .stream_head = stream_head,
     .stream_chunk = stream_chunk,
     .stream_tail = stream_tail,
 };

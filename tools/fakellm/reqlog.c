@@ -101,6 +101,8 @@ void fakellm_reqlog_add(const struct ibex_req *req, json_object *body)
     ibex_buf_append_json_str(&b, req->method.p ? req->method.p : "", req->method.len);
     ibex_buf_append_cstr(&b, ",\"path\":");
     ibex_buf_append_json_str(&b, req->path.p ? req->path.p : "", req->path.len);
+    ibex_buf_append_cstr(&b, ",\"query\":");
+    ibex_buf_append_json_str(&b, req->query.p ? req->query.p : "", req->query.len);
     ibex_buf_append_cstr(&b, ",\"headers\":");
     append_headers(&b, req);
     ibex_buf_append_cstr(&b, ",\"body\":");

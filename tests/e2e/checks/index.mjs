@@ -2,6 +2,7 @@
 // build fails fast; drain.shared-exit last, because it stops the shared gateway.
 import chat from './chat.mjs';
 import stream from './stream.mjs';
+import fakellmFormats from './fakellm_formats.mjs';
 import models from './models.mjs';
 import errors from './errors.mjs';
 import auth from './auth.mjs';
@@ -19,5 +20,5 @@ import routing from './routing.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...ops, ...drain];
+    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...ops, ...drain];
 }

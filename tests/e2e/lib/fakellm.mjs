@@ -1,9 +1,23 @@
 // What fakellm answers and how to steer it: the deterministic text of an answer, the
-// x-fakellm-* knob headers, and a client for its control routes (/_fakellm/*).
+// x-fakellm-* knob headers, and a client for its control routes (/_fakellm/*) and its three wire
+// formats (OpenAI, Anthropic, Gemini).
 import { request } from './http.mjs';
 import { pollUntil } from './util.mjs';
 
 export const DEFAULT_CHUNKS = 8;
+
+// x-fakellm-tool-call: the arguments of every call (as JSON text), and how many content events
+// (= completion tokens) a call takes in each wire format.
+export const TOOL_ARGS = '{"i":0}';
+export const TOOL_PIECES = { openai: 2, anthropic: 2, gemini: 1 };
+
+// The prompt token count fakellm reports for these texts (every text content of the request,
+// system included): their characters (code points) / 4, rounded down, at least 1.
+export function promptTokens(...texts) {
+    let n = 0;
+    for (const t of texts) n += [...t].length;
+    return Math.max(1, Math.floor(n / 4));
+}
 
 // Chunk i is "tok<i> " padded with 'x' up to chunkBytes characters (i counts from 0).
 export function chunkText(i, chunkBytes = 0) {
@@ -69,6 +83,7 @@ export function knobs(k) {
         firstTokenMs: 'first-token-ms',
         stallAfter: 'stall-after',
         resetAfter: 'reset-after',
+        toolCall: 'tool-call',
     };
     const h = {};
     for (const [key, v] of Object.entries(k)) {
@@ -130,4 +145,39 @@ export class FakellmClient {
             timeoutMs: 10000,
         });
     }
+
+    // POST /v1/messages (Anthropic) straight to fakellm, with a key and anthropic-version unless
+    // headers replace them (a null value drops a header).
+    messagesDirect(body, headers = {}) {
+        return request(this.target, {
+            method: 'POST',
+            path: '/v1/messages',
+            headers: dropNulls({ 'x-api-key': 'direct', 'anthropic-version': '2023-06-01', ...headers }),
+            body,
+            timeoutMs: 10000,
+        });
+    }
+
+    // POST /v1beta/models/{model}:generateContent (or :streamGenerateContent?alt=sse with
+    // stream: true) straight to fakellm, with x-goog-api-key unless headers replace it (null
+    // drops it); query: extra query string ('key=k').
+    geminiDirect(model, body, { stream = false, headers = {}, query = '' } = {}) {
+        const q = [stream ? 'alt=sse' : '', query].filter(Boolean).join('&');
+        return request(this.target, {
+            method: 'POST',
+            path: `${geminiPath(model, stream)}${q ? `?${q}` : ''}`,
+            headers: dropNulls({ 'x-goog-api-key': 'direct', ...headers }),
+            body,
+            timeoutMs: 10000,
+        });
+    }
+}
+
+// The path of a Gemini generation request.
+export function geminiPath(model, stream = false) {
+    return `/v1beta/models/${model}:${stream ? 'streamGenerateContent' : 'generateContent'}`;
+}
+
+function dropNulls(h) {
+    return Object.fromEntries(Object.entries(h).filter(([, v]) => v !== null && v !== undefined));
 }
