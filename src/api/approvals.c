@@ -264,7 +264,7 @@ int ibex_approval_list(struct ibex_store *s, const struct ibex_actor *a,
                        : q->state[0] ? " FROM approvals WHERE tenant_id = $1 AND state = $2"
                                      : " FROM approvals WHERE tenant_id = $1";
     size_t n = strcmp(q->state, "pending") != 0 && q->state[0] ? 2 : 1;
-    return ibex_api_page_rows(s, APPROVAL_COLS, from, "created_at DESC, id", p, n, q->page,
+    return ibex_api_page_rows(s, APPROVAL_COLS, from, "created_at DESC, id DESC", p, n, q->page,
                               q->page_size, "approvals", row_approval, out, r);
 }
 

@@ -201,7 +201,7 @@ int ibex_session_list(struct ibex_store *s, const struct ibex_actor *a,
     return ibex_api_page_rows(s, SESSION_COLS,
                               " FROM sessions WHERE tenant_id = $1 AND ($2 = '' OR state = $2) "
                               "AND ($3 = '' OR agent_id = $3)",
-                              "created_at DESC, id", p, 3, q->page, q->page_size, "sessions",
+                              "created_at DESC, id DESC", p, 3, q->page, q->page_size, "sessions",
                               row_session, out, r);
 }
 

@@ -2,6 +2,7 @@
  * costs a copy, not a syscall. */
 #include "id.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,12 +59,26 @@ void ibex_id_uuid4(char out[IBEX_UUID_LEN + 1])
     uuid_text(r, 4, out);
 }
 
+/* The last (unix_ms << 12 | counter) this process put in a UUIDv7: RFC 9562 method 1, so ids
+ * made one after the other in one process sort in that order even within a millisecond (a
+ * 4097th id in one millisecond borrows the next one). */
+static _Atomic uint64_t last_uuid7;
+
 void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1])
 {
+    uint64_t want = (unix_ms & 0xFFFFFFFFFFFFull) << 12;
+    uint64_t prev = atomic_load_explicit(&last_uuid7, memory_order_relaxed), next;
+    do
+        next = want > prev ? want : prev + 1;
+    while (!atomic_compare_exchange_weak_explicit(&last_uuid7, &prev, next, memory_order_relaxed,
+                                                  memory_order_relaxed));
+    uint64_t ms = next >> 12;
     unsigned char r[16];
-    ibex_id_random(r, sizeof(r));
+    ibex_id_random(r + 8, 8);
     for (int i = 0; i < 6; i++)
-        r[i] = (unsigned char)(unix_ms >> (40 - 8 * i));
+        r[i] = (unsigned char)(ms >> (40 - 8 * i));
+    r[6] = (unsigned char)((next >> 8) & 0x0F); /* rand_a: the counter's 12 bits */
+    r[7] = (unsigned char)(next & 0xFF);
     uuid_text(r, 7, out);
 }
 

@@ -74,8 +74,9 @@ static void test_uuid4_unique_and_random(void **state)
     free(ids);
 }
 
-/* UUIDv7: canonical form, version 7, variant 10, the milliseconds in the first 48 bits, and
- * ids of later milliseconds sort after earlier ones as text. */
+/* UUIDv7: canonical form, version 7, variant 10, the milliseconds in the first 48 bits, and ids
+ * made later sort after earlier ones as text: in a later millisecond, in the same one, and when
+ * the clock goes back. */
 static void test_uuid7(void **state)
 {
     char a[IBEX_UUID_LEN + 1], b[IBEX_UUID_LEN + 1], c[IBEX_UUID_LEN + 1];
@@ -85,26 +86,31 @@ static void test_uuid7(void **state)
     assert_int_equal(a[14], '7');
     assert_true(strchr("89ab", a[19]) != NULL);
     assert_memory_equal(a, "0189abcd-ef01-7", 15);
-    ibex_id_uuid7(ms, b);
-    assert_string_not_equal(a, b); /* same millisecond, random rest */
-    assert_memory_equal(a, b, 14);
-    ibex_id_uuid7(ms + 1, c);
-    assert_true(strcmp(c, a) > 0 && strcmp(c, b) > 0);
+    for (int i = 0; i < 5000; i++) { /* same millisecond, past the 4096 of its counter */
+        ibex_id_uuid7(ms, b);
+        assert_true(strcmp(b, a) > 0);
+        memcpy(a, b, sizeof(a));
+    }
+    ibex_id_uuid7(ms + 2, c);
+    assert_true(strcmp(c, a) > 0);
+    assert_memory_equal(c, "0189abcd-ef03-7", 15);
     ibex_id_uuid7(ms + 256, c);
     assert_true(strcmp(c, a) > 0);
+    ibex_id_uuid7(ms, b); /* the clock went back */
+    assert_true(strcmp(b, c) > 0);
 }
 
 /* The milliseconds read back from a v7 id, upper case too; -1 for other versions and junk. */
 static void test_uuid7_ms(void **state)
 {
     char a[IBEX_UUID_LEN + 1], v4[IBEX_UUID_LEN + 1];
-    ibex_id_uuid7(0x0189abcdef01ull, a);
-    assert_int_equal(ibex_id_uuid7_ms(a), 0x0189abcdef01ll);
+    ibex_id_uuid7(0x0289abcdef01ull, a);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0x0289abcdef01ll);
     for (char *p = a; *p; p++)
         *p = (char)toupper((unsigned char)*p);
-    assert_int_equal(ibex_id_uuid7_ms(a), 0x0189abcdef01ll);
-    ibex_id_uuid7(0, a);
-    assert_int_equal(ibex_id_uuid7_ms(a), 0);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0x0289abcdef01ll);
+    ibex_id_uuid7(0xffffffffffffull, a);
+    assert_int_equal(ibex_id_uuid7_ms(a), 0xffffffffffffll);
     ibex_id_uuid4(v4);
     assert_int_equal(ibex_id_uuid7_ms(v4), -1);
     assert_int_equal(ibex_id_uuid7_ms("0189abcd-ef01-7"), -1);
