@@ -479,8 +479,8 @@ int ibex_task_list(struct ibex_store *s, const struct ibex_actor *a,
         p[n++] = ibex_store_text(filters[i][1]);
         ibex_buf_appendf(&where, " AND %s = $%zu", filters[i][0], n);
     }
-    ibex_api_page_rows(s, TASK_COLS, where.p, "created_at DESC, id DESC", p, n, q->page, q->page_size,
-                       "tasks", row_task, out, r);
+    ibex_api_page_rows(s, TASK_COLS, where.p, "created_at DESC, id DESC", p, n, q->page,
+                       q->page_size, "tasks", row_task, out, r);
     ibex_buf_dispose(&where);
     return r->status;
 }

@@ -64,13 +64,22 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
             p->ops = &ibex_provider_mock;
             continue;
         }
-        p->ops = &ibex_provider_openai;
+        const char *auth = "Authorization: Bearer ";
+        switch (p->cfg->type) {
+        case IBEX_PROVIDER_GEMINI: /* builds its URL per request (the model is in the path) */
+            p->ops = &ibex_provider_gemini;
+            auth = "x-goog-api-key: ";
+            break;
+        default:
+            p->ops = &ibex_provider_openai;
+            break;
+        }
         struct ibex_buf b;
         ibex_buf_init(&b);
         ibex_buf_appendf(&b, "%s/chat/completions", p->cfg->base_url);
         p->chat_url = ibex_buf_steal(&b, NULL);
         if (p->cfg->api_key) {
-            ibex_buf_appendf(&b, "Authorization: Bearer %s", p->cfg->api_key);
+            ibex_buf_appendf(&b, "%s%s", auth, p->cfg->api_key);
             p->auth_header = ibex_buf_steal(&b, NULL);
         }
     }

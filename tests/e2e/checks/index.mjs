@@ -17,8 +17,9 @@ import tasks from './tasks.mjs';
 import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
 import routing from './routing.mjs';
+import providers from './providers.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...ops, ...drain];
+    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...providers, ...ops, ...drain];
 }

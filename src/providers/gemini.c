@@ -1,0 +1,1487 @@
+/* Google Gemini (the Generative Language API, v1beta): OpenAI chat requests become
+ * generateContent bodies, and Gemini's answers come back as chat.completion objects or
+ * chat.completion.chunk streams. docs/providers.md has the mapping table and the 400 list.
+ *
+ * Invariants:
+ * - Nothing the client asked for is lost silently: a field or part with no Gemini equivalent
+ *   that could change the answer is a 400 (VALIDATION_ERROR naming the field); only fields that
+ *   cannot change the answer are dropped, and unknown fields are refused.
+ * - JSON is written with ibex_buf appends; json-c only parses, and serialises sub-documents the
+ *   client or Gemini wrote (schemas, function arguments, numbers) as they are.
+ * - A stream decoder holds O(1) state besides its partial SSE line (bounded by line_max); every
+ *   data line is one GenerateContentResponse translated on its own, so the output does not
+ *   depend on how the bytes were split, and its size is within a constant factor of the input.
+ * - Tool call ids are "call_<base>_<n>", base the responseId (or random when Gemini sends none).
+ *   Thought signatures ride in tool_calls[].extra_content.google.thought_signature both ways,
+ *   the convention of Google's own OpenAI-compatible endpoint. */
+#include "provider.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../core/id.h"
+#include "../core/sse.h"
+
+#define PROVIDER "the gemini provider"
+#define NOT_SUPPORTED "is not supported by " PROVIDER
+#define MODEL_MAX 128    /* longest model name accepted in the URL path */
+#define NAME_MAX_LEN 128 /* responseId / modelVersion longer than this are not echoed */
+#define BASE_MAX 64      /* longest responseId used as the base of tool call ids */
+#define JSON_OUT (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* ---- small json-c helpers ---- */
+
+/* The member, or NULL when absent or JSON null. */
+static json_object *get(json_object *o, const char *key)
+{
+    json_object *v = NULL;
+    if (o == NULL || !json_object_object_get_ex(o, key, &v))
+        return NULL;
+    return v;
+}
+
+static bool is(json_object *o, enum json_type t)
+{
+    return o != NULL && json_object_is_type(o, t);
+}
+
+static bool is_number(json_object *o)
+{
+    return is(o, json_type_int) || is(o, json_type_double);
+}
+
+static bool str_is(json_object *o, const char *s)
+{
+    return is(o, json_type_string) && strcmp(json_object_get_string(o), s) == 0;
+}
+
+static void put_str(struct ibex_buf *b, json_object *s)
+{
+    ibex_buf_append_json_str(b, json_object_get_string(s), (size_t)json_object_get_string_len(s));
+}
+
+/* A value as JSON text (numbers keep the text they were parsed from). */
+static void put_json(struct ibex_buf *b, json_object *v)
+{
+    size_t len;
+    const char *s = json_object_to_json_string_length(v, JSON_OUT, &len);
+    ibex_buf_append(b, s, len);
+}
+
+/* s as the inside of a JSON string literal, without the quotes. */
+static void put_inner(struct ibex_buf *b, const char *s, size_t len)
+{
+    size_t at = b->len;
+    ibex_buf_append_json_str(b, s, len);
+    memmove(b->p + at, b->p + at + 1, b->len - at - 2);
+    b->len -= 2;
+    b->p[b->len] = '\0';
+}
+
+static bool blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return false;
+    return true;
+}
+
+/* Whether s is the text of one JSON object (strict, as the gateway parses bodies). */
+static bool json_object_text(const char *s, size_t len)
+{
+    json_object *o = NULL;
+    char msg[8];
+    bool ok = ibex_json_parse(s, len, &o, msg, sizeof(msg)) == 0 && is(o, json_type_object);
+    json_object_put(o);
+    return ok;
+}
+
+/* ---- request errors ---- */
+
+/* Fills e like the chat request validator: one field error. Returns -1. */
+static int invalid(struct ibex_chat_error *e, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int invalid(struct ibex_chat_error *e, const char *what, const char *fmt, ...)
+{
+    if (e == NULL)
+        return -1;
+    char field[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(field, sizeof(field), fmt, ap);
+    va_end(ap);
+    e->code = "VALIDATION_ERROR";
+    size_t n = strlen(field) < sizeof(e->param) ? strlen(field) : sizeof(e->param) - 1;
+    memcpy(e->param, field, n); /* a long path is cut; the message and field_errors keep it */
+    e->param[n] = '\0';
+    snprintf(e->message, sizeof(e->message), "%s: %s", field, what);
+    ibex_buf_reset(&e->field_errors);
+    ibex_buf_append_cstr(&e->field_errors, "[{\"field\":");
+    ibex_buf_append_json_str(&e->field_errors, field, strlen(field));
+    ibex_buf_append_cstr(&e->field_errors, ",\"message\":");
+    ibex_buf_append_json_str(&e->field_errors, what, strlen(what));
+    ibex_buf_append_cstr(&e->field_errors, "}]");
+    return -1;
+}
+
+/* ---- request: messages ---- */
+
+struct req {
+    struct ibex_buf *b;  /* the body: contents first */
+    struct ibex_buf sys; /* systemInstruction parts */
+    struct ibex_chat_error *e;
+    json_object *msgs;
+    size_t nsys;      /* parts in sys */
+    size_t ncontents; /* contents written */
+    size_t nparts;    /* parts of the content being written */
+    bool tool_turn;   /* a user content of functionResponse parts is open */
+};
+
+/* Starts a part of the open content (the comma between parts). */
+static void part(struct req *r)
+{
+    if (r->nparts++ > 0)
+        ibex_buf_append_cstr(r->b, ",");
+}
+
+static void open_content(struct req *r, const char *role)
+{
+    ibex_buf_append_cstr(r->b, r->ncontents++ ? ",{\"role\":\"" : "{\"role\":\"");
+    ibex_buf_append_cstr(r->b, role);
+    ibex_buf_append_cstr(r->b, "\",\"parts\":[");
+    r->nparts = 0;
+}
+
+static void close_tool_turn(struct req *r)
+{
+    if (r->tool_turn)
+        ibex_buf_append_cstr(r->b, "]}");
+    r->tool_turn = false;
+}
+
+static void text_part(struct req *r, const char *s, size_t len)
+{
+    if (len == 0) /* Gemini refuses empty text; an empty string says nothing */
+        return;
+    part(r);
+    ibex_buf_append_cstr(r->b, "{\"text\":");
+    ibex_buf_append_json_str(r->b, s, len);
+    ibex_buf_append_cstr(r->b, "}");
+}
+
+static void inline_part(struct req *r, const char *mime, size_t mime_len, const char *data,
+                        size_t len)
+{
+    part(r);
+    ibex_buf_append_cstr(r->b, "{\"inlineData\":{\"mimeType\":");
+    ibex_buf_append_json_str(r->b, mime, mime_len);
+    ibex_buf_append_cstr(r->b, ",\"data\":");
+    ibex_buf_append_json_str(r->b, data, len);
+    ibex_buf_append_cstr(r->b, "}}");
+}
+
+/* MIME type by file extension (of a URL's path or a file name), or NULL. */
+static const char *mime_of(const char *s, size_t len)
+{
+    static const char *const table[][2] = {{"png", "image/png"},   {"jpg", "image/jpeg"},
+                                           {"jpeg", "image/jpeg"}, {"webp", "image/webp"},
+                                           {"gif", "image/gif"},   {"heic", "image/heic"},
+                                           {"heif", "image/heif"}, {"pdf", "application/pdf"}};
+    size_t end = 0;
+    while (end < len && s[end] != '?' && s[end] != '#')
+        end++;
+    size_t dot = end;
+    while (dot > 0 && s[dot - 1] != '.' && s[dot - 1] != '/')
+        dot--;
+    if (dot == 0 || s[dot - 1] != '.')
+        return NULL;
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+        if (strlen(table[i][0]) == end - dot && strncasecmp(s + dot, table[i][0], end - dot) == 0)
+            return table[i][1];
+    return NULL;
+}
+
+/* "data:<mime>[;params];base64,<data>" as inlineData. */
+static int data_url_part(struct req *r, const char *url, size_t len, const char *field)
+{
+    const char *comma = memchr(url, ',', len);
+    size_t meta = comma ? (size_t)(comma - url) : 0;
+    if (comma == NULL || meta < 5 + 7 || memcmp(url + meta - 7, ";base64", 7) != 0)
+        return invalid(r->e, "must be a base64 data: URL", "%s", field);
+    size_t mime = 5;
+    while (mime < meta && url[mime] != ';')
+        mime++;
+    if (mime == 5)
+        return invalid(r->e, "must name a MIME type", "%s", field);
+    inline_part(r, url + 5, mime - 5, comma + 1, len - meta - 1);
+    return 0;
+}
+
+static int image_part(struct req *r, json_object *img, size_t i, size_t j)
+{
+    char field[96];
+    snprintf(field, sizeof(field), "messages[%zu].content[%zu].image_url", i, j);
+    json_object *url = is(img, json_type_string) ? img : get(img, "url");
+    if (!is(url, json_type_string))
+        return invalid(r->e, "must be an object with a url string", "%s", field);
+    const char *s = json_object_get_string(url);
+    size_t len = (size_t)json_object_get_string_len(url);
+    if (len >= 5 && strncasecmp(s, "data:", 5) == 0)
+        return data_url_part(r, s, len, field);
+    if (strncasecmp(s, "https://", 8) != 0 && strncasecmp(s, "http://", 7) != 0)
+        return invalid(r->e, "must be a data: URL or an http(s) URL", "%s.url", field);
+    const char *mime = mime_of(s, len);
+    if (mime == NULL)
+        return invalid(r->e,
+                       "has no file extension " PROVIDER " can take a MIME type from "
+                       "(png, jpg, jpeg, webp, gif, heic, heif, pdf); send a data: URL",
+                       "%s.url", field);
+    part(r);
+    ibex_buf_append_cstr(r->b, "{\"fileData\":{\"mimeType\":\"");
+    ibex_buf_append_cstr(r->b, mime);
+    ibex_buf_append_cstr(r->b, "\",\"fileUri\":");
+    put_str(r->b, url);
+    ibex_buf_append_cstr(r->b, "}}");
+    return 0;
+}
+
+static int audio_part(struct req *r, json_object *audio, size_t i, size_t j)
+{
+    static const char *const formats[] = {"wav", "mp3", "aiff", "aac", "ogg", "flac"};
+    json_object *data = get(audio, "data"), *format = get(audio, "format");
+    if (!is(data, json_type_string) || !is(format, json_type_string))
+        return invalid(r->e, "must be an object with data and format strings",
+                       "messages[%zu].content[%zu].input_audio", i, j);
+    for (size_t k = 0; k < sizeof(formats) / sizeof(formats[0]); k++) {
+        if (str_is(format, formats[k])) {
+            char mime[16];
+            int n = snprintf(mime, sizeof(mime), "audio/%s", formats[k]);
+            inline_part(r, mime, (size_t)n, json_object_get_string(data),
+                        (size_t)json_object_get_string_len(data));
+            return 0;
+        }
+    }
+    return invalid(r->e, "must be one of wav, mp3, aiff, aac, ogg, flac",
+                   "messages[%zu].content[%zu].input_audio.format", i, j);
+}
+
+static int file_part(struct req *r, json_object *file, size_t i, size_t j)
+{
+    char field[96];
+    snprintf(field, sizeof(field), "messages[%zu].content[%zu].file", i, j);
+    json_object *data = get(file, "file_data"), *name = get(file, "filename");
+    if (get(file, "file_id") != NULL && data == NULL)
+        return invalid(r->e, "OpenAI file ids are not supported by " PROVIDER "; send file_data",
+                       "%s.file_id", field);
+    if (!is(data, json_type_string))
+        return invalid(r->e, "must be an object with a file_data string", "%s", field);
+    const char *s = json_object_get_string(data);
+    size_t len = (size_t)json_object_get_string_len(data);
+    if (len >= 5 && strncasecmp(s, "data:", 5) == 0)
+        return data_url_part(r, s, len, field);
+    const char *mime =
+        is(name, json_type_string)
+            ? mime_of(json_object_get_string(name), (size_t)json_object_get_string_len(name))
+            : NULL;
+    if (mime == NULL)
+        return invalid(r->e,
+                       "must be a data: URL, or come with a filename whose extension "
+                       "names its type",
+                       "%s.file_data", field);
+    inline_part(r, mime, strlen(mime), s, len);
+    return 0;
+}
+
+/* Parts of a user message's content (a string or an array of parts). */
+static int user_parts(struct req *r, json_object *content, size_t i)
+{
+    if (content == NULL)
+        return 0;
+    if (is(content, json_type_string)) {
+        text_part(r, json_object_get_string(content), (size_t)json_object_get_string_len(content));
+        return 0;
+    }
+    size_t n = json_object_array_length(content);
+    for (size_t j = 0; j < n; j++) {
+        json_object *p = json_object_array_get_idx(content, j);
+        json_object *type = get(p, "type"), *v;
+        int rc = 0;
+        if (str_is(type, "text") && is(v = get(p, "text"), json_type_string))
+            text_part(r, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+        else if (str_is(type, "image_url"))
+            rc = image_part(r, get(p, "image_url"), i, j);
+        else if (str_is(type, "input_audio"))
+            rc = audio_part(r, get(p, "input_audio"), i, j);
+        else if (str_is(type, "file"))
+            rc = file_part(r, get(p, "file"), i, j);
+        else if (str_is(type, "text"))
+            rc = invalid(r->e, "must have a text string", "messages[%zu].content[%zu]", i, j);
+        else
+            rc = invalid(r->e, NOT_SUPPORTED, "messages[%zu].content[%zu].type", i, j);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* The text of a content that may only hold text (system, assistant, tool): a string, or an
+ * array of text (and, for the assistant, refusal) parts; each piece goes to fn. */
+static int text_pieces(struct req *r, json_object *content, size_t i, bool refusals,
+                       void (*fn)(void *, const char *, size_t), void *ctx)
+{
+    if (content == NULL)
+        return 0;
+    if (is(content, json_type_string)) {
+        fn(ctx, json_object_get_string(content), (size_t)json_object_get_string_len(content));
+        return 0;
+    }
+    size_t n = json_object_array_length(content);
+    for (size_t j = 0; j < n; j++) {
+        json_object *p = json_object_array_get_idx(content, j);
+        json_object *type = get(p, "type");
+        const char *key = str_is(type, "text")                  ? "text"
+                          : refusals && str_is(type, "refusal") ? "refusal"
+                                                                : NULL;
+        json_object *v = key ? get(p, key) : NULL;
+        if (key == NULL)
+            return invalid(r->e, NOT_SUPPORTED " in this role", "messages[%zu].content[%zu].type",
+                           i, j);
+        if (!is(v, json_type_string))
+            return invalid(r->e, "must be a string", "messages[%zu].content[%zu].%s", i, j, key);
+        fn(ctx, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+    }
+    return 0;
+}
+
+static void sys_piece(void *ctx, const char *s, size_t len)
+{
+    struct req *r = ctx;
+    if (len == 0)
+        return;
+    ibex_buf_append_cstr(&r->sys, r->nsys++ ? ",{\"text\":" : "{\"text\":");
+    ibex_buf_append_json_str(&r->sys, s, len);
+    ibex_buf_append_cstr(&r->sys, "}");
+}
+
+/* Function arguments (JSON text of an object; empty means none) as the functionCall's args. */
+static int put_args(struct req *r, json_object *args, const char *field)
+{
+    if (args == NULL) {
+        ibex_buf_append_cstr(r->b, "{}");
+        return 0;
+    }
+    if (!is(args, json_type_string))
+        return invalid(r->e, "must be a string of JSON", "%s", field);
+    const char *s = json_object_get_string(args);
+    size_t len = (size_t)json_object_get_string_len(args);
+    if (blank(s, len)) {
+        ibex_buf_append_cstr(r->b, "{}");
+        return 0;
+    }
+    if (!json_object_text(s, len))
+        return invalid(r->e, "must be the JSON text of an object", "%s", field);
+    ibex_buf_append(r->b, s, len); /* strictly valid JSON: goes in as it is */
+    return 0;
+}
+
+static int call_part(struct req *r, json_object *fn, json_object *signature, const char *field)
+{
+    json_object *name = get(fn, "name");
+    char sub[128];
+    if (!is(name, json_type_string) || json_object_get_string_len(name) == 0)
+        return invalid(r->e, "must be a non-empty string", "%s.name", field);
+    part(r);
+    ibex_buf_append_cstr(r->b, "{\"functionCall\":{\"name\":");
+    put_str(r->b, name);
+    ibex_buf_append_cstr(r->b, ",\"args\":");
+    snprintf(sub, sizeof(sub), "%s.arguments", field);
+    if (put_args(r, get(fn, "arguments"), sub) != 0)
+        return -1;
+    ibex_buf_append_cstr(r->b, "}");
+    if (is(signature, json_type_string)) {
+        ibex_buf_append_cstr(r->b, ",\"thoughtSignature\":");
+        put_str(r->b, signature);
+    }
+    ibex_buf_append_cstr(r->b, "}");
+    return 0;
+}
+
+static void assistant_piece(void *ctx, const char *s, size_t len)
+{
+    text_part(ctx, s, len);
+}
+
+static int assistant_parts(struct req *r, json_object *m, size_t i)
+{
+    json_object *refusal = get(m, "refusal");
+    if (get(m, "audio") != NULL)
+        return invalid(r->e, NOT_SUPPORTED, "messages[%zu].audio", i);
+    if (text_pieces(r, get(m, "content"), i, true, assistant_piece, r) != 0)
+        return -1;
+    if (is(refusal, json_type_string))
+        text_part(r, json_object_get_string(refusal), (size_t)json_object_get_string_len(refusal));
+    json_object *calls = get(m, "tool_calls");
+    if (calls != NULL && !is(calls, json_type_array))
+        return invalid(r->e, "must be an array", "messages[%zu].tool_calls", i);
+    size_t n = calls ? json_object_array_length(calls) : 0;
+    char field[96];
+    for (size_t j = 0; j < n; j++) {
+        json_object *tc = json_object_array_get_idx(calls, j);
+        json_object *type = get(tc, "type"), *fn = get(tc, "function");
+        if (type != NULL && !str_is(type, "function"))
+            return invalid(r->e, NOT_SUPPORTED, "messages[%zu].tool_calls[%zu].type", i, j);
+        if (!is(fn, json_type_object))
+            return invalid(r->e, "must be an object", "messages[%zu].tool_calls[%zu].function", i,
+                           j);
+        json_object *sig = get(get(get(tc, "extra_content"), "google"), "thought_signature");
+        snprintf(field, sizeof(field), "messages[%zu].tool_calls[%zu].function", i, j);
+        if (call_part(r, fn, sig, field) != 0)
+            return -1;
+    }
+    json_object *legacy = get(m, "function_call");
+    if (legacy != NULL) {
+        if (!is(legacy, json_type_object))
+            return invalid(r->e, "must be an object", "messages[%zu].function_call", i);
+        snprintf(field, sizeof(field), "messages[%zu].function_call", i);
+        if (call_part(r, legacy, NULL, field) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The function name of the tool call with this id, from the nearest assistant message before
+ * message i, or NULL. */
+static json_object *tool_call_name(json_object *msgs, size_t i, json_object *id)
+{
+    for (size_t k = i; k-- > 0;) {
+        json_object *m = json_object_array_get_idx(msgs, k);
+        if (!str_is(get(m, "role"), "assistant"))
+            continue;
+        json_object *calls = get(m, "tool_calls");
+        size_t n = is(calls, json_type_array) ? json_object_array_length(calls) : 0;
+        for (size_t j = 0; j < n; j++) {
+            json_object *tc = json_object_array_get_idx(calls, j);
+            json_object *tid = get(tc, "id");
+            if (is(tid, json_type_string) &&
+                json_object_get_string_len(tid) == json_object_get_string_len(id) &&
+                memcmp(json_object_get_string(tid), json_object_get_string(id),
+                       (size_t)json_object_get_string_len(id)) == 0) {
+                json_object *name = get(get(tc, "function"), "name");
+                return is(name, json_type_string) ? name : NULL;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void tool_piece(void *ctx, const char *s, size_t len)
+{
+    ibex_buf_append(ctx, s, len);
+}
+
+/* A tool (or legacy function) message as a functionResponse part of the open tool turn: a
+ * content that is the JSON text of an object is the response itself, any other content is
+ * {"content": "<text>"}. */
+static int tool_part(struct req *r, json_object *m, json_object *name, size_t i)
+{
+    json_object *content = get(m, "content");
+    const char *s = "";
+    size_t len = 0;
+    struct ibex_buf joined;
+    ibex_buf_init(&joined);
+    if (is(content, json_type_string)) {
+        s = json_object_get_string(content);
+        len = (size_t)json_object_get_string_len(content);
+    } else if (content != NULL) {
+        if (text_pieces(r, content, i, false, tool_piece, &joined) != 0) {
+            ibex_buf_dispose(&joined);
+            return -1;
+        }
+        s = joined.p ? joined.p : "";
+        len = joined.len;
+    }
+    if (!r->tool_turn) {
+        open_content(r, "user");
+        r->tool_turn = true;
+    }
+    part(r);
+    ibex_buf_append_cstr(r->b, "{\"functionResponse\":{\"name\":");
+    put_str(r->b, name);
+    ibex_buf_append_cstr(r->b, ",\"response\":");
+    size_t k = 0;
+    while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\r'))
+        k++;
+    if (k < len && s[k] == '{' && json_object_text(s, len)) {
+        ibex_buf_append(r->b, s, len);
+    } else {
+        ibex_buf_append_cstr(r->b, "{\"content\":");
+        ibex_buf_append_json_str(r->b, s, len);
+        ibex_buf_append_cstr(r->b, "}");
+    }
+    ibex_buf_append_cstr(r->b, "}}");
+    ibex_buf_dispose(&joined);
+    return 0;
+}
+
+static int put_messages(struct req *r)
+{
+    size_t n = json_object_array_length(r->msgs);
+    ibex_buf_append_cstr(r->b, "{\"contents\":[");
+    for (size_t i = 0; i < n; i++) {
+        json_object *m = json_object_array_get_idx(r->msgs, i);
+        const char *role = json_object_get_string(get(m, "role"));
+        json_object *content = get(m, "content");
+        if (!strcmp(role, "system") || !strcmp(role, "developer")) {
+            if (text_pieces(r, content, i, false, sys_piece, r) != 0)
+                return -1;
+            continue;
+        }
+        if (!strcmp(role, "tool") || !strcmp(role, "function")) {
+            json_object *name;
+            if (!strcmp(role, "function")) {
+                name = get(m, "name");
+                if (!is(name, json_type_string) || json_object_get_string_len(name) == 0)
+                    return invalid(r->e, "must be a non-empty string", "messages[%zu].name", i);
+            } else {
+                json_object *id = get(m, "tool_call_id");
+                if (!is(id, json_type_string))
+                    return invalid(r->e, "is required and must be a string",
+                                   "messages[%zu].tool_call_id", i);
+                name = tool_call_name(r->msgs, i, id);
+                if (name == NULL)
+                    return invalid(r->e,
+                                   "does not match a tool call of an earlier assistant message "
+                                   "(" PROVIDER " needs the function's name)",
+                                   "messages[%zu].tool_call_id", i);
+            }
+            if (tool_part(r, m, name, i) != 0)
+                return -1;
+            continue;
+        }
+        close_tool_turn(r);
+        /* A message that yields no part (an empty assistant turn) is left out whole. */
+        size_t mark = r->b->len;
+        open_content(r, !strcmp(role, "assistant") ? "model" : "user");
+        int rc = !strcmp(role, "assistant") ? assistant_parts(r, m, i) : user_parts(r, content, i);
+        if (rc != 0)
+            return -1;
+        if (r->nparts == 0) {
+            r->b->len = mark;
+            r->b->p[mark] = '\0';
+            r->ncontents--;
+        } else {
+            ibex_buf_append_cstr(r->b, "]}");
+        }
+    }
+    close_tool_turn(r);
+    ibex_buf_append_cstr(r->b, "]");
+    if (r->nsys > 0) {
+        ibex_buf_append_cstr(r->b, ",\"systemInstruction\":{\"parts\":[");
+        ibex_buf_append(r->b, r->sys.p, r->sys.len);
+        ibex_buf_append_cstr(r->b, "]}");
+    }
+    return 0;
+}
+
+/* ---- request: top-level fields ---- */
+
+enum field {
+    F_PASS = 1, /* read elsewhere: model, messages, stream, stream_options */
+    F_DROP,     /* cannot change the answer */
+    F_REFUSE,   /* no Gemini equivalent */
+    F_MAX_TOKENS,
+    F_MAX_COMPLETION_TOKENS,
+    F_TEMPERATURE,
+    F_TOP_P,
+    F_TOP_K,
+    F_STOP,
+    F_N,
+    F_SEED,
+    F_PRESENCE_PENALTY,
+    F_FREQUENCY_PENALTY,
+    F_RESPONSE_FORMAT,
+    F_LOGPROBS,
+    F_TOP_LOGPROBS,
+    F_TOOLS,
+    F_TOOL_CHOICE,
+    F_PARALLEL_TOOL_CALLS,
+    F_MODALITIES,
+    F_LOGIT_BIAS,
+    NFIELDS
+};
+
+static const struct {
+    const char *name;
+    enum field f;
+} fields[] = {
+    {"model", F_PASS},
+    {"messages", F_PASS},
+    {"stream", F_PASS},
+    {"stream_options", F_PASS},
+    {"max_tokens", F_MAX_TOKENS},
+    {"max_completion_tokens", F_MAX_COMPLETION_TOKENS},
+    {"temperature", F_TEMPERATURE},
+    {"top_p", F_TOP_P},
+    {"top_k", F_TOP_K},
+    {"stop", F_STOP},
+    {"n", F_N},
+    {"seed", F_SEED},
+    {"presence_penalty", F_PRESENCE_PENALTY},
+    {"frequency_penalty", F_FREQUENCY_PENALTY},
+    {"response_format", F_RESPONSE_FORMAT},
+    {"logprobs", F_LOGPROBS},
+    {"top_logprobs", F_TOP_LOGPROBS},
+    {"tools", F_TOOLS},
+    {"tool_choice", F_TOOL_CHOICE},
+    {"parallel_tool_calls", F_PARALLEL_TOOL_CALLS},
+    {"modalities", F_MODALITIES},
+    {"logit_bias", F_LOGIT_BIAS},
+    {"user", F_DROP},
+    {"metadata", F_DROP},
+    {"store", F_DROP},
+    {"service_tier", F_DROP},
+    {"safety_identifier", F_DROP},
+    {"prompt_cache_key", F_DROP},
+    {"prompt_cache_retention", F_DROP},
+};
+
+static void gen_key(struct ibex_buf *b, bool *any, const char *key)
+{
+    ibex_buf_append_cstr(b, *any ? ",\"" : ",\"generationConfig\":{\"");
+    ibex_buf_append_cstr(b, key);
+    ibex_buf_append_cstr(b, "\":");
+    *any = true;
+}
+
+static int put_tools(struct req *r, json_object *tools)
+{
+    if (!is(tools, json_type_array))
+        return invalid(r->e, "must be an array", "tools");
+    size_t n = json_object_array_length(tools);
+    ibex_buf_append_cstr(r->b, ",\"tools\":[{\"functionDeclarations\":[");
+    for (size_t i = 0; i < n; i++) {
+        json_object *t = json_object_array_get_idx(tools, i);
+        json_object *fn = get(t, "function");
+        if (!str_is(get(t, "type"), "function"))
+            return invalid(r->e, NOT_SUPPORTED " (function tools only)", "tools[%zu].type", i);
+        json_object *name = get(fn, "name"), *desc = get(fn, "description");
+        json_object *params = get(fn, "parameters");
+        if (!is(name, json_type_string) || json_object_get_string_len(name) == 0)
+            return invalid(r->e, "must be a non-empty string", "tools[%zu].function.name", i);
+        if (desc != NULL && !is(desc, json_type_string))
+            return invalid(r->e, "must be a string", "tools[%zu].function.description", i);
+        if (params != NULL && !is(params, json_type_object))
+            return invalid(r->e, "must be a JSON Schema object", "tools[%zu].function.parameters",
+                           i);
+        ibex_buf_append_cstr(r->b, i ? ",{\"name\":" : "{\"name\":");
+        put_str(r->b, name);
+        if (desc) {
+            ibex_buf_append_cstr(r->b, ",\"description\":");
+            put_str(r->b, desc);
+        }
+        if (params) {
+            /* JSON Schema as clients write it: parametersJsonSchema takes it whole, where
+             * parameters would take only Gemini's OpenAPI subset. */
+            ibex_buf_append_cstr(r->b, ",\"parametersJsonSchema\":");
+            put_json(r->b, params);
+        }
+        ibex_buf_append_cstr(r->b, "}");
+    }
+    ibex_buf_append_cstr(r->b, "]}]");
+    return 0;
+}
+
+static int put_tool_choice(struct req *r, json_object *choice, size_t ntools)
+{
+    const char *mode = NULL;
+    json_object *name = NULL;
+    if (str_is(choice, "none")) {
+        mode = "NONE";
+    } else if (str_is(choice, "auto")) {
+        mode = "AUTO";
+    } else if (str_is(choice, "required")) {
+        mode = "ANY";
+    } else if (is(choice, json_type_object) && str_is(get(choice, "type"), "function")) {
+        mode = "ANY";
+        name = get(get(choice, "function"), "name");
+        if (!is(name, json_type_string))
+            return invalid(r->e, "must be a string", "tool_choice.function.name");
+    } else if (is(choice, json_type_object) && is(get(choice, "type"), json_type_string)) {
+        return invalid(r->e, NOT_SUPPORTED, "tool_choice.type");
+    } else {
+        return invalid(r->e, "must be none, auto, required or a function", "tool_choice");
+    }
+    if (ntools == 0) {
+        if (strcmp(mode, "ANY") == 0)
+            return invalid(r->e, "asks for a tool call but the request has no tools",
+                           "tool_choice");
+        return 0; /* none or auto without tools: what Gemini does anyway */
+    }
+    ibex_buf_append_cstr(r->b, ",\"toolConfig\":{\"functionCallingConfig\":{\"mode\":\"");
+    ibex_buf_append_cstr(r->b, mode);
+    ibex_buf_append_cstr(r->b, "\"");
+    if (name) {
+        ibex_buf_append_cstr(r->b, ",\"allowedFunctionNames\":[");
+        put_str(r->b, name);
+        ibex_buf_append_cstr(r->b, "]");
+    }
+    ibex_buf_append_cstr(r->b, "}}");
+    return 0;
+}
+
+static int put_generation(struct req *r, json_object *const *v)
+{
+    struct ibex_buf *b = r->b;
+    bool any = false;
+    json_object *max = v[F_MAX_COMPLETION_TOKENS] ? v[F_MAX_COMPLETION_TOKENS] : v[F_MAX_TOKENS];
+    if (max) {
+        gen_key(b, &any, "maxOutputTokens");
+        put_json(b, max);
+    }
+    static const struct {
+        enum field f;
+        const char *key;
+    } plain[] = {{F_TEMPERATURE, "temperature"},
+                 {F_TOP_P, "topP"},
+                 {F_TOP_K, "topK"},
+                 {F_SEED, "seed"},
+                 {F_PRESENCE_PENALTY, "presencePenalty"},
+                 {F_FREQUENCY_PENALTY, "frequencyPenalty"}};
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+        if (v[plain[i].f]) {
+            gen_key(b, &any, plain[i].key);
+            put_json(b, v[plain[i].f]);
+        }
+    }
+    json_object *stop = v[F_STOP];
+    if (is(stop, json_type_string)) {
+        gen_key(b, &any, "stopSequences");
+        ibex_buf_append_cstr(b, "[");
+        put_str(b, stop);
+        ibex_buf_append_cstr(b, "]");
+    } else if (is(stop, json_type_array) && json_object_array_length(stop) > 0) {
+        gen_key(b, &any, "stopSequences");
+        for (size_t i = 0; i < json_object_array_length(stop); i++) {
+            json_object *s = json_object_array_get_idx(stop, i);
+            if (!is(s, json_type_string))
+                return invalid(r->e, "must be a string", "stop[%zu]", i);
+            ibex_buf_append_cstr(b, i ? "," : "[");
+            put_str(b, s);
+        }
+        ibex_buf_append_cstr(b, "]");
+    } else if (stop != NULL && !is(stop, json_type_array)) {
+        return invalid(r->e, "must be a string or an array of strings", "stop");
+    }
+    json_object *rf = v[F_RESPONSE_FORMAT];
+    if (rf != NULL) {
+        json_object *type = get(rf, "type");
+        if (str_is(type, "json_object")) {
+            gen_key(b, &any, "responseMimeType");
+            ibex_buf_append_cstr(b, "\"application/json\"");
+        } else if (str_is(type, "json_schema")) {
+            json_object *js = get(rf, "json_schema");
+            json_object *schema = get(js, "schema");
+            if (!is(js, json_type_object))
+                return invalid(r->e, "must be an object", "response_format.json_schema");
+            if (schema != NULL && !is(schema, json_type_object))
+                return invalid(r->e, "must be a JSON Schema object",
+                               "response_format.json_schema.schema");
+            gen_key(b, &any, "responseMimeType");
+            ibex_buf_append_cstr(b, "\"application/json\"");
+            if (schema) {
+                gen_key(b, &any, "responseJsonSchema");
+                put_json(b, schema);
+            }
+        } else if (!str_is(type, "text")) {
+            return invalid(r->e, "must be text, json_object or json_schema",
+                           "response_format.type");
+        }
+    }
+    json_object *lp = v[F_LOGPROBS], *top = v[F_TOP_LOGPROBS];
+    if (lp != NULL && !is(lp, json_type_boolean))
+        return invalid(r->e, "must be a boolean", "logprobs");
+    if (top != NULL && !is(top, json_type_int))
+        return invalid(r->e, "must be an integer", "top_logprobs");
+    if (lp && json_object_get_boolean(lp)) {
+        gen_key(b, &any, "responseLogprobs");
+        ibex_buf_append_cstr(b, "true");
+        if (top) {
+            gen_key(b, &any, "logprobs");
+            put_json(b, top);
+        }
+    }
+    if (any)
+        ibex_buf_append_cstr(b, "}");
+    return 0;
+}
+
+/* Checks the fields that only need a look, then writes tools, toolConfig, generationConfig. */
+static int put_options(struct req *r, json_object *root)
+{
+    json_object *v[NFIELDS] = {0};
+    json_object_object_foreach(root, key, val)
+    {
+        if (val == NULL)
+            continue; /* a JSON null is an absent field */
+        enum field f = F_REFUSE;
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            if (strcmp(fields[i].name, key) == 0) {
+                f = fields[i].f;
+                break;
+            }
+        }
+        if (f == F_REFUSE)
+            return invalid(r->e, NOT_SUPPORTED, "%s", key[0] ? key : "\"\"");
+        v[f] = val;
+    }
+    if (v[F_TOP_K] && !is_number(v[F_TOP_K]))
+        return invalid(r->e, "must be a number", "top_k");
+    if (v[F_N] && !(is_number(v[F_N]) && json_object_get_double(v[F_N]) == 1.0))
+        return invalid(r->e, "must be 1: " PROVIDER " answers with one choice", "n");
+    if (v[F_LOGIT_BIAS] &&
+        !(is(v[F_LOGIT_BIAS], json_type_object) && json_object_object_length(v[F_LOGIT_BIAS]) == 0))
+        return invalid(r->e, NOT_SUPPORTED, "logit_bias");
+    json_object *mod = v[F_MODALITIES];
+    if (mod && !(is(mod, json_type_array) && json_object_array_length(mod) == 1 &&
+                 str_is(json_object_array_get_idx(mod, 0), "text")))
+        return invalid(r->e, NOT_SUPPORTED " (text output only)", "modalities");
+    json_object *tools = v[F_TOOLS];
+    size_t ntools = is(tools, json_type_array) ? json_object_array_length(tools) : 0;
+    json_object *par = v[F_PARALLEL_TOOL_CALLS];
+    if (par && !is(par, json_type_boolean))
+        return invalid(r->e, "must be a boolean", "parallel_tool_calls");
+    if (par && !json_object_get_boolean(par) && ntools > 0)
+        return invalid(r->e, "false " NOT_SUPPORTED " (Gemini may call several functions at once)",
+                       "parallel_tool_calls");
+    if (tools && (ntools > 0 || !is(tools, json_type_array)) && put_tools(r, tools) != 0)
+        return -1;
+    if (v[F_TOOL_CHOICE] && put_tool_choice(r, v[F_TOOL_CHOICE], ntools) != 0)
+        return -1;
+    return put_generation(r, v);
+}
+
+/* The model name for the URL path: "models/" prefix taken off, then 1-128 of [A-Za-z0-9._-],
+ * so the name can neither leave the path segment nor change the method after ':'. */
+static int model_name(const struct ibex_chat_request *chat, const char **name, size_t *len,
+                      struct ibex_chat_error *e)
+{
+    const char *s = chat->model;
+    size_t n = chat->model_len;
+    if (n > 7 && memcmp(s, "models/", 7) == 0) {
+        s += 7;
+        n -= 7;
+    }
+    bool ok = n > 0 && n <= MODEL_MAX;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = s[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '.' || c == '_' || c == '-';
+    }
+    if (!ok)
+        return invalid(e,
+                       "must be 1-128 letters, digits, '.', '_' or '-' for " PROVIDER
+                       " (optionally after models/)",
+                       "model");
+    *name = s;
+    *len = n;
+    return 0;
+}
+
+/* The generateContent body of chat into b. Returns 0 or -1 with e filled. */
+static int translate_request(const struct ibex_chat_request *chat, struct ibex_buf *b,
+                             struct ibex_chat_error *e)
+{
+    struct req r = {.b = b, .e = e, .msgs = get(chat->root, "messages")};
+    ibex_buf_init(&r.sys);
+    int rc = put_messages(&r);
+    if (rc == 0)
+        rc = put_options(&r, chat->root);
+    if (rc == 0)
+        ibex_buf_append_cstr(b, "}");
+    ibex_buf_dispose(&r.sys);
+    return rc;
+}
+
+static int build_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                         const char *body, size_t body_len, const char *const *extra_headers,
+                         struct ibex_arena *arena, struct ibex_upstream_request *out,
+                         struct ibex_chat_error *e)
+{
+    (void)body;
+    (void)body_len;
+    const char *model = NULL;
+    size_t model_len = 0;
+    if (model_name(chat, &model, &model_len, e) != 0)
+        return -1;
+    struct ibex_buf b;
+    ibex_buf_init(&b);
+    if (translate_request(chat, &b, e) != 0) {
+        ibex_buf_dispose(&b);
+        return -1;
+    }
+    size_t len;
+    char *json = ibex_buf_steal(&b, &len);
+    ibex_arena_on_free(arena, free, json);
+
+    static const char path[] = "/v1beta/models/";
+    const char *method = chat->stream ? ":streamGenerateContent?alt=sse" : ":generateContent";
+    size_t base = strlen(p->cfg->base_url), mlen = strlen(method);
+    char *url = ibex_arena_alloc(arena, base + sizeof(path) - 1 + model_len + mlen + 1);
+    char *w = url;
+    memcpy(w, p->cfg->base_url, base);
+    w += base;
+    memcpy(w, path, sizeof(path) - 1);
+    w += sizeof(path) - 1;
+    memcpy(w, model, model_len);
+    w += model_len;
+    memcpy(w, method, mlen + 1);
+
+    size_t nextra = 0;
+    while (extra_headers && extra_headers[nextra])
+        nextra++;
+    const char **h = ibex_arena_alloc(arena, (nextra + 4) * sizeof(*h));
+    size_t n = 0;
+    if (p->auth_header)
+        h[n++] = p->auth_header; /* "x-goog-api-key: ..." (providers.c): never in the URL */
+    h[n++] = "Content-Type: application/json";
+    h[n++] = chat->stream ? "Accept: text/event-stream" : "Accept: application/json";
+    for (size_t i = 0; i < nextra; i++)
+        h[n++] = extra_headers[i];
+    h[n] = NULL;
+    out->url = url;
+    out->headers = h;
+    out->body = json;
+    out->body_len = len;
+    out->timeouts = p->cfg->timeouts;
+    out->streaming = chat->stream;
+    out->connect_only = false;
+    return 0;
+}
+
+/* ---- answers: shared pieces ---- */
+
+struct names {
+    const char *id, *model; /* JSON-escaped on output */
+    size_t id_len, model_len;
+    char idbuf[9 + 16 + 1];  /* "chatcmpl-" + random hex, when Gemini sends no responseId */
+    char base[BASE_MAX + 1]; /* of tool call ids */
+};
+
+static void random_hex(char *out, size_t nbytes)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char r[16];
+    ibex_id_random(r, nbytes);
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[2 * nbytes] = '\0';
+}
+
+/* id: responseId, or chatcmpl-<random>; model: modelVersion, or the request's model. */
+static void take_names(json_object *root, const struct ibex_chat_request *chat, struct names *n)
+{
+    json_object *rid = get(root, "responseId"), *mv = get(root, "modelVersion");
+    size_t rlen = is(rid, json_type_string) ? (size_t)json_object_get_string_len(rid) : 0;
+    bool plain = rlen > 0 && rlen <= BASE_MAX;
+    for (size_t i = 0; plain && i < rlen; i++) {
+        char c = json_object_get_string(rid)[i];
+        plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_' || c == '-';
+    }
+    if (plain)
+        memcpy(n->base, json_object_get_string(rid), rlen + 1);
+    else
+        random_hex(n->base, 8);
+    if (rlen > 0 && rlen <= NAME_MAX_LEN) {
+        n->id = json_object_get_string(rid);
+        n->id_len = rlen;
+    } else {
+        snprintf(n->idbuf, sizeof(n->idbuf), "chatcmpl-%.16s", n->base);
+        n->id = n->idbuf;
+        n->id_len = strlen(n->idbuf);
+    }
+    size_t mlen = is(mv, json_type_string) ? (size_t)json_object_get_string_len(mv) : 0;
+    if (mlen > 0 && mlen <= NAME_MAX_LEN) {
+        n->model = json_object_get_string(mv);
+        n->model_len = mlen;
+    } else {
+        n->model = chat->model;
+        n->model_len = chat->model_len;
+    }
+}
+
+static void put_head(struct ibex_buf *b, const struct names *n, const char *object, int64_t created)
+{
+    ibex_buf_append_cstr(b, "{\"id\":");
+    ibex_buf_append_json_str(b, n->id, n->id_len);
+    ibex_buf_append_cstr(b, ",\"object\":\"");
+    ibex_buf_append_cstr(b, object);
+    ibex_buf_appendf(b, "\",\"created\":%lld,\"model\":", (long long)created);
+    ibex_buf_append_json_str(b, n->model, n->model_len);
+}
+
+/* The candidate with index 0 (an absent index is 0), or NULL. */
+static json_object *first_candidate(json_object *root)
+{
+    json_object *cands = get(root, "candidates");
+    size_t n = is(cands, json_type_array) ? json_object_array_length(cands) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(cands, i);
+        json_object *ix = get(c, "index");
+        if (is(c, json_type_object) &&
+            (ix == NULL || (is(ix, json_type_int) && json_object_get_int64(ix) == 0)))
+            return c;
+    }
+    return NULL;
+}
+
+static json_object *parts_of(json_object *cand)
+{
+    json_object *parts = get(get(cand, "content"), "parts");
+    return is(parts, json_type_array) ? parts : NULL;
+}
+
+/* Text of the answer: not thought summaries (thought: true). */
+static json_object *answer_text(json_object *part)
+{
+    json_object *t = get(part, "text"), *thought = get(part, "thought");
+    if (!is(t, json_type_string) || json_object_get_string_len(t) == 0)
+        return NULL;
+    if (is(thought, json_type_boolean) && json_object_get_boolean(thought))
+        return NULL;
+    return t;
+}
+
+static json_object *function_call(json_object *part)
+{
+    json_object *fc = get(part, "functionCall");
+    return is(fc, json_type_object) ? fc : NULL;
+}
+
+static const char *finish_of(json_object *reason, bool calls)
+{
+    static const char *const filtered[] = {
+        "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"};
+    if (str_is(reason, "MAX_TOKENS"))
+        return "length";
+    for (size_t i = 0; i < sizeof(filtered) / sizeof(filtered[0]); i++)
+        if (str_is(reason, filtered[i]))
+            return "content_filter";
+    return calls ? "tool_calls" : "stop";
+}
+
+/* One tool call object; with_index for stream deltas. The arguments are the JSON text of the
+ * functionCall's args ("{}" when it has none). */
+static void put_call(struct ibex_buf *b, const char *base, int64_t k, json_object *part,
+                     json_object *fc, bool with_index)
+{
+    if (with_index)
+        ibex_buf_appendf(b, "{\"index\":%lld,\"id\":\"call_%s_%lld\"", (long long)k, base,
+                         (long long)k);
+    else
+        ibex_buf_appendf(b, "{\"id\":\"call_%s_%lld\"", base, (long long)k);
+    ibex_buf_append_cstr(b, ",\"type\":\"function\",\"function\":{\"name\":");
+    json_object *name = get(fc, "name"), *args = get(fc, "args");
+    if (is(name, json_type_string))
+        put_str(b, name);
+    else
+        ibex_buf_append_cstr(b, "\"\"");
+    ibex_buf_append_cstr(b, ",\"arguments\":");
+    if (is(args, json_type_object)) {
+        size_t len;
+        const char *s = json_object_to_json_string_length(args, JSON_OUT, &len);
+        ibex_buf_append_json_str(b, s, len);
+    } else {
+        ibex_buf_append_cstr(b, "\"{}\"");
+    }
+    ibex_buf_append_cstr(b, "}");
+    json_object *sig = get(part, "thoughtSignature");
+    if (is(sig, json_type_string)) {
+        ibex_buf_append_cstr(b, ",\"extra_content\":{\"google\":{\"thought_signature\":");
+        put_str(b, sig);
+        ibex_buf_append_cstr(b, "}}");
+    }
+    ibex_buf_append_cstr(b, "}");
+}
+
+struct usage {
+    int64_t prompt, candidates, thoughts, total, cached;
+    bool have, have_total;
+};
+
+/* proto3 JSON leaves zero counts out: an absent count is 0. */
+static int64_t count(json_object *u, const char *key, bool *present)
+{
+    json_object *v = get(u, key);
+    if (present)
+        *present = is(v, json_type_int);
+    if (!is(v, json_type_int) || json_object_get_int64(v) < 0)
+        return 0;
+    return json_object_get_int64(v);
+}
+
+static void take_usage(json_object *u, struct usage *out)
+{
+    out->prompt = count(u, "promptTokenCount", NULL);
+    out->candidates = count(u, "candidatesTokenCount", NULL);
+    out->thoughts = count(u, "thoughtsTokenCount", NULL);
+    out->cached = count(u, "cachedContentTokenCount", NULL);
+    out->total = count(u, "totalTokenCount", &out->have_total);
+    out->have = true;
+}
+
+static int64_t completion_tokens(const struct usage *u)
+{
+    return u->candidates + u->thoughts; /* thinking is billed as output */
+}
+
+static void put_usage(struct ibex_buf *b, const struct usage *u)
+{
+    int64_t completion = completion_tokens(u);
+    int64_t total = u->have_total ? u->total : u->prompt + completion;
+    ibex_buf_appendf(b,
+                     "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
+                     "\"total_tokens\":%lld",
+                     (long long)u->prompt, (long long)completion, (long long)total);
+    if (u->cached > 0)
+        ibex_buf_appendf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
+                         (long long)u->cached);
+    if (u->thoughts > 0)
+        ibex_buf_appendf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
+                         (long long)u->thoughts);
+    ibex_buf_append_cstr(b, "}");
+}
+
+/* {"token":..,"logprob":..,"bytes":[..]} of one Gemini logprobs candidate, without the '}'. */
+static void put_token(struct ibex_buf *b, json_object *c)
+{
+    json_object *tok = get(c, "token"), *lp = get(c, "logProbability");
+    const char *s = is(tok, json_type_string) ? json_object_get_string(tok) : "";
+    size_t len = is(tok, json_type_string) ? (size_t)json_object_get_string_len(tok) : 0;
+    ibex_buf_append_cstr(b, "{\"token\":");
+    ibex_buf_append_json_str(b, s, len);
+    ibex_buf_append_cstr(b, ",\"logprob\":");
+    if (is_number(lp))
+        put_json(b, lp);
+    else
+        ibex_buf_append_cstr(b, "0");
+    ibex_buf_append_cstr(b, ",\"bytes\":[");
+    for (size_t i = 0; i < len; i++)
+        ibex_buf_appendf(b, i ? ",%u" : "%u", (unsigned)(unsigned char)s[i]);
+    ibex_buf_append_cstr(b, "]");
+}
+
+/* "logprobs": the candidate's logprobsResult as OpenAI's {"content":[...]}, or null. */
+static void put_logprobs(struct ibex_buf *b, json_object *cand)
+{
+    json_object *lr = get(cand, "logprobsResult");
+    json_object *chosen = get(lr, "chosenCandidates"), *top = get(lr, "topCandidates");
+    if (!is(chosen, json_type_array)) {
+        ibex_buf_append_cstr(b, "\"logprobs\":null");
+        return;
+    }
+    size_t n = json_object_array_length(chosen);
+    size_t ntop = is(top, json_type_array) ? json_object_array_length(top) : 0;
+    ibex_buf_append_cstr(b, "\"logprobs\":{\"content\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            ibex_buf_append_cstr(b, ",");
+        put_token(b, json_object_array_get_idx(chosen, i));
+        ibex_buf_append_cstr(b, ",\"top_logprobs\":[");
+        json_object *alts = i < ntop ? get(json_object_array_get_idx(top, i), "candidates") : NULL;
+        size_t nalts = is(alts, json_type_array) ? json_object_array_length(alts) : 0;
+        for (size_t j = 0; j < nalts; j++) {
+            if (j)
+                ibex_buf_append_cstr(b, ",");
+            put_token(b, json_object_array_get_idx(alts, j));
+            ibex_buf_append_cstr(b, "}");
+        }
+        ibex_buf_append_cstr(b, "]}");
+    }
+    ibex_buf_append_cstr(b, "]}");
+}
+
+/* ---- non-streaming answers ---- */
+
+static int translate_answer(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                            const char *body, size_t len, struct ibex_buf *out)
+{
+    (void)p;
+    json_object *root;
+    char msg[8];
+    if (ibex_json_parse(body, len, &root, msg, sizeof(msg)) != 0)
+        return -1;
+    json_object *cands = get(root, "candidates"), *feedback = get(root, "promptFeedback");
+    if (!is(root, json_type_object) || get(root, "error") != NULL ||
+        (!is(cands, json_type_array) && !is(feedback, json_type_object))) {
+        json_object_put(root);
+        return -1;
+    }
+    struct names names;
+    take_names(root, chat, &names);
+    json_object *cand = first_candidate(root), *parts = parts_of(cand);
+    size_t nparts = parts ? json_object_array_length(parts) : 0;
+
+    put_head(out, &names, "chat.completion", (int64_t)time(NULL));
+    ibex_buf_append_cstr(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+                              "\"content\":");
+    bool text = false;
+    for (size_t i = 0; i < nparts; i++) {
+        json_object *t = answer_text(json_object_array_get_idx(parts, i));
+        if (t == NULL)
+            continue;
+        ibex_buf_append_cstr(out, text ? "" : "\"");
+        put_inner(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+        text = true;
+    }
+    ibex_buf_append_cstr(out, text ? "\"" : "null");
+    int64_t ncalls = 0;
+    for (size_t i = 0; i < nparts; i++) {
+        json_object *part = json_object_array_get_idx(parts, i), *fc = function_call(part);
+        if (fc == NULL)
+            continue;
+        ibex_buf_append_cstr(out, ncalls ? "," : ",\"tool_calls\":[");
+        put_call(out, names.base, ncalls++, part, fc, false);
+    }
+    if (ncalls)
+        ibex_buf_append_cstr(out, "]");
+    ibex_buf_append_cstr(out, "},");
+    put_logprobs(out, cand);
+    ibex_buf_append_cstr(out, ",\"finish_reason\":\"");
+    const char *finish = cand ? finish_of(get(cand, "finishReason"), ncalls > 0)
+                         : get(feedback, "blockReason") ? "content_filter"
+                                                        : "stop";
+    ibex_buf_append_cstr(out, finish);
+    ibex_buf_append_cstr(out, "\"}]");
+    json_object *um = get(root, "usageMetadata");
+    if (is(um, json_type_object)) {
+        struct usage u;
+        take_usage(um, &u);
+        ibex_buf_append_cstr(out, ",");
+        put_usage(out, &u);
+    }
+    ibex_buf_append_cstr(out, "}");
+    json_object_put(root);
+    return 0;
+}
+
+/* ---- streaming answers ---- */
+
+struct gstream {
+    struct ibex_provider_stream s; /* first: what the gateway sees */
+    const struct ibex_chat_request *chat;
+    struct ibex_sse sse;
+    struct ibex_buf head; /* "data: {"id":..,"model":..,"choices":" once the first event came */
+    struct ibex_buf *out; /* during a feed */
+    struct names names;
+    struct usage usage;
+    int64_t created, ncalls;
+    bool started, finished;
+};
+
+static void stream_cleanup(void *data)
+{
+    struct gstream *g = data;
+    ibex_sse_dispose(&g->sse);
+    ibex_buf_dispose(&g->head);
+}
+
+static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
+                                                const struct ibex_chat_request *chat,
+                                                struct ibex_arena *arena)
+{
+    (void)p;
+    struct gstream *g = ibex_arena_calloc(arena, sizeof(*g));
+    g->s.prompt_tokens = g->s.completion_tokens = -1;
+    g->chat = chat;
+    ibex_sse_init(&g->sse);
+    ibex_buf_init(&g->head);
+    g->created = (int64_t)time(NULL);
+    ibex_arena_on_free(arena, stream_cleanup, g);
+    return &g->s;
+}
+
+static void fail(struct gstream *g, const char *why)
+{
+    if (g->s.error == NULL)
+        g->s.error = why;
+}
+
+/* A chunk with one choice: delta is the delta object's inside, logprobs_of the candidate whose
+ * logprobs go with it (or NULL), finish the finish reason (or NULL). */
+static void chunk(struct gstream *g, const char *delta, json_object *logprobs_of,
+                  const char *finish)
+{
+    struct ibex_buf *b = g->out;
+    ibex_buf_append(b, g->head.p, g->head.len);
+    ibex_buf_append_cstr(b, "[{\"index\":0,\"delta\":{");
+    ibex_buf_append_cstr(b, delta);
+    ibex_buf_append_cstr(b, "},");
+    if (logprobs_of)
+        put_logprobs(b, logprobs_of);
+    else
+        ibex_buf_append_cstr(b, "\"logprobs\":null");
+    ibex_buf_append_cstr(b, ",\"finish_reason\":");
+    if (finish) {
+        ibex_buf_append_cstr(b, "\"");
+        ibex_buf_append_cstr(b, finish);
+        ibex_buf_append_cstr(b, "\"");
+    } else {
+        ibex_buf_append_cstr(b, "null");
+    }
+    ibex_buf_append_cstr(b, "}]}\n\n");
+}
+
+/* Starts a chunk whose delta is written by the caller; end_chunk closes it. */
+static void begin_chunk(struct gstream *g)
+{
+    ibex_buf_append(g->out, g->head.p, g->head.len);
+    ibex_buf_append_cstr(g->out, "[{\"index\":0,\"delta\":{");
+}
+
+static void end_chunk(struct gstream *g, json_object *logprobs_of)
+{
+    ibex_buf_append_cstr(g->out, "},");
+    if (logprobs_of)
+        put_logprobs(g->out, logprobs_of);
+    else
+        ibex_buf_append_cstr(g->out, "\"logprobs\":null");
+    ibex_buf_append_cstr(g->out, ",\"finish_reason\":null}]}\n\n");
+}
+
+static void on_event(void *data, const char *p, size_t len)
+{
+    struct gstream *g = data;
+    if (g->s.error)
+        return;
+    json_object *root;
+    char msg[8];
+    if (ibex_json_parse(p, len, &root, msg, sizeof(msg)) != 0 || !is(root, json_type_object)) {
+        json_object_put(root);
+        fail(g, "the provider sent a stream event that is not a JSON object");
+        return;
+    }
+    if (get(root, "error") != NULL) {
+        json_object_put(root);
+        fail(g, "the provider's stream reported an error");
+        return;
+    }
+    if (!g->started) {
+        g->started = true;
+        take_names(root, g->chat, &g->names);
+        ibex_buf_append_cstr(&g->head, "data: ");
+        put_head(&g->head, &g->names, "chat.completion.chunk", g->created);
+        ibex_buf_append_cstr(&g->head, ",\"choices\":");
+        chunk(g, "\"role\":\"assistant\",\"content\":\"\"", NULL, NULL);
+    }
+    json_object *um = get(root, "usageMetadata");
+    if (is(um, json_type_object)) {
+        take_usage(um, &g->usage);
+        g->s.prompt_tokens = g->usage.prompt;
+        g->s.completion_tokens = completion_tokens(&g->usage);
+    }
+    json_object *cand = first_candidate(root), *parts = parts_of(cand);
+    size_t nparts = parts ? json_object_array_length(parts) : 0;
+    bool text = false;
+    for (size_t i = 0; i < nparts; i++) {
+        json_object *t = answer_text(json_object_array_get_idx(parts, i));
+        if (t == NULL)
+            continue;
+        if (!text) {
+            begin_chunk(g);
+            ibex_buf_append_cstr(g->out, "\"content\":\"");
+        }
+        put_inner(g->out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+        text = true;
+    }
+    if (text) {
+        ibex_buf_append_cstr(g->out, "\"");
+        end_chunk(g, get(cand, "logprobsResult") ? cand : NULL);
+    }
+    bool calls = false;
+    for (size_t i = 0; i < nparts; i++) {
+        json_object *part = json_object_array_get_idx(parts, i), *fc = function_call(part);
+        if (fc == NULL)
+            continue;
+        if (!calls) {
+            begin_chunk(g);
+            ibex_buf_append_cstr(g->out, "\"tool_calls\":[");
+        } else {
+            ibex_buf_append_cstr(g->out, ",");
+        }
+        put_call(g->out, g->names.base, g->ncalls++, part, fc, true);
+        calls = true;
+    }
+    if (calls) {
+        ibex_buf_append_cstr(g->out, "]");
+        end_chunk(g, NULL);
+    }
+    json_object *reason = get(cand, "finishReason");
+    if (!g->finished && cand && reason) {
+        g->finished = true;
+        chunk(g, "", NULL, finish_of(reason, g->ncalls > 0));
+    } else if (!g->finished && cand == NULL &&
+               get(get(root, "promptFeedback"), "blockReason") != NULL) {
+        g->finished = true; /* the prompt was blocked: no candidate comes */
+        chunk(g, "", NULL, "content_filter");
+    }
+    json_object_put(root);
+}
+
+static int check(struct gstream *g)
+{
+    if (g->sse.skipped > 0)
+        fail(g, "the provider sent a stream event over the size limit");
+    return g->s.error ? -1 : 0;
+}
+
+static int stream_feed(struct ibex_provider_stream *s, const char *p, size_t len,
+                       struct ibex_buf *out)
+{
+    struct gstream *g = (struct gstream *)s;
+    if (g->s.error)
+        return -1;
+    g->out = out;
+    ibex_sse_feed(&g->sse, p, len, on_event, g);
+    g->out = NULL;
+    return check(g);
+}
+
+static int stream_end(struct ibex_provider_stream *s, struct ibex_buf *out)
+{
+    struct gstream *g = (struct gstream *)s;
+    if (g->s.error)
+        return -1;
+    g->out = out;
+    ibex_sse_feed(&g->sse, "\n", 1, on_event, g); /* a last line without its line end */
+    g->out = NULL;
+    if (check(g) != 0)
+        return -1;
+    if (!g->finished) {
+        fail(g, "the provider's stream ended before its end");
+        return -1;
+    }
+    if (g->chat->include_usage && g->usage.have) {
+        ibex_buf_append(out, g->head.p, g->head.len);
+        ibex_buf_append_cstr(out, "[],");
+        put_usage(out, &g->usage);
+        ibex_buf_append_cstr(out, "}\n\n");
+    }
+    ibex_buf_append_cstr(out, "data: [DONE]\n\n");
+    return 0;
+}
+
+const struct ibex_provider_ops ibex_provider_gemini = {
+    .type = "gemini",
+    .build_request = build_request,
+    .translate_answer = translate_answer,
+    .stream_open = stream_open,
+    .stream_feed = stream_feed,
+    .stream_end = stream_end,
+};

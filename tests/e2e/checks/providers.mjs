@@ -1,0 +1,109 @@
+// Providers (docs/providers.md): ibex speaks OpenAI to the client and each provider's own format
+// upstream, through fakellm playing that provider. Checked with the official openai SDK:
+// non-streaming and streaming answers, tool calls, usage, what went upstream (path, auth
+// header, translated body), and a request the provider cannot take (400, nothing sent).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { knobs, TOOL_ARGS } from '../lib/fakellm.mjs';
+import { truncate } from '../lib/util.mjs';
+
+// A dedicated ibex with one provider of the given type at the shared fakellm, aliased as "up".
+async function providerIbex(ctx, type, model) {
+    const base = ctx.fakellmUpstream.replace(/\/v1$/, '');
+    const yaml = [
+        'providers:',
+        `  - {name: up, type: ${type}, base_url: "${type === 'openai' ? ctx.fakellmUpstream : base}", api_key: e2e-${type}-key}`,
+        'models:',
+        `  - {name: up, provider: up, model: ${model}}`,
+        '',
+    ].join('\n');
+    const file = path.join(ctx.h.logDir, `providers-${type}.yaml`);
+    fs.writeFileSync(file, yaml);
+    const ibex = await ctx.ibex({ name: `providers-${type}`, upstream: null, settings: { config: file } });
+    return ctx.client({ baseUrl: ibex.url });
+}
+
+const tool = { type: 'function', function: { name: 'lookup', description: 'look it up', parameters: { type: 'object', properties: { i: { type: 'integer' } } } } };
+
+async function lastUpstream(ctx, pathPart) {
+    const log = (await ctx.fakellm.requests()).filter((r) => r.method === 'POST' && r.path.includes(pathPart));
+    assert.ok(log.length > 0, `fakellm got no POST to ${pathPart}`);
+    return log[log.length - 1];
+}
+
+function providerCheck({ type, model, pathPart, authHeader, sysField }) {
+    return {
+        id: `providers.${type}`,
+        title: `${type} through fakellm with the openai SDK: answer, stream, tool call, usage, the translated request upstream, a field ${type} cannot take`,
+        needs: ['sdk', 'fakellm', 'process'],
+        shared: false,
+        timeoutMs: 40000,
+        async run(ctx) {
+            const client = await providerIbex(ctx, type, model);
+            const messages = [
+                { role: 'system', content: 'Be brief.' },
+                { role: 'user', content: 'Say hello.' },
+            ];
+            const r = await client.chat.completions.create({ model: 'up', messages, max_tokens: 50 });
+            assert.equal(r.object, 'chat.completion', `answer object ${r.object}`);
+            assert.match(r.choices[0].message.content, /^tok0 tok1 /, `answer text ${truncate(r.choices[0].message.content, 80)}`);
+            assert.equal(r.choices[0].finish_reason, 'stop');
+            assert.ok(r.usage.prompt_tokens > 0 && r.usage.completion_tokens === 8, `usage ${JSON.stringify(r.usage)}`);
+            const up = await lastUpstream(ctx, pathPart);
+            assert.ok(up.path.includes(model), `upstream path ${up.path} does not name ${model}`);
+            const h = Object.fromEntries(Object.entries(up.headers).map(([k, v]) => [k.toLowerCase(), v]));
+            assert.equal(h[authHeader], `e2e-${type}-key`, `upstream ${authHeader}: ${h[authHeader]}`);
+            assert.ok(JSON.stringify(up.body[sysField]).includes('Be brief.'), `the system message is not in ${sysField}: ${truncate(JSON.stringify(up.body), 300)}`);
+
+            const stream = await client.chat.completions.create({ model: 'up', messages, stream: true, stream_options: { include_usage: true } });
+            let text = '';
+            let finish = null;
+            let usage = null;
+            for await (const chunk of stream) {
+                if (chunk.usage) usage = chunk.usage;
+                for (const c of chunk.choices) {
+                    text += c.delta?.content || '';
+                    if (c.finish_reason) finish = c.finish_reason;
+                }
+            }
+            assert.match(text, /^tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 $/, `streamed text ${truncate(text, 120)}`);
+            assert.equal(finish, 'stop', 'stream finish_reason');
+            assert.ok(usage && usage.completion_tokens === 8, `stream usage ${JSON.stringify(usage)}`);
+
+            const t = await client.chat.completions.create({ model: 'up', messages, tools: [tool] }, { headers: knobs({ toolCall: 'lookup' }) });
+            const call = t.choices[0].message.tool_calls?.[0];
+            assert.ok(call, `no tool call: ${truncate(JSON.stringify(t.choices[0]), 300)}`);
+            assert.equal(call.function.name, 'lookup');
+            assert.deepEqual(JSON.parse(call.function.arguments), JSON.parse(TOOL_ARGS));
+            assert.equal(t.choices[0].finish_reason, 'tool_calls');
+
+            const ts = await client.chat.completions.create({ model: 'up', messages, tools: [tool], stream: true }, { headers: knobs({ toolCall: 'lookup' }) });
+            let args = '';
+            let name = null;
+            for await (const chunk of ts)
+                for (const c of chunk.choices)
+                    for (const d of c.delta?.tool_calls || []) {
+                        if (d.function?.name) name = d.function.name;
+                        args += d.function?.arguments || '';
+                    }
+            assert.equal(name, 'lookup', 'streamed tool call name');
+            assert.deepEqual(JSON.parse(args), JSON.parse(TOOL_ARGS), `streamed tool call arguments ${args}`);
+
+            const before = (await ctx.fakellm.requests()).length;
+            let err = null;
+            try {
+                await client.chat.completions.create({ model: 'up', messages, logit_bias: { 50256: -100 } });
+            } catch (e) {
+                err = e;
+            }
+            assert.ok(err && err.status === 400, `logit_bias to ${type}: expected 400, got ${err ? err.status : 'success'}`);
+            assert.equal(err.error?.code ?? err.code, 'VALIDATION_ERROR', `logit_bias: code ${JSON.stringify(err.error)}`);
+            assert.equal((await ctx.fakellm.requests()).length, before, 'a refused request reached the provider');
+        },
+    };
+}
+
+export default [
+    providerCheck({ type: 'gemini', model: 'gemini-e2e', pathPart: ':generateContent', authHeader: 'x-goog-api-key', sysField: 'systemInstruction' }),
+];
