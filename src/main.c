@@ -13,8 +13,11 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
+#include "auth/credential_cache.h"
 #include "auth/identity.h"
+#include "auth/vault.h"
 #include "cli/admin.h"
+#include "cli/credentials.h"
 #include "store/pool.h"
 #include "store/store.h"
 #include "store/writer.h"
@@ -22,6 +25,8 @@
 #include "upstream/upstream.h"
 
 #include "version.h"
+
+#define CREDENTIAL_CACHE_SIZE 10000 /* decrypted provider credentials kept by the process */
 
 static void usage(FILE *out)
 {
@@ -32,6 +37,7 @@ static void usage(FILE *out)
             "  ibex serve --help                                 every setting, with defaults\n"
             "  ibex migrate [--store-url URL]                    apply pending schema migrations\n"
             "  ibex tenants|agents|keys create|list|revoke ...   administration (--help)\n"
+            "  ibex credentials rotate-key ...                   re-encrypt provider credentials\n"
             "  ibex version                                      version and build\n\n"
             "Quick start: `ibex serve --dev` prints a dev key; then\n"
             "  curl -s localhost:8080/v1/chat/completions -H \"Authorization: Bearer $KEY\" \\\n"
@@ -239,8 +245,34 @@ static int serve(int argc, char **argv)
     enum ibex_log_level level;
     ibex_log_parse_level(rt.cfg.log_level, &level);
     ibex_log_set_level(level);
+    /* Provider credentials: without a master key the rest of ibex works and /v1/credentials
+     * answers 503 CREDENTIALS_DISABLED. */
+    struct ibex_vault *vault = NULL;
+    struct ibex_vault_sources vs = {getenv("IBEX_MASTER_KEY"), rt.cfg.master_key_file,
+                                    getenv("IBEX_MASTER_KEY_PREVIOUS"),
+                                    rt.cfg.master_key_previous_file};
+    if (ibex_vault_load(&vs, &vault, err, sizeof(err)) != 0) {
+        ibex_log(IBEX_LOG_ERROR, "invalid configuration", "error", err, NULL);
+        ibex_config_dispose(&rt.cfg);
+        return 2;
+    }
+    if (vault) {
+        char nkeys[8];
+        snprintf(nkeys, sizeof(nkeys), "%zu", ibex_vault_nkeys(vault));
+        ibex_log(IBEX_LOG_INFO, "provider credentials enabled", "key_id", ibex_vault_key_id(vault),
+                 "keys", nkeys, NULL);
+        rt.vault = vault;
+        rt.credential_cache = ibex_credential_cache_new(CREDENTIAL_CACHE_SIZE);
+    } else {
+        ibex_log(IBEX_LOG_INFO,
+                 "provider credentials disabled: set IBEX_MASTER_KEY (openssl rand -hex 32) or "
+                 "master_key_file to enable /v1/credentials",
+                 NULL);
+    }
     if (ibex_upstream_global_init() != 0) {
         ibex_log(IBEX_LOG_ERROR, "libcurl initialisation failed", NULL);
+        ibex_credential_cache_free(rt.credential_cache);
+        ibex_vault_free(vault);
         ibex_config_dispose(&rt.cfg);
         return 1;
     }
@@ -253,6 +285,8 @@ static int serve(int argc, char **argv)
     if (apply_migrations(rt.cfg.store_url, log_applied, NULL, &rt.store_backend, &rt.store_version,
                          err, sizeof(err)) != 0) {
         ibex_log(IBEX_LOG_ERROR, "store unavailable", "error", err, NULL);
+        ibex_credential_cache_free(rt.credential_cache);
+        ibex_vault_free(vault);
         ibex_config_dispose(&rt.cfg);
         ibex_upstream_global_cleanup();
         return 1;
@@ -260,6 +294,8 @@ static int serve(int argc, char **argv)
     ibex_store_redact_url(rt.cfg.store_url, rt.store_url_shown, sizeof(rt.store_url_shown));
     struct identity_runtime ir;
     if (identity_start(&rt, &ir) != 0) {
+        ibex_credential_cache_free(rt.credential_cache);
+        ibex_vault_free(vault);
         ibex_config_dispose(&rt.cfg);
         ibex_upstream_global_cleanup();
         return 1;
@@ -279,6 +315,8 @@ static int serve(int argc, char **argv)
 
     int rc = ibex_serve(&rt);
     identity_stop(&ir);
+    ibex_credential_cache_free(rt.credential_cache);
+    ibex_vault_free(vault);
 
     ibex_providers_dispose(&rt.providers);
     for (char **p = rt.forward_headers; *p; p++)
@@ -336,6 +374,8 @@ int main(int argc, char **argv)
         return migrate(argc - 2, argv + 2);
     if (!strcmp(cmd, "tenants") || !strcmp(cmd, "agents") || !strcmp(cmd, "keys"))
         return ibex_cli_admin(cmd, argc - 2, argv + 2);
+    if (!strcmp(cmd, "credentials"))
+        return ibex_cli_credentials(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("ibex %s (commit %s, built %s)\n", IBEX_VERSION, IBEX_GIT_COMMIT, __DATE__);
         return 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../auth/vault.h"
 #include "../core/clock.h"
 #include "../gateway/gateway.h"
 #include "../store/writer.h"
@@ -76,7 +77,17 @@ void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req)
                          rs.redis_connected ? "true" : "false", (unsigned long long)rs.polls,
                          (unsigned long long)rs.poll_errors, (unsigned long long)rs.messages);
     }
-    ibex_buf_append_cstr(&b, "}}");
+    /* which master keys this instance holds, by key id (never a key): a rotation's progress */
+    ibex_buf_appendf(&b,
+                     "},\"credentials\":{\"enabled\":%s,\"key_id\":", rt->vault ? "true" : "false");
+    if (rt->vault) {
+        ibex_buf_appendf(&b, "\"%s\",\"previous_key_ids\":[", ibex_vault_key_id(rt->vault));
+        for (size_t i = 1; i < ibex_vault_nkeys(rt->vault); i++)
+            ibex_buf_appendf(&b, "%s\"%s\"", i > 1 ? "," : "", ibex_vault_key_id_at(rt->vault, i));
+        ibex_buf_append_cstr(&b, "]}}");
+    } else {
+        ibex_buf_append_cstr(&b, "null,\"previous_key_ids\":[]}}");
+    }
     send_json(req, 200, &b);
     ibex_buf_dispose(&b);
 }

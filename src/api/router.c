@@ -1,16 +1,19 @@
 /* The control-plane API over HTTP: /v1/tenants, /v1/agents, /v1/keys, /v1/audit
  * (docs/identity.md), /v1/sessions and /v1/traces/{id} (docs/sessions.md), /v1/tasks and
- * /v1/approvals (docs/tasks.md). Every operation is
+ * /v1/approvals (docs/tasks.md), /v1/credentials (docs/credentials.md). Every operation is
  * one row of `endpoints`: its route, method, path shape, scope and the store function it runs.
  * A request is authenticated and scope-checked on the loop, its body parsed there, and the store
  * work runs on the store pool; the answer is sent from the job's completion. A change that moved
  * the identity epoch is noted before the answer goes out, so this instance's caches never serve
  * what it just revoked. */
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../auth/identity.h"
+#include "../auth/vault.h"
+#include "../core/clock.h"
 #include "../core/id.h"
 #include "../gateway/chat_request.h"
 #include "../gateway/gateway.h"
@@ -18,6 +21,7 @@
 #include "../gateway/idempotent.h"
 #include "approvals.h"
 #include "checkpoints.h"
+#include "credentials.h"
 #include "sessions.h"
 #include "tasks.h"
 
@@ -54,10 +58,15 @@ struct endpoint {
     run_fn run;
 };
 
+/* In an endpoint's scope: the other bits are alternatives, any one of them is enough (the auth
+ * layer checks one scope; the router checks these). */
+#define ANY_OF (1u << 31)
+
 struct admin {
     struct ibex_req_info info; /* first: the access log reads req->user as this */
     struct ibex_store_job job;
     struct ibex_req *req;
+    struct ibex_worker *w;
     struct ibex_runtime *rt;
     const struct endpoint *endpoint;
     char id[IBEX_ID_LEN + 1]; /* from the path; "" for collections */
@@ -69,11 +78,16 @@ struct admin {
     struct ibex_buf out;
     struct ibex_api_result result;
     struct ibex_idem_request idem;
+    struct ibex_credential_probe probe; /* POST /v1/credentials/{id}/validate */
 };
 
 static void admin_cleanup(void *data)
 {
     struct admin *a = data;
+    if (a->info.route == IBEX_ROUTE_CREDENTIALS) {
+        ibex_credentials_body_wipe(a->body);
+        ibex_credential_probe_dispose(&a->probe);
+    }
     json_object_put(a->body);
     ibex_buf_dispose(&a->out);
     ibex_api_result_dispose(&a->result);
@@ -249,11 +263,59 @@ static void checkpoint_list(struct admin *a, struct ibex_store *s)
         ibex_checkpoint_list(s, &a->actor, a->id, &q, &a->out, &a->result);
 }
 
+static void credentials_env(const struct admin *a, struct ibex_credentials_env *env)
+{
+    *env = (struct ibex_credentials_env){a->rt->vault, a->rt->cfg.providers, a->rt->cfg.nproviders,
+                                         a->rt->credential_cache};
+}
+static void credential_create(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_credentials_env env;
+    credentials_env(a, &env);
+    ibex_credentials_create(s, &env, &a->actor, a->body, &a->out, &a->result);
+}
+static void credential_list(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_credentials_query q;
+    if (ibex_credentials_query_parse(a->query, &q, &a->result) == 0)
+        ibex_credentials_list(s, &a->actor, &q, &a->out, &a->result);
+}
+static void credential_get(struct admin *a, struct ibex_store *s)
+{
+    ibex_credentials_get(s, &a->actor, a->id, &a->out, &a->result);
+}
+static void credential_update(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_credentials_env env;
+    credentials_env(a, &env);
+    ibex_credentials_update(s, &env, &a->actor, a->id, a->body, &a->out, &a->result);
+}
+static void credential_delete(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_credentials_env env;
+    credentials_env(a, &env);
+    ibex_credentials_delete(s, &env, &a->actor, a->id, &a->out, &a->result);
+}
+static void credential_default(struct admin *a, struct ibex_store *s)
+{
+    ibex_credentials_make_default(s, &a->actor, a->id, &a->out, &a->result);
+}
+/* Prepares the probe; op_done runs it on the loop, then credential_validated answers. */
+static void credential_validate(struct admin *a, struct ibex_store *s)
+{
+    struct ibex_credentials_env env;
+    credentials_env(a, &env);
+    ibex_credentials_validate_prepare(s, &env, &a->actor, a->id, &a->probe, &a->result);
+}
+
 #define ADMIN IBEX_SCOPE_ADMIN
 #define KEYS IBEX_SCOPE_KEYS_ADMIN
 #define S_READ IBEX_SCOPE_SESSIONS_READ
 #define S_WRITE IBEX_SCOPE_SESSIONS_WRITE
 #define DECIDE IBEX_SCOPE_APPROVALS_DECIDE
+/* chat (its own credentials) or credentials:admin (also the tenant-wide ones) */
+#define CRED (ANY_OF | IBEX_SCOPE_CHAT | IBEX_SCOPE_CREDENTIALS_ADMIN)
+#define CREDS IBEX_ROUTE_CREDENTIALS
 
 static const struct endpoint endpoints[] = {
     {IBEX_ROUTE_TENANTS, "POST", COLLECTION, NULL, BODY, false, ADMIN, tenant_create},
@@ -288,6 +350,13 @@ static const struct endpoint endpoints[] = {
     {IBEX_ROUTE_APPROVALS, "POST", ITEM_ACTION, "approve", OPTIONAL_BODY, false, DECIDE,
      approval_approve},
     {IBEX_ROUTE_APPROVALS, "POST", ITEM_ACTION, "reject", BODY, false, DECIDE, approval_reject},
+    {CREDS, "POST", COLLECTION, NULL, BODY, true, CRED, credential_create},
+    {CREDS, "GET", COLLECTION, NULL, NO_BODY, false, CRED, credential_list},
+    {CREDS, "GET", ITEM, NULL, NO_BODY, false, CRED, credential_get},
+    {CREDS, "PUT", ITEM, NULL, BODY, false, CRED, credential_update},
+    {CREDS, "DELETE", ITEM, NULL, NO_BODY, false, CRED, credential_delete},
+    {CREDS, "POST", ITEM_ACTION, "default", NO_BODY, false, CRED, credential_default},
+    {CREDS, "POST", ITEM_ACTION, "validate", NO_BODY, false, CRED, credential_validate},
 };
 
 /* ---- the store work (a pool thread) ---- */
@@ -313,6 +382,38 @@ static int run_op(struct ibex_store_job *job, struct ibex_store *s)
     return 0;
 }
 
+static void op_done(struct ibex_store_job *job, int rc);
+static void on_abort(struct ibex_req *req);
+
+/* The validation's second half, on a pool thread: the audit event and the answer. */
+static int run_validated(struct ibex_store_job *job, struct ibex_store *s)
+{
+    struct admin *a = job->data;
+    ibex_credentials_validate_finish(s, &a->actor, &a->probe, &a->out, &a->result);
+    return 0;
+}
+
+static void on_probed(struct ibex_credential_probe *p, void *data)
+{
+    struct admin *a = data;
+    a->job.run = run_validated;
+    a->job.done = op_done;
+    a->req->on_abort = on_abort;
+    if (ibex_store_pool_submit(&a->w->loop, a->rt->store_pool, &a->job) != 0) {
+        a->req->on_abort = NULL;
+        admin_error(a, 503, "STORE_UNAVAILABLE", "the store is unavailable", NULL, NULL,
+                    "Retry-After: 1\r\n");
+    }
+}
+
+/* The client left while the provider was being asked: nothing more is reported. */
+static void on_probe_abort(struct ibex_req *req)
+{
+    struct admin *a = req->user;
+    ibex_credential_probe_cancel(&a->probe);
+    ibex_res_stream_end(req);
+}
+
 static void op_done(struct ibex_store_job *job, int rc)
 {
     struct admin *a = job->data;
@@ -334,6 +435,12 @@ static void op_done(struct ibex_store_job *job, int rc)
                     r->field_errors.len ? r->field_errors.p : NULL, NULL);
         return;
     }
+    if (a->probe.ready) { /* validate: ask the provider from this loop */
+        a->req->on_abort = on_probe_abort;
+        if (ibex_credential_probe_start(a->w->upstream, &a->probe, on_probed, a) != 0)
+            on_probed(&a->probe, a);
+        return;
+    }
     ibex_res_send(a->req, r->status, "application/json", NULL, a->out.p, a->out.len);
 }
 
@@ -343,6 +450,32 @@ static void on_abort(struct ibex_req *req)
 }
 
 /* ---- the loop side ---- */
+
+/* 403 for an endpoint whose scopes are alternatives (the auth layer checks a single one):
+ * counted and audited as the auth layer does. */
+static void refuse_scope(struct ibex_worker *w, struct admin *a)
+{
+    const struct endpoint *e = a->endpoint;
+    ibex_metrics_auth_failure(w->metrics, IBEX_AUTH_INSUFFICIENT_SCOPE);
+    if (w->rt->writer) {
+        struct ibex_store_value p[IBEX_AUDIT_NPARAMS];
+        char id[IBEX_UUID_LEN + 1];
+        ibex_audit_params(p, id, a->principal.tenant_id[0] ? a->principal.tenant_id : NULL,
+                          a->principal.subject, "access.denied", NULL, a->req->request_id,
+                          "{\"code\":\"INSUFFICIENT_SCOPE\"}", ibex_clock_wall_ms());
+        ibex_store_writer_enqueue(w->rt->writer, ibex_audit_sql, p, IBEX_AUDIT_NPARAMS);
+    }
+    char msg[160] = "this route needs scope";
+    const char *sep = " ";
+    for (uint32_t bit = 1; bit & IBEX_SCOPE_ALL; bit <<= 1) {
+        if (!(e->scope & ~ANY_OF & bit))
+            continue;
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof(msg) - n, "%s'%s'", sep, ibex_scope_name(bit));
+        sep = " or ";
+    }
+    admin_error(a, 403, "INSUFFICIENT_SCOPE", msg, NULL, NULL, NULL);
+}
 
 static void authorized(struct ibex_worker *w, struct ibex_req *req, const struct ibex_principal *p,
                        const struct ibex_agent_ref *agent, void *data)
@@ -354,14 +487,38 @@ static void authorized(struct ibex_worker *w, struct ibex_req *req, const struct
     a->actor.scopes = a->principal.scopes;
     a->actor.request_id = req->request_id;
 
-    if (a->endpoint->idempotent && ibex_idem_request_init(&a->idem, req, &a->info.code) != 0)
+    const struct endpoint *e = a->endpoint;
+    if ((e->scope & ANY_OF) && !ibex_scopes_allow(p->scopes, IBEX_SCOPE_ADMIN) &&
+        !(p->scopes & e->scope & ~ANY_OF)) {
+        refuse_scope(w, a);
         return;
+    }
+    bool credentials = e->route == IBEX_ROUTE_CREDENTIALS;
+    if (credentials && w->rt->vault == NULL) {
+        struct ibex_api_result *r = &a->result;
+        ibex_credentials_disabled(r);
+        admin_error(a, r->status, r->code, r->message, NULL, NULL, NULL);
+        return;
+    }
+    if (e->idempotent && ibex_idem_request_init(&a->idem, req, &a->info.code) != 0)
+        return;
+    /* A credential body holds a secret: its fingerprint is keyed with the master key and bound
+     * to the subject, so the stored one tells nothing without the key. */
+    if (credentials && a->idem.active) {
+        uint8_t fp[32 + IBEX_SUBJECT_MAX + 1];
+        size_t n = strlen(a->actor.subject);
+        memcpy(fp, a->idem.fp, 32);
+        memcpy(fp + 32, a->actor.subject, n);
+        ibex_vault_mac(w->rt->vault, "ibex idempotency fingerprint v1", fp, 32 + n, a->idem.fp);
+    }
     if (a->endpoint->body == BODY || (a->endpoint->body == OPTIONAL_BODY && req->body.len)) {
         char msg[160];
         if (ibex_json_parse(req->body.p, req->body.len, &a->body, msg, sizeof(msg)) != 0) {
             admin_error(a, 400, "INVALID_JSON", msg, NULL, NULL, NULL);
             return;
         }
+        if (credentials) /* the parsed body is the only copy left, wiped by admin_cleanup */
+            OPENSSL_cleanse((char *)req->body.p, req->body.len);
         if (!json_object_is_type(a->body, json_type_object)) {
             admin_error(a, 400, "VALIDATION_ERROR", "the body must be a JSON object", NULL, NULL,
                         NULL);
@@ -404,6 +561,7 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
     struct admin *a = ibex_arena_calloc(req->arena, sizeof(*a));
     a->info.route = route;
     a->req = req;
+    a->w = w;
     a->rt = w->rt;
     a->query = req->query;
     ibex_buf_init(&a->out);
@@ -463,5 +621,6 @@ void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_ro
         for (size_t i = 0; i < IBEX_ID_LEN; i++)
             a->id[i] = (char)(id.p[i] >= 'A' && id.p[i] <= 'F' ? id.p[i] + 32 : id.p[i]);
     }
-    ibex_auth_request(w, req, a->endpoint->scope, authorized, a);
+    uint32_t scope = a->endpoint->scope;
+    ibex_auth_request(w, req, scope & ANY_OF ? 0 : scope, authorized, a);
 }

@@ -138,6 +138,12 @@ static const struct setting settings[] = {
      "how long a response to a request with an Idempotency-Key is replayed"},
     {"revocation_poll_interval", K_DURATION, "1s", 50, 10 * MIN, OFF(revocation_poll_interval_ms),
      "how often the store is asked whether a key, agent or tenant was revoked elsewhere"},
+    {"master_key_file", K_STRING, "", 0, 0, OFF(master_key_file),
+     "file holding the master key that encrypts provider credentials (64 hex characters or "
+     "base64 of 32 bytes; not readable by other users); or set IBEX_MASTER_KEY"},
+    {"master_key_previous_file", K_STRING, "", 0, 0, OFF(master_key_previous_file),
+     "file of earlier master keys, one per line, that still decrypt credentials during a key "
+     "rotation (docs/credentials.md); or IBEX_MASTER_KEY_PREVIOUS"},
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

@@ -112,6 +112,8 @@ struct ibex_config {
     bool record_turns;  /* recording is checkpoints: sessions and checkpoints of chat turns */
     char *redis_url;    /* may hold a password */
     uint64_t revocation_poll_interval_ms;
+    char *master_key_file;          /* provider credentials' master key (auth/vault.h) */
+    char *master_key_previous_file; /* keys that only decrypt, during a rotation */
 
     struct ibex_provider_config *providers;
     size_t nproviders;

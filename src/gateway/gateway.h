@@ -18,6 +18,9 @@
 #include "../telemetry/metrics.h"
 #include "../upstream/upstream.h"
 
+struct ibex_vault;
+struct ibex_credential_cache;
+
 struct ibex_runtime {
     struct ibex_config cfg;
     struct ibex_providers providers;
@@ -31,9 +34,11 @@ struct ibex_runtime {
     struct ibex_store_writer *writer;   /* traces and audit events of the request path */
     struct ibex_revocation *revocation; /* NULL in tests that run without one */
     struct ibex_idem *idem;             /* Idempotency-Key entries (api/idempotency.h) */
-    const char *store_backend;          /* "sqlite" or "postgres" */
-    int64_t store_version;              /* schema version after the start-up migrations */
-    char store_url_shown[512];          /* store_url with its password redacted */
+    const struct ibex_vault *vault;     /* master keys of provider credentials; NULL: disabled */
+    struct ibex_credential_cache *credential_cache; /* their plaintexts (auth/credential_cache.h) */
+    const char *store_backend;                      /* "sqlite" or "postgres" */
+    int64_t store_version;     /* schema version after the start-up migrations */
+    char store_url_shown[512]; /* store_url with its password redacted */
 };
 
 struct ibex_worker {
@@ -82,7 +87,8 @@ void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_metrics(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_models(struct ibex_worker *w, struct ibex_req *req);
-/* /v1/tenants, /v1/agents, /v1/keys, /v1/audit and below (api/identity.c). */
+/* /v1/tenants, /v1/agents, /v1/keys, /v1/audit, /v1/sessions, /v1/traces, /v1/tasks,
+ * /v1/approvals, /v1/credentials and below (api/router.c). */
 void ibex_admin_handle(struct ibex_worker *w, struct ibex_req *req, enum ibex_route route);
 
 /* Runs `ibex serve` until SIGTERM/SIGINT and the drain are over. Returns the exit code. */

@@ -1,5 +1,6 @@
 /* Idempotency-Key over HTTP (docs/sessions.md "Idempotency keys"): what POST /v1/sessions,
- * POST /v1/tasks and non-streaming chat completions do with the header, on top of the entries
+ * POST /v1/tasks, POST /v1/credentials and non-streaming chat completions do with the header,
+ * on top of the entries
  * of api/idempotency.h.
  *
  *   ibex_idem_request_init       on the loop: reads and checks the header (400 when malformed)

@@ -47,10 +47,15 @@ static const struct {
     const char *prefix;
     enum ibex_route route;
 } admin_routes[] = {
-    {"/v1/tenants", IBEX_ROUTE_TENANTS}, {"/v1/agents", IBEX_ROUTE_AGENTS},
-    {"/v1/keys", IBEX_ROUTE_KEYS},       {"/v1/audit", IBEX_ROUTE_AUDIT},
-    {"/v1/traces", IBEX_ROUTE_TRACES},   {"/v1/sessions", IBEX_ROUTE_SESSIONS},
-    {"/v1/tasks", IBEX_ROUTE_TASKS},     {"/v1/approvals", IBEX_ROUTE_APPROVALS},
+    {"/v1/tenants", IBEX_ROUTE_TENANTS},
+    {"/v1/agents", IBEX_ROUTE_AGENTS},
+    {"/v1/keys", IBEX_ROUTE_KEYS},
+    {"/v1/audit", IBEX_ROUTE_AUDIT},
+    {"/v1/traces", IBEX_ROUTE_TRACES},
+    {"/v1/sessions", IBEX_ROUTE_SESSIONS},
+    {"/v1/tasks", IBEX_ROUTE_TASKS},
+    {"/v1/approvals", IBEX_ROUTE_APPROVALS},
+    {"/v1/credentials", IBEX_ROUTE_CREDENTIALS},
 };
 
 static void handle(struct ibex_req *req, void *data)

@@ -34,6 +34,7 @@ static const char *const route_names[IBEX_ROUTE_COUNT] = {
     "/v1/sessions",
     "/v1/tasks",
     "/v1/approvals",
+    "/v1/credentials",
     "other",
 };
 

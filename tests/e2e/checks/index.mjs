@@ -14,6 +14,7 @@ import sessions from './sessions.mjs';
 import traces from './traces.mjs';
 import checkpoints from './checkpoints.mjs';
 import tasks from './tasks.mjs';
+import credentials from './credentials.mjs';
 import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
 import routing from './routing.mjs';
@@ -21,5 +22,5 @@ import providers from './providers.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...idempotency, ...routing, ...providers, ...ops, ...drain];
+    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...credentials, ...idempotency, ...routing, ...providers, ...ops, ...drain];
 }

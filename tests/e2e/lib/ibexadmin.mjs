@@ -25,6 +25,11 @@ export const AUDIT_ACTIONS = [
     'key.revoked',
     'approval.approved',
     'approval.rejected',
+    'credential.created',
+    'credential.updated',
+    'credential.deleted',
+    'credential.defaulted',
+    'credential.validated',
 ];
 const BASE62 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 
@@ -208,12 +213,12 @@ export function sameAnswerForm(res, id) {
 }
 
 // Runs `ibex <args...> --store-url <storeUrl>` (the CLI works straight on the store) with a clean
-// environment. Resolves {code, stdout, stderr, cmd}; never rejects for a non-zero exit.
-export function runCli(args, { storeUrl, timeoutMs = 20000, bin = ibexBin() } = {}) {
+// environment plus env. Resolves {code, stdout, stderr, cmd}; never rejects for a non-zero exit.
+export function runCli(args, { storeUrl, env = {}, timeoutMs = 20000, bin = ibexBin() } = {}) {
     const argv = storeUrl ? [...args, '--store-url', storeUrl] : args;
     const cmd = [bin, ...argv].map((a) => (/[\s,*']/.test(a) ? `'${a}'` : a)).join(' ');
     return new Promise((resolve) => {
-        execFile(bin, argv, { env: cleanEnv(), timeout: timeoutMs, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+        execFile(bin, argv, { env: cleanEnv(env), timeout: timeoutMs, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
             const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
             resolve({ code, signal: err?.signal ?? null, stdout: String(stdout), stderr: String(stderr), cmd });
         });

@@ -5,6 +5,7 @@
 // directory, and it is registered so that every exit path of the runner (normal end, failure,
 // ctrl-C) kills it. A start is complete when GET /health answers 200.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { freePort } from './ports.mjs';
@@ -231,6 +232,11 @@ export function describeExit(e) {
     return e.signal ? `killed by ${e.signal}` : `exit code ${e.code}`;
 }
 
+// The master key of provider credentials (docs/credentials.md) every ibex the runner starts gets
+// in IBEX_MASTER_KEY, fresh per run; env: {IBEX_MASTER_KEY: null} starts one without any
+// (credentials disabled), env: {IBEX_MASTER_KEY: other} with another.
+export const E2E_MASTER_KEY = crypto.randomBytes(32).toString('hex');
+
 // ibex serve on a free port. settings: {name: value} passed as --flags; upstream: URL of an
 // OpenAI-compatible upstream ('.../v1'), or null for none (then only the mock model exists).
 // dev: {token, agentId} starts it with --dev and pins the dev admin key (IBEX_DEV_TOKEN) and the
@@ -241,6 +247,7 @@ export function ibexProcess({ name, logDir, settings = {}, upstream = null, prov
         extra.IBEX_DEV_TOKEN = dev.token;
         if (dev.agentId) extra.IBEX_DEV_AGENT_ID = dev.agentId;
     }
+    if (!('IBEX_MASTER_KEY' in extra)) extra.IBEX_MASTER_KEY = E2E_MASTER_KEY;
     // Each ibex gets a store of its own next to its log, so instances never share a database
     // and nothing is written into the working directory.
     // The checks written before retries and the circuit breaker expect one attempt per request
