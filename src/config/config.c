@@ -789,6 +789,7 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
     } from_env[] = {
         {"openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1",
          IBEX_PROVIDER_OPENAI},
+        {"anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", NULL, IBEX_PROVIDER_ANTHROPIC},
         {"gemini", "GEMINI_API_KEY", "GEMINI_BASE_URL", NULL, IBEX_PROVIDER_GEMINI},
     };
     for (size_t i = 0; i < sizeof(from_env) / sizeof(from_env[0]); i++) {
@@ -805,11 +806,6 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(cfg->providers[j].name, p->name))
                 return errf(err, errlen, "provider '%s' is defined twice", p->name);
-        if (p->type == IBEX_PROVIDER_ANTHROPIC)
-            return errf(err, errlen,
-                        "provider '%s': type anthropic is not available in this build yet (use an "
-                        "OpenAI-compatible endpoint)",
-                        p->name);
         if (p->base_url == NULL && default_base_url(p->type))
             p->base_url = ibex_xstrdup(default_base_url(p->type));
         if (p->type != IBEX_PROVIDER_MOCK) {

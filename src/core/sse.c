@@ -43,6 +43,8 @@ static const char *line_end(const char *p, const char *end)
 void ibex_sse_feed(struct ibex_sse *s, const char *p, size_t len, ibex_sse_data_fn *on_data,
                    void *data)
 {
+    if (len == 0)
+        return;
     const char *end = p + len;
     /* CR, LF and CRLF all end a line: treating CR and LF each as a line end turns CRLF into a
      * line and an empty one, and empty lines (event boundaries) report nothing, so a CRLF split

@@ -110,6 +110,7 @@ struct ibex_providers {
 
 extern const struct ibex_provider_ops ibex_provider_openai;
 extern const struct ibex_provider_ops ibex_provider_gemini;
+extern const struct ibex_provider_ops ibex_provider_anthropic;
 extern const struct ibex_provider_ops ibex_provider_mock;
 
 void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cfg);

@@ -64,10 +64,17 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
             p->ops = &ibex_provider_mock;
             continue;
         }
-        const char *auth = "Authorization: Bearer ";
+        /* the path of a chat call under base_url, and the header the key goes in */
+        const char *path = "/chat/completions", *auth = "Authorization: Bearer ";
         switch (p->cfg->type) {
+        case IBEX_PROVIDER_ANTHROPIC:
+            p->ops = &ibex_provider_anthropic;
+            path = "/v1/messages";
+            auth = "x-api-key: ";
+            break;
         case IBEX_PROVIDER_GEMINI: /* builds its URL per request (the model is in the path) */
             p->ops = &ibex_provider_gemini;
+            path = "";
             auth = "x-goog-api-key: ";
             break;
         default:
@@ -76,7 +83,7 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
         }
         struct ibex_buf b;
         ibex_buf_init(&b);
-        ibex_buf_appendf(&b, "%s/chat/completions", p->cfg->base_url);
+        ibex_buf_appendf(&b, "%s%s", p->cfg->base_url, path);
         p->chat_url = ibex_buf_steal(&b, NULL);
         if (p->cfg->api_key) {
             ibex_buf_appendf(&b, "%s%s", auth, p->cfg->api_key);

@@ -279,8 +279,10 @@ async function credentialsValidate(ctx) {
         ctx,
         'cred-validate',
         [
-            // type anthropic joins once its adapter lands (config refuses it until then)
             'providers:',
+            '  - name: claude',
+            '    type: anthropic',
+            `    base_url: ${base}`,
             '  - name: gem',
             '    type: gemini',
             `    base_url: ${base}`,
@@ -294,6 +296,7 @@ async function credentialsValidate(ctx) {
     const admin = dev(ctx, ibex.target);
     const cases = [
         { provider: 'openai', path: '/v1/models', header: 'authorization', value: (s) => `Bearer ${s}`, valid: true, status: 200 },
+        { provider: 'claude', path: '/v1/models', header: 'x-api-key', value: (s) => s, valid: true, status: 200, version: '2023-06-01' },
         // fakellm serves no Gemini model list: its 404 is reported, not its body
         { provider: 'gem', path: '/v1beta/models', header: 'x-goog-api-key', value: (s) => s, valid: false, status: 404 },
         { provider: 'closed', valid: false, status: null, error: 'connect_failed' },
@@ -493,7 +496,7 @@ export default [
     },
     {
         id: 'credentials.validate',
-        title: 'credentials: validate sends the decrypted secret to the provider (openai and gemini shapes; fakellm sees it), a closed port -> valid false, inactive 409, audited',
+        title: 'credentials: validate sends the decrypted secret to the provider (openai, anthropic, gemini shapes; fakellm sees it), a closed port -> valid false, inactive 409, audited',
         needs: ['raw', 'process', 'fakellm'],
         shared: false,
         timeoutMs: 60000,
