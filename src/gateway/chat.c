@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../api/checkpoints.h"
+#include "../auth/credential.h"
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/id.h"
@@ -31,6 +32,10 @@
 #define MAX_ERROR_BODY (64 * 1024)
 /* The answer text and tool calls a checkpoint keeps per turn; beyond, it is marked truncated. */
 #define ANSWER_MAX_BYTES ((size_t)1 << 20)
+/* How long a worker keeps the provider credential a (tenant, subject, provider) chose: a
+ * credential deleted, deactivated or replaced elsewhere stops being used within this
+ * (docs/credentials.md). */
+#define CREDENTIAL_CACHE_TTL_MS 2000
 /* How long a worker trusts that a session it saw active still is (docs/sessions.md). */
 #define SESSION_CACHE_TTL_MS 2000
 /* An unknown session id younger than this may be one this process's writer has not committed
@@ -63,8 +68,15 @@ struct chat {
     int64_t tries;           /* attempts on plan[at] before the current one */
     uv_timer_t *retry_timer; /* the wait before the next attempt, or NULL */
     uint64_t attempt_start_ns;
-    struct ibex_buf attempts;  /* JSON array of every attempt, for the trace */
-    bool directive;            /* the agent's directive is in the document */
+    struct ibex_buf attempts; /* JSON array of every attempt, for the trace */
+    bool directive;           /* the agent's directive is in the document */
+    /* the current attempt's provider credential: where it came from, and its secret (one
+     * reference; NULL: the provider's own key) */
+    enum ibex_credential_source cred_source;
+    struct ibex_secret *cred_secret;
+    struct ibex_credential_choice cred_found; /* a resolve job's answer */
+    int cred_rc;
+    struct ibex_provider view; /* the provider with the caller's credential as its key */
     bool sent;                 /* the turn went to the provider (or the local model) */
     bool recorded;             /* it leaves a trace (recording is not off) */
     struct ibex_answer answer; /* what the model answered, collected as it is relayed */
@@ -101,6 +113,8 @@ static void chat_cleanup(void *data)
     ibex_buf_dispose(&c->xlat);
     ibex_buf_dispose(&c->attempts);
     close_retry_timer(c);
+    ibex_secret_release(c->cred_secret);
+    ibex_credential_choice_dispose(&c->cred_found);
     ibex_answer_dispose(&c->answer);
     ibex_api_result_dispose(&c->join_result);
     ibex_idem_request_dispose(&c->idem);
@@ -359,6 +373,10 @@ static void note_attempt(struct chat *c, enum attempt_outcome o, int64_t now_ms)
     ibex_buf_append_json_str(b, d->provider->cfg->name, strlen(d->provider->cfg->name));
     ibex_buf_append_cstr(b, ",\"model\":");
     ibex_buf_append_json_str(b, c->chat.model, c->chat.model_len);
+    if (c->cred_source == IBEX_CREDENTIAL_OWN || c->cred_source == IBEX_CREDENTIAL_TENANT)
+        ibex_buf_append_cstr(b, c->cred_source == IBEX_CREDENTIAL_OWN
+                                    ? ",\"credential\":\"own\""
+                                    : ",\"credential\":\"tenant\"");
     ibex_buf_appendf(b, ",\"outcome\":\"%s\",\"status\":%d,\"ms\":", ibex_attempt_outcome_names[o],
                      c->status);
     ibex_buf_append_milli(b, (ibex_clock_mono_ns() - c->attempt_start_ns) / 1000);
@@ -581,10 +599,112 @@ static void prepare_attempt(struct chat *c)
     c->attempt_start_ns = ibex_clock_mono_ns();
 }
 
+/* ---- the provider credential of an attempt (docs/credentials.md) ---- */
+
+static void call_upstream(struct chat *c, const struct ibex_provider *p);
+static void on_store_abort(struct ibex_req *req);
+
+static void wipe_header(void *data)
+{
+    char *h = data;
+    explicit_bzero(h, strlen(h));
+}
+
+static void credential_digest(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
+{
+    ibex_credential_lookup_key(c->tenant_id, c->actor.subject, c->provider->cfg->name, out);
+}
+
+/* Calls upstream with the chosen credential: the caller's own or the tenant's default in the
+ * provider's key header, or the provider's configured key when none was chosen. */
+static void use_credential(struct chat *c, const struct ibex_credential_choice *choice)
+{
+    c->cred_source = choice->source;
+    ibex_secret_release(c->cred_secret);
+    c->cred_secret = choice->secret ? ibex_secret_retain(choice->secret) : NULL;
+    if (c->cred_secret == NULL) {
+        call_upstream(c, c->provider);
+        return;
+    }
+    /* the header line lives in the arena, wiped when it is freed */
+    size_t plen = strlen(c->provider->auth_prefix), n = plen + c->cred_secret->len;
+    char *h = ibex_arena_alloc(c->req->arena, n + 1);
+    memcpy(h, c->provider->auth_prefix, plen);
+    memcpy(h + plen, c->cred_secret->p, c->cred_secret->len);
+    h[n] = '\0';
+    ibex_arena_on_free(c->req->arena, wipe_header, h);
+    c->view = *c->provider;
+    c->view.auth_header = h;
+    call_upstream(c, &c->view);
+}
+
+static int resolve_run(struct ibex_store_job *job, struct ibex_store *s)
+{
+    struct chat *c = job->data;
+    struct ibex_runtime *rt = c->w->rt;
+    c->cred_rc = ibex_credential_resolve(s, rt->vault, rt->credential_cache, c->tenant_id,
+                                         c->actor.subject, c->provider->cfg->name, &c->cred_found);
+    return 0;
+}
+
+static void resolve_done(struct ibex_store_job *job, int rc)
+{
+    struct chat *c = job->data;
+    c->req->on_abort = NULL;
+    if (c->aborted) {
+        c->info.code = "CLIENT_CLOSED";
+        ibex_res_stream_end(c->req);
+        return;
+    }
+    bool unreadable = c->cred_rc == IBEX_EVAULT_NOKEY || c->cred_rc == IBEX_EVAULT_AUTH ||
+                      c->cred_rc == IBEX_EVAULT_CRYPTO;
+    if (rc || (c->cred_rc != 0 && !unreadable)) {
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+        return;
+    }
+    if (c->cred_rc != 0) {
+        /* the chosen credential does not open: never fall back to the provider's key */
+        fail(c, 500, "CREDENTIAL_UNREADABLE",
+             "the provider credential chosen for this request cannot be decrypted", NULL);
+        return;
+    }
+    uint8_t key[IBEX_LRU_KEY_LEN];
+    credential_digest(c, key);
+    struct ibex_credential_choice choice = c->cred_found;
+    if (choice.secret)
+        ibex_secret_retain(choice.secret); /* one for the request, one moves into the cache */
+    ibex_lru_put(c->w->credentials, key, &c->cred_found,
+                 (int64_t)ibex_clock_wall_ms() + CREDENTIAL_CACHE_TTL_MS, 0);
+    memset(&c->cred_found, 0, sizeof(c->cred_found));
+    use_credential(c, &choice);
+    ibex_secret_release(choice.secret);
+}
+
+/* The credential this attempt's provider is called with: from the worker's cache, else chosen
+ * in the store (a job: the loop never waits on the store). */
+static void find_credential(struct chat *c)
+{
+    uint8_t key[IBEX_LRU_KEY_LEN];
+    credential_digest(c, key);
+    const struct ibex_credential_choice *hit =
+        ibex_lru_get(c->w->credentials, key, (int64_t)ibex_clock_wall_ms(), 0);
+    if (hit) {
+        use_credential(c, hit);
+        return;
+    }
+    c->job.run = resolve_run;
+    c->job.done = resolve_done;
+    c->job.data = c;
+    c->req->on_abort = on_store_abort;
+    if (ibex_store_pool_submit(&c->w->loop, c->w->rt->store_pool, &c->job) != 0) {
+        c->req->on_abort = NULL;
+        fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
+    }
+}
+
 /* Sends the turn to plan[at]: the local model, or upstream. */
 static void send_turn(struct chat *c)
 {
-    struct ibex_req *req = c->req;
     prepare_attempt(c);
     const struct ibex_provider *p = c->provider;
     if (p->ops->answer) {
@@ -592,6 +712,18 @@ static void send_turn(struct chat *c)
         answer_locally(c, p);
         return;
     }
+    if (c->w->credentials) {
+        find_credential(c);
+        return;
+    }
+    call_upstream(c, p);
+}
+
+/* Calls the provider, authenticated as p says (p is c->view when the caller's credential
+ * stands in for the provider's key). */
+static void call_upstream(struct chat *c, const struct ibex_provider *p)
+{
+    struct ibex_req *req = c->req;
     const char *body = c->sendbody.len ? c->sendbody.p : req->body.p;
     size_t body_len = c->sendbody.len ? c->sendbody.len : req->body.len;
     struct ibex_upstream_request ur;

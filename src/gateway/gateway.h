@@ -53,6 +53,9 @@ struct ibex_worker {
     struct ibex_metrics *metrics;
     struct ibex_auth_caches auth_caches;
     struct ibex_lru *sessions; /* sessions this worker saw active lately (chat.c) */
+    /* the provider credential each (tenant, subject, provider) chose lately (chat.c), or NULL
+     * when provider credentials are disabled */
+    struct ibex_lru *credentials;
     struct ibex_runtime *rt;
     struct ibex_buf access_log; /* lines written once per loop iteration (flush_log) */
     uv_check_t log_flush;

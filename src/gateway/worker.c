@@ -17,6 +17,7 @@
 #include "../core/alloc.h"
 #include "../core/clock.h"
 #include "../core/log.h"
+#include "../auth/credential.h"
 #include "gateway.h"
 
 enum worker_command {
@@ -246,6 +247,10 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     w->metrics = ibex_metrics_register();
     ibex_auth_caches_init(&w->auth_caches, w->rt->auth);
     w->sessions = ibex_lru_new((size_t)cfg->auth_cache_size, 1, NULL);
+    if (rt->vault)
+        w->credentials =
+            ibex_lru_new((size_t)cfg->auth_cache_size, sizeof(struct ibex_credential_choice),
+                         ibex_credential_choice_dispose);
     w->upstream = ibex_upstream_new(&w->loop, !strcmp(cfg->upstream_http_client, "native"));
     struct ibex_http_config hc = {
         .max_header_bytes = cfg->max_header_bytes,
@@ -270,6 +275,8 @@ static void worker_dispose(struct ibex_worker *w)
     uv_loop_close(&w->loop);
     ibex_auth_caches_dispose(&w->auth_caches);
     ibex_lru_free(w->sessions);
+    if (w->credentials)
+        ibex_lru_free(w->credentials);
     ibex_buf_dispose(&w->access_log);
 }
 

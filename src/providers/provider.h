@@ -71,7 +71,8 @@ struct ibex_provider {
     const struct ibex_provider_config *cfg;
     size_t index; /* position in the set: metrics label index */
     char *chat_url;
-    char *auth_header;
+    char *auth_header;       /* the configured (system) key's header line, or NULL */
+    const char *auth_prefix; /* what precedes a key in that header: "Authorization: Bearer " */
 };
 
 /* One place a model is served. The circuit breaker state is shared by every worker: written

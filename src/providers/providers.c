@@ -81,6 +81,7 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
             p->ops = &ibex_provider_openai;
             break;
         }
+        p->auth_prefix = auth;
         struct ibex_buf b;
         ibex_buf_init(&b);
         ibex_buf_appendf(&b, "%s%s", p->cfg->base_url, path);

@@ -471,6 +471,54 @@ async function credentialsDisabled(ctx) {
     assert.ok(!r.stderr.includes(E2E_MASTER_KEY), 'the key was printed');
 }
 
+// Which key reached the provider for each chat: the caller's own credential, else the tenant's
+// default, else the provider's configured key; a change is seen within the worker's 2 s cache.
+async function credentialsUse(ctx) {
+    const ibex = await ctx.ibex({ name: 'cred-use' });
+    const admin = dev(ctx, ibex.target);
+    const A = await freshTenant(admin, 'cred-use-a');
+    const B = await freshTenant(admin, 'cred-use-b');
+    const userKey = async (label, scopes) => A.admin.as((await A.admin.createKey({ name: uniqueName(label), scopes })).key);
+    const u1 = await userKey('u1', ['chat']);
+    const u2 = await userKey('u2', ['chat']);
+    const credAdmin = await userKey('ca', ['credentials:admin']);
+    const CACHE_MS = 2100; // the worker keeps a choice 2 s (docs/credentials.md)
+    // The Authorization fakellm received for a chat carrying marker, and the trace's attempt.
+    const keyUsed = async (who, what) => {
+        const marker = `cred-use-${crypto.randomBytes(6).toString('hex')}`;
+        const res = await who.call('POST', '/v1/chat/completions', { model: 'gpt-e2e', messages: [{ role: 'user', content: marker }] });
+        assert.equal(res.status, 200, `${what}: ${res.describe()}`);
+        assertNoSecret(res, secrets, what);
+        const log = (await ctx.fakellm.requests()).filter((r) => JSON.stringify(r.body ?? '').includes(marker));
+        assert.equal(log.length, 1, `${what}: fakellm got ${log.length} requests`);
+        const h = Object.fromEntries(Object.entries(log[0].headers).map(([k, v]) => [k.toLowerCase(), v]));
+        return h.authorization;
+    };
+    const secrets = [newSecret('use-own'), newSecret('use-team'), newSecret('use-b')];
+    const system = `Bearer ${ctx.providerKey || 'e2e-provider-key'}`;
+
+    assert.equal(await keyUsed(u1, 'no credential'), system, 'without credentials the provider key is used');
+    const own = await create(u1, { provider: 'openai', name: 'mine', secret: secrets[0] });
+    await new Promise((r) => setTimeout(r, CACHE_MS));
+    assert.equal(await keyUsed(u1, 'own credential'), `Bearer ${secrets[0]}`, "u1's own credential is not used");
+    assert.equal(await keyUsed(u2, "u2 without one"), system, "u2 got someone else's credential");
+    const team = await create(credAdmin, { provider: 'openai', name: 'team', secret: secrets[1], scope: 'tenant' });
+    await credAdmin.ok('POST', `/v1/credentials/${team.id}/default`);
+    await create(B.admin, { provider: 'openai', name: 'b team', secret: secrets[2], scope: 'tenant' });
+    await new Promise((r) => setTimeout(r, CACHE_MS));
+    assert.equal(await keyUsed(u2, 'tenant default'), `Bearer ${secrets[1]}`, "the tenant default is not used for u2");
+    assert.equal(await keyUsed(u1, 'own over default'), `Bearer ${secrets[0]}`, "u1's own credential lost to the tenant default");
+    assert.equal(await keyUsed(B.admin, 'other tenant'), system, "tenant B used a credential that is not its default");
+    await u1.ok('PUT', `/v1/credentials/${own.id}`, { state: 'inactive' });
+    await new Promise((r) => setTimeout(r, CACHE_MS));
+    assert.equal(await keyUsed(u1, 'own inactive'), `Bearer ${secrets[1]}`, "u1's inactive credential is still used");
+    await credAdmin.ok('DELETE', `/v1/credentials/${team.id}`);
+    await new Promise((r) => setTimeout(r, CACHE_MS));
+    assert.equal(await keyUsed(u1, 'all gone'), system, 'a deleted default is still used');
+    const lines = fs.readFileSync(ibex.stderrPath, 'utf8');
+    for (const sec of secrets) assert.ok(!lines.includes(sec), 'a secret reached the log');
+}
+
 export default [
     {
         id: 'credentials.crud',
@@ -501,6 +549,14 @@ export default [
         shared: false,
         timeoutMs: 60000,
         run: credentialsValidate,
+    },
+    {
+        id: 'credentials.use',
+        title: "credentials: a chat uses the caller's own credential, else the tenant default, else the provider key; another tenant's never; inactive or deleted ones stop within the 2 s cache",
+        needs: ['raw', 'process', 'fakellm'],
+        shared: false,
+        timeoutMs: 60000,
+        run: credentialsUse,
     },
     {
         id: 'credentials.rotate',
