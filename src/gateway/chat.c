@@ -980,8 +980,8 @@ static void chat_done(struct ibex_req *req, uint64_t total_ns)
         .cost_nanousd = cost_of(c),
     };
     if (c->provider && c->sent)
-        ibex_metrics_usage(c->w->metrics, c->provider->index, t.prompt_tokens, t.completion_tokens,
-                           t.cost_nanousd);
+        ibex_metrics_usage(c->w->metrics, c->provider->index, c->tenant_id, c->info.agent_id,
+                           t.prompt_tokens, t.completion_tokens, t.cost_nanousd);
     int64_t now = (int64_t)ibex_clock_wall_ms();
     ibex_trace_record(writer, &t, now);
     if (c->info.session_id == NULL || !c->sent)

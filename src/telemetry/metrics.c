@@ -4,6 +4,7 @@
 #include "metrics.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../core/alloc.h"
@@ -130,17 +131,125 @@ void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns)
     observe(&m->overhead, overhead_le, IBEX_METRICS_OVERHEAD_BUCKETS, overhead_ns);
 }
 
-void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, int64_t prompt_tokens,
-                        int64_t completion_tokens, int64_t cost_nanousd)
+/* The slot of (tenant, agent) in m's table, claimed when new; the "_other" slot once three
+ * quarters are in use (probes stay short). Only the worker that owns m calls this. */
+static struct ibex_usage_slot *usage_slot(struct ibex_metrics *m, const char *tenant,
+                                          const char *agent)
+{
+    const size_t other = IBEX_METRICS_USAGE_SLOTS - 1;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over tenant NUL agent */
+    for (const char *p = tenant; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h *= 1099511628211ull;
+    for (const char *p = agent; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    for (size_t i = h % other;; i = (i + 1) % other) {
+        struct ibex_usage_slot *s = &m->usage[i];
+        if (atomic_load_explicit(&s->used, memory_order_relaxed)) {
+            if (!strcmp(s->tenant, tenant) && !strcmp(s->agent, agent))
+                return s;
+            continue;
+        }
+        if (m->usage_count >= other * 3 / 4)
+            break;
+        snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
+        snprintf(s->agent, sizeof(s->agent), "%s", agent);
+        atomic_store_explicit(&s->used, 1, memory_order_release);
+        m->usage_count++;
+        return s;
+    }
+    struct ibex_usage_slot *s = &m->usage[other];
+    if (!atomic_load_explicit(&s->used, memory_order_relaxed)) {
+        snprintf(s->tenant, sizeof(s->tenant), "_other");
+        atomic_store_explicit(&s->used, 1, memory_order_release);
+    }
+    return s;
+}
+
+void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, const char *tenant,
+                        const char *agent, int64_t prompt_tokens, int64_t completion_tokens,
+                        int64_t cost_nanousd)
 {
     if (provider >= IBEX_METRICS_MAX_PROVIDERS)
         return;
-    if (prompt_tokens > 0)
-        inc(&m->tokens[provider][0], (uint64_t)prompt_tokens);
-    if (completion_tokens > 0)
-        inc(&m->tokens[provider][1], (uint64_t)completion_tokens);
-    if (cost_nanousd > 0)
-        inc(&m->cost_nanousd[provider], (uint64_t)cost_nanousd);
+    uint64_t prompt = prompt_tokens > 0 ? (uint64_t)prompt_tokens : 0;
+    uint64_t completion = completion_tokens > 0 ? (uint64_t)completion_tokens : 0;
+    uint64_t cost = cost_nanousd > 0 ? (uint64_t)cost_nanousd : 0;
+    inc(&m->tokens[provider][0], prompt);
+    inc(&m->tokens[provider][1], completion);
+    inc(&m->cost_nanousd[provider], cost);
+    struct ibex_usage_slot *s = usage_slot(m, tenant, agent ? agent : "");
+    inc(&s->requests, 1);
+    inc(&s->prompt_tokens, prompt);
+    inc(&s->completion_tokens, completion);
+    inc(&s->cost_nanousd, cost);
+}
+
+/* One (tenant, agent) pair summed over the workers, for a scrape. */
+struct usage_row {
+    const char *tenant, *agent;
+    uint64_t requests, prompt, completion, cost;
+};
+
+static int usage_row_cmp(const void *a, const void *b)
+{
+    const struct usage_row *x = a, *y = b;
+    int c = strcmp(x->tenant, y->tenant);
+    return c ? c : strcmp(x->agent, y->agent);
+}
+
+static void render_usage(struct ibex_buf *out, size_t n)
+{
+    struct usage_row *rows = ibex_xcalloc(n * IBEX_METRICS_USAGE_SLOTS + 1, sizeof(*rows));
+    size_t nrows = 0;
+    for (size_t w = 0; w < n; w++) {
+        struct ibex_metrics *m = atomic_load(&workers[w]);
+        for (size_t i = 0; m && i < IBEX_METRICS_USAGE_SLOTS; i++) {
+            struct ibex_usage_slot *s = &m->usage[i];
+            if (!atomic_load_explicit(&s->used, memory_order_acquire))
+                continue;
+            rows[nrows++] = (struct usage_row){
+                s->tenant,
+                s->agent,
+                atomic_load_explicit(&s->requests, memory_order_relaxed),
+                atomic_load_explicit(&s->prompt_tokens, memory_order_relaxed),
+                atomic_load_explicit(&s->completion_tokens, memory_order_relaxed),
+                atomic_load_explicit(&s->cost_nanousd, memory_order_relaxed),
+            };
+        }
+    }
+    qsort(rows, nrows, sizeof(*rows), usage_row_cmp);
+    ibex_buf_append_cstr(out,
+                         "# HELP ibex_usage_requests_total Answered requests by tenant and agent.\n"
+                         "# TYPE ibex_usage_requests_total counter\n"
+                         "# HELP ibex_usage_tokens_total Tokens by tenant, agent and kind (prompt, "
+                         "completion).\n"
+                         "# TYPE ibex_usage_tokens_total counter\n"
+                         "# HELP ibex_usage_cost_usd_total Cost by tenant and agent, from the "
+                         "prices table.\n"
+                         "# TYPE ibex_usage_cost_usd_total counter\n");
+    for (size_t i = 0; i < nrows;) {
+        struct usage_row sum = rows[i];
+        size_t j = i + 1;
+        for (; j < nrows && usage_row_cmp(&rows[j], &sum) == 0; j++) {
+            sum.requests += rows[j].requests;
+            sum.prompt += rows[j].prompt;
+            sum.completion += rows[j].completion;
+            sum.cost += rows[j].cost;
+        }
+        char labels[128];
+        snprintf(labels, sizeof(labels), "tenant=\"%s\",agent=\"%s\"", sum.tenant, sum.agent);
+        ibex_buf_appendf(out,
+                         "ibex_usage_requests_total{%s} %llu\n"
+                         "ibex_usage_tokens_total{%s,kind=\"prompt\"} %llu\n"
+                         "ibex_usage_tokens_total{%s,kind=\"completion\"} %llu\n"
+                         "ibex_usage_cost_usd_total{%s} %.9f\n",
+                         labels, (unsigned long long)sum.requests, labels,
+                         (unsigned long long)sum.prompt, labels, (unsigned long long)sum.completion,
+                         labels, (double)sum.cost / 1e9);
+        i = j;
+    }
+    free(rows);
 }
 
 void ibex_metrics_attempt(struct ibex_metrics *m, size_t deployment, int outcome)
@@ -340,6 +449,8 @@ void ibex_metrics_render(struct ibex_buf *out, const char *(*outcome_name)(int o
             ibex_buf_appendf(out, "ibex_cost_usd_total{provider=\"%s\"} %.9f\n", provider_names[p],
                              (double)nano / 1e9);
     }
+
+    render_usage(out, n);
 
     ibex_buf_append_cstr(out, "# HELP ibex_upstream_duration_seconds Upstream call time, from "
                               "sending the request to the end of the response.\n"

@@ -41,11 +41,23 @@ enum ibex_route {
 #define IBEX_METRICS_OVERHEAD_BUCKETS 12
 #define IBEX_METRICS_NAUTH_FAILURES 8 /* enum ibex_auth_failure in auth/auth.h */
 #define IBEX_METRICS_MAX_DEPLOYMENTS 128
+/* (tenant, agent) pairs whose usage a worker counts apart; later ones count as tenant "_other" */
+#define IBEX_METRICS_USAGE_SLOTS 1024
+#define IBEX_METRICS_ID_LEN 36
 #define IBEX_METRICS_NATTEMPT 10 /* enum attempt_outcome in gateway/chat.c */
 
 struct ibex_histogram {
     _Atomic uint64_t counts[IBEX_METRICS_LATENCY_BUCKETS + 1]; /* last one: +Inf */
     _Atomic uint64_t sum_ns;
+};
+
+/* One (tenant, agent) pair's usage in one worker's table. The worker fills tenant and agent
+ * before it publishes the slot (used, release); a scrape reads only published slots. */
+struct ibex_usage_slot {
+    _Atomic uint32_t used;
+    char tenant[IBEX_METRICS_ID_LEN + 1];
+    char agent[IBEX_METRICS_ID_LEN + 1]; /* "" without an agent */
+    _Atomic uint64_t requests, prompt_tokens, completion_tokens, cost_nanousd;
 };
 
 struct ibex_metrics {
@@ -62,6 +74,9 @@ struct ibex_metrics {
     /* per provider: tokens (prompt, completion) of answered requests and their cost */
     _Atomic uint64_t tokens[IBEX_METRICS_MAX_PROVIDERS][2];
     _Atomic uint64_t cost_nanousd[IBEX_METRICS_MAX_PROVIDERS];
+    /* per (tenant, agent): open addressing by hash; the last slot is "_other" */
+    struct ibex_usage_slot usage[IBEX_METRICS_USAGE_SLOTS];
+    size_t usage_count; /* slots in use (the worker's own count) */
     /* per deployment: attempts by outcome (retries and fallbacks each count) */
     _Atomic uint64_t attempts[IBEX_METRICS_MAX_DEPLOYMENTS][IBEX_METRICS_NATTEMPT];
     /* credential cache of this worker, and refused credentials by reason */
@@ -85,9 +100,11 @@ void ibex_metrics_request(struct ibex_metrics *m, enum ibex_route route, int sta
 void ibex_metrics_upstream(struct ibex_metrics *m, size_t provider, int outcome,
                            uint64_t latency_ns, uint64_t ttft_ns);
 void ibex_metrics_overhead(struct ibex_metrics *m, uint64_t overhead_ns);
-/* The usage of an answered request (negative: not reported) and its cost (negative: unknown). */
-void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, int64_t prompt_tokens,
-                        int64_t completion_tokens, int64_t cost_nanousd);
+/* The usage of an answered request (negative: not reported) and its cost (negative: unknown),
+ * counted for its provider and for its tenant and agent (agent NULL: none). */
+void ibex_metrics_usage(struct ibex_metrics *m, size_t provider, const char *tenant,
+                        const char *agent, int64_t prompt_tokens, int64_t completion_tokens,
+                        int64_t cost_nanousd);
 /* One attempt on a deployment; outcome below IBEX_METRICS_NATTEMPT. */
 void ibex_metrics_attempt(struct ibex_metrics *m, size_t deployment, int outcome);
 /* A credential cache lookup (hit or miss) on the request path. */

@@ -95,6 +95,46 @@ static void test_request_counters_summed(void **state)
     free(after);
 }
 
+/* Usage per provider and per (tenant, agent), summed over the workers; past three quarters of
+ * a worker's table, new pairs count as tenant "_other". */
+static void test_usage_by_tenant_and_agent(void **state)
+{
+    char *before = render();
+    ibex_metrics_usage(w1, 0, "t-usage", "a1", 100, 20, 3000);
+    ibex_metrics_usage(w2, 0, "t-usage", "a1", 50, 5, 1500);
+    ibex_metrics_usage(w2, 1, "t-usage", NULL, 7, -1, -1);
+    char *after = render();
+    const char *pair = "tenant=\"t-usage\",agent=\"a1\"";
+    char key[160];
+    snprintf(key, sizeof(key), "ibex_usage_requests_total{%s}", pair);
+    assert_true(delta(before, after, key) == 2);
+    snprintf(key, sizeof(key), "ibex_usage_tokens_total{%s,kind=\"prompt\"}", pair);
+    assert_true(delta(before, after, key) == 150);
+    snprintf(key, sizeof(key), "ibex_usage_tokens_total{%s,kind=\"completion\"}", pair);
+    assert_true(delta(before, after, key) == 25);
+    snprintf(key, sizeof(key), "ibex_usage_cost_usd_total{%s}", pair);
+    assert_true(fabs(delta(before, after, key) - 4.5e-6) < 1e-12);
+    assert_true(delta(before, after,
+                      "ibex_usage_tokens_total{tenant=\"t-usage\",agent=\"\",kind=\"prompt\"}") ==
+                7);
+    assert_true(delta(before, after, "ibex_tokens_total{provider=\"openai\",kind=\"prompt\"}") ==
+                150);
+    assert_true(delta(before, after, "ibex_cost_usd_total{provider=\"local-vllm\"}") == 0);
+    free(after);
+    /* fill w1's table: the pairs beyond its bound land in _other */
+    char tenant[40];
+    for (int i = 0; i < IBEX_METRICS_USAGE_SLOTS; i++) {
+        snprintf(tenant, sizeof(tenant), "t-fill-%d", i);
+        ibex_metrics_usage(w1, 0, tenant, "a", 1, 1, 0);
+    }
+    after = render();
+    double others = delta(before, after, "ibex_usage_requests_total{tenant=\"_other\",agent=\"\"}");
+    assert_true(others > 0 && others < IBEX_METRICS_USAGE_SLOTS / 2);
+    assert_true(has_sample(after, "ibex_usage_requests_total{tenant=\"t-fill-0\",agent=\"a\"}"));
+    free(before);
+    free(after);
+}
+
 static void test_gauges_summed(void **state)
 {
     char *before = render();
@@ -305,6 +345,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_counters_summed),
         cmocka_unit_test(test_gauges_summed),
+        cmocka_unit_test(test_usage_by_tenant_and_agent),
         cmocka_unit_test(test_upstream_outcomes_by_provider),
         cmocka_unit_test(test_latency_histograms),
         cmocka_unit_test(test_overhead_histogram),
