@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { knobs, TOOL_ARGS } from '../lib/fakellm.mjs';
-import { truncate } from '../lib/util.mjs';
+import { SkipError, truncate } from '../lib/util.mjs';
 
 // A dedicated ibex with one provider of the given type at the shared fakellm, aliased as "up".
 async function providerIbex(ctx, type, model) {
@@ -104,7 +104,41 @@ function providerCheck({ type, model, pathPart, authHeader, sysField }) {
     };
 }
 
+// One real completion, plain and streamed, through a real provider; SKIP with the reason when its
+// key is not in the environment. The key reaches ibex through an environment variable of its
+// own (never a file in the report directory).
+function realProviderCheck({ type, env, model }) {
+    return {
+        id: `providers.real-${type}`,
+        title: `real ${type} (${model}) with the openai SDK when ${env} is set`,
+        needs: ['sdk', 'process'],
+        shared: false,
+        timeoutMs: 90000,
+        async run(ctx) {
+            const key = process.env[env];
+            if (!key) throw new SkipError(`${env} is not set: no real ${type} call from here`);
+            const yaml = ['providers:', `  - {name: real, type: ${type}, api_key_env: IBEX_E2E_REAL_KEY${type === 'openai' ? ', base_url: "https://api.openai.com/v1"' : ''}}`, 'models:', `  - {name: real, provider: real, model: ${model}}`, ''].join('\n');
+            const file = path.join(ctx.h.logDir, `providers-real-${type}.yaml`);
+            fs.writeFileSync(file, yaml);
+            const ibex = await ctx.ibex({ name: `providers-real-${type}`, upstream: null, settings: { config: file }, env: { IBEX_E2E_REAL_KEY: key } });
+            const client = ctx.client({ baseUrl: ibex.url, timeoutMs: 60000 });
+            const messages = [{ role: 'user', content: 'Reply with the single word: pong' }];
+            const r = await client.chat.completions.create({ model: 'real', messages, max_tokens: 20 });
+            assert.ok((r.choices[0].message.content || '').length > 0, `empty answer: ${truncate(JSON.stringify(r), 300)}`);
+            assert.ok(r.usage.prompt_tokens > 0, `no usage: ${JSON.stringify(r.usage)}`);
+            let text = '';
+            for await (const chunk of await client.chat.completions.create({ model: 'real', messages, max_tokens: 20, stream: true }))
+                for (const c of chunk.choices) text += c.delta?.content || '';
+            assert.ok(text.length > 0, 'empty streamed answer');
+            ctx.note(`${type}: "${truncate(r.choices[0].message.content, 40)}", ${r.usage.prompt_tokens}+${r.usage.completion_tokens} tokens`);
+        },
+    };
+}
+
 export default [
     providerCheck({ type: 'anthropic', model: 'claude-e2e', pathPart: '/v1/messages', authHeader: 'x-api-key', sysField: 'system' }),
     providerCheck({ type: 'gemini', model: 'gemini-e2e', pathPart: ':generateContent', authHeader: 'x-goog-api-key', sysField: 'systemInstruction' }),
+    realProviderCheck({ type: 'openai', env: 'OPENAI_API_KEY', model: 'gpt-4o-mini' }),
+    realProviderCheck({ type: 'anthropic', env: 'ANTHROPIC_API_KEY', model: 'claude-3-5-haiku-latest' }),
+    realProviderCheck({ type: 'gemini', env: 'GEMINI_API_KEY', model: 'gemini-2.0-flash' }),
 ];
