@@ -124,16 +124,16 @@ static int tool_knob(const struct ibex_req *req, struct fakellm_knobs *k, struct
 int fakellm_knobs_parse(const struct ibex_req *req, struct fakellm_knobs *k,
                         struct fakellm_error *err)
 {
-    uint64_t status = 0;
+    uint64_t status = fakellm_defaults.status;
 
     *k = (struct fakellm_knobs){
-        .retry_after = 1,
+        .retry_after = fakellm_defaults.retry_after,
         .delay_ms = fakellm_defaults.delay_ms,
         .chunks = fakellm_defaults.chunks,
         .chunk_bytes = fakellm_defaults.chunk_bytes,
         .interval_ms = fakellm_defaults.interval_ms,
         .stall_after = FAKELLM_NEVER,
-        .reset_after = FAKELLM_NEVER,
+        .reset_after = fakellm_defaults.reset_after,
     };
     if (knob(req, "x-fakellm-status", 1000, &status, err) < 0 ||
         knob(req, "x-fakellm-retry-after", FAKELLM_MAX_RETRY_AFTER, &k->retry_after, err) < 0 ||

@@ -21,7 +21,8 @@
 #define DEFAULT_LISTEN "127.0.0.1:9090"
 #define JSON_DEPTH 64
 
-struct fakellm_defaults fakellm_defaults = {.chunks = 8};
+struct fakellm_defaults fakellm_defaults = {
+    .chunks = 8, .retry_after = 1, .reset_after = FAKELLM_NEVER};
 struct fakellm_stats fakellm_stats;
 
 static struct ibex_http_server *server;
@@ -30,7 +31,7 @@ static bool stopping;
 
 static const char usage_text[] =
     "usage: fakellm [--listen HOST:PORT] [--chunks N] [--interval-ms N] [--delay-ms N]\n"
-    "               [--chunk-bytes N] [--help]\n"
+    "               [--chunk-bytes N] [--status N] [--retry-after N] [--reset-after N] [--help]\n"
     "\n"
     "A fake LLM upstream speaking the OpenAI, Anthropic and Gemini wire formats, with fault\n"
     "injection, for tests and benchmarks.\n"
@@ -42,6 +43,10 @@ static const char usage_text[] =
     "  --interval-ms N     pause between stream chunks (default 0, max 600000)\n"
     "  --delay-ms N        pause before the response headers (default 0, max 600000)\n"
     "  --chunk-bytes N     pad each chunk with 'x' up to N characters (default 0, max 1048576)\n"
+    "  --status N          fail every generation with error status N (400-599); tests give each\n"
+    "                      deployment of a model its own fault this way\n"
+    "  --retry-after N     Retry-After of an injected 429 or 503 (default 1)\n"
+    "  --reset-after N     streams: reset after N chunks; non-streaming with 0: reset at once\n"
     "  --help              this text\n"
     "\n"
     "On start it writes {\"msg\":\"listening\",\"listen\":\"HOST:PORT\",...} to stderr;\n"
@@ -236,6 +241,9 @@ static const char *parse_args(int argc, char **argv)
         {"interval-ms", required_argument, NULL, 'i'},
         {"delay-ms", required_argument, NULL, 'd'},
         {"chunk-bytes", required_argument, NULL, 'b'},
+        {"status", required_argument, NULL, 's'},
+        {"retry-after", required_argument, NULL, 'r'},
+        {"reset-after", required_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -261,6 +269,22 @@ static const char *parse_args(int argc, char **argv)
         case 'b':
             option_u64("chunk-bytes", optarg, FAKELLM_MAX_CHUNK_BYTES,
                        &fakellm_defaults.chunk_bytes);
+            break;
+        case 's':
+            option_u64("status", optarg, 599, &fakellm_defaults.status);
+            if (fakellm_defaults.status < 400) {
+                fprintf(stderr, "fakellm: --status takes an error status from 400 to 599\n%s",
+                        usage_text);
+                exit(2);
+            }
+            break;
+        case 'r':
+            option_u64("retry-after", optarg, FAKELLM_MAX_RETRY_AFTER,
+                       &fakellm_defaults.retry_after);
+            break;
+        case 'x':
+            option_u64("reset-after", optarg, FAKELLM_MAX_CHUNKS + 1,
+                       &fakellm_defaults.reset_after);
             break;
         case 'h':
             fputs(usage_text, stdout);

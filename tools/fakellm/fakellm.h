@@ -36,6 +36,9 @@ struct fakellm_defaults {
     uint64_t chunk_bytes;
     uint64_t interval_ms;
     uint64_t delay_ms;
+    uint64_t status;      /* 0: answer; else every generation fails with it */
+    uint64_t retry_after; /* of an injected 429 or 503 */
+    uint64_t reset_after; /* FAKELLM_NEVER: no reset */
 };
 
 /* GET /_fakellm/stats; chat == completed + aborted + active + (responses reset on purpose). */

@@ -16,14 +16,15 @@ import { parseProm, sumSamples } from '../lib/prom.mjs';
 import { now, truncate } from '../lib/util.mjs';
 import { waitTrace } from './traces.mjs';
 
-// A dedicated ibex whose YAML file has providers "live" (the shared fakellm) and "dead" (a
-// closed port), the given models and prices, and the given settings.
-async function routedIbex(ctx, name, { models, prices = [], settings = {} }) {
+// A dedicated ibex whose YAML file has providers "live" (the shared fakellm), "dead" (a closed
+// port) and the extra ones ({name, url}), the given models and prices, and the given settings.
+async function routedIbex(ctx, name, { models, prices = [], settings = {}, providers = [] }) {
     const dead = await closedPort();
     const yaml = [
         'providers:',
         `  - {name: live, type: openai, base_url: "${ctx.fakellmUpstream}", api_key: e2e-provider-key}`,
         `  - {name: dead, type: openai, base_url: "http://127.0.0.1:${dead}/v1", api_key: e2e-provider-key}`,
+        ...providers.map((p) => `  - {name: ${p.name}, type: openai, base_url: "${p.url}/v1", api_key: e2e-provider-key}`),
         'models:',
         ...models.map((m) => `  - {name: ${m.name}, deployments: [${m.deployments.map((d) => `{provider: ${d.provider}, model: ${d.model}, weight: ${d.weight ?? 1}}`).join(', ')}]}`),
         ...(prices.length ? ['prices:', ...prices.map((p) => `  - {model: ${p.model}, input: ${p.input}, output: ${p.output}}`)] : []),
@@ -98,6 +99,39 @@ export default [
         },
     },
     {
+        id: 'routing.fallback-faults',
+        title: 'each fault kind of a deployment (500, 429 asking too long a wait, a header timeout, a reset) falls back to the next deployment, which answers',
+        needs: ['raw', 'fakellm', 'process'],
+        shared: false,
+        timeoutMs: 60000,
+        async run(ctx) {
+            const faults = [
+                ['f500', ['--status', '500'], 'server_error'],
+                ['f429', ['--status', '429', '--retry-after', '30'], 'rate_limited'],
+                ['fslow', ['--delay-ms', '3000'], 'timeout'],
+                ['freset', ['--reset-after', '0'], 'reset'],
+            ];
+            const providers = [];
+            for (const [name, args] of faults) providers.push({ name, url: (await ctx.fakellmServer({ name: `routing-${name}`, args })).url });
+            const { admin } = await routedIbex(ctx, 'routing-faults', {
+                providers,
+                models: faults.map(([name]) => ({ name: `m-${name}`, deployments: [{ provider: name, model: `up-${name}` }, { provider: 'live', model: `live-${name}`, weight: 0 }] })),
+                settings: { upstream_retries: 1, upstream_header_timeout: '500ms', upstream_retry_after_max: '2s' },
+            });
+            const seen = [];
+            for (const [name, , outcome] of faults) {
+                const res = await admin.call('POST', '/v1/chat/completions', body(`m-${name}`, `fault ${name}`));
+                assert.equal(res.status, 200, `${name}: ${res.describe()}`);
+                const t = await traceOf(admin, res, name);
+                // a 429 asking for 30 s (over upstream_retry_after_max) is not retried in place
+                const want = outcome === 'rate_limited' ? `${name}:${outcome} live:ok` : `${name}:${outcome} ${name}:${outcome} live:ok`;
+                assert.equal(outcomes(t), want, `${name}: attempts ${JSON.stringify(t.attempts)}`);
+                seen.push(`${name}: ${outcomes(t)}`);
+            }
+            ctx.note(seen.join('; '));
+        },
+    },
+    {
         id: 'routing.retry-after',
         title: 'a 429 with Retry-After is retried on the same deployment after the wait; a Retry-After above upstream_retry_after_max is not waited for',
         needs: ['raw', 'fakellm', 'process'],
@@ -162,6 +196,7 @@ export default [
                 models: [
                     { name: 'cb', deployments: [{ provider: 'dead', model: 'm-cb-dead' }, { provider: 'live', model: 'm-cb-live', weight: 0 }] },
                     { name: 'cb-only', deployments: [{ provider: 'dead', model: 'm-only-dead' }] },
+                    { name: 'cb-live', deployments: [{ provider: 'live', model: 'm-cb-live-only' }] },
                 ],
                 settings: { breaker_failures: 2, breaker_cooldown: '1500ms' },
             });
@@ -188,6 +223,15 @@ export default [
             assertErrorResponse(out, { status: 503, code: 'UPSTREAM_UNAVAILABLE', what: 'every deployment out' });
             const ra = Number(out.headers['retry-after']);
             assert.ok(ra >= 1 && ra <= 2, `every deployment out: Retry-After ${out.headers['retry-after']}`);
+            // closing: a deployment that answers after its cool-down is back for good
+            const knobbed = (what, status) => admin.call('POST', '/v1/chat/completions', body('cb-live', what), { headers: status ? knobs({ status }) : {} });
+            for (const what of ['live fails 1', 'live fails 2'])
+                assertErrorResponse(await knobbed(what, 500), { status: 502, code: 'UPSTREAM_ERROR', what });
+            assertErrorResponse(await knobbed('live out', 500), { status: 503, code: 'UPSTREAM_UNAVAILABLE', what: 'the live deployment out' });
+            await new Promise((r) => setTimeout(r, 1700));
+            assert.equal((await knobbed('live back', 0)).status, 200, 'after the cool-down a good answer did not get through');
+            assertErrorResponse(await knobbed('closed again', 500), { status: 502, code: 'UPSTREAM_ERROR', what: 'one failure after the breaker closed' });
+            assert.equal((await knobbed('still in', 0)).status, 200, 'one failure after closing took the deployment out');
             ctx.note(seen.join('; '));
         },
     },
