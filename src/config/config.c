@@ -439,15 +439,26 @@ static int yaml_deployment(struct ibex_model_config *m, yaml_document_t *doc, ya
             d->weight = (uint32_t)w;
             continue;
         }
+        if (k && v && !strcmp(k, "api_key_env")) {
+            const char *env = getenv(v);
+            if (env == NULL || *env == '\0')
+                return errf(err, errlen, "%s: model '%s': api_key_env '%s' is not set", path,
+                            m->name ? m->name : "?", v);
+            free(d->api_key);
+            d->api_key = ibex_xstrdup(env);
+            continue;
+        }
         char **field = NULL;
         if (k && !strcmp(k, "provider"))
             field = &d->provider;
         else if (k && !strcmp(k, "model"))
             field = &d->model;
+        else if (k && !strcmp(k, "api_key"))
+            field = &d->api_key;
         if (field == NULL || v == NULL)
             return errf(err, errlen,
-                        "%s: model '%s': deployments take scalar provider, model and weight; "
-                        "got '%s'",
+                        "%s: model '%s': deployments take scalar provider, model, weight and "
+                        "api_key or api_key_env; got '%s'",
                         path, m->name ? m->name : "?", k ? k : "?");
         free(*field);
         *field = ibex_xstrdup(v);
@@ -499,7 +510,7 @@ static int yaml_model(struct ibex_config *cfg, yaml_document_t *doc, yaml_node_t
                   path, m->name ? m->name : "?");
     if (rc == 0 && m->ndeployments == 0) {
         m->deployments = ibex_xcalloc(1, sizeof(*m->deployments));
-        m->deployments[0] = (struct ibex_deployment_config){provider, model, 1};
+        m->deployments[0] = (struct ibex_deployment_config){provider, model, 1, NULL};
         m->ndeployments = 1;
         provider = model = NULL;
     }
@@ -910,6 +921,7 @@ void ibex_config_dispose(struct ibex_config *cfg)
         for (size_t k = 0; k < cfg->models[i].ndeployments; k++) {
             free(cfg->models[i].deployments[k].provider);
             free(cfg->models[i].deployments[k].model);
+            free(cfg->models[i].deployments[k].api_key);
         }
         free(cfg->models[i].deployments);
     }

@@ -41,6 +41,8 @@ struct ibex_deployment_config {
     char *provider;  /* provider name */
     char *model;     /* model name sent upstream */
     uint32_t weight; /* share of first attempts among healthy deployments; 0: fallback only */
+    char *api_key;   /* this deployment's own key (api_key or api_key_env), or NULL: the
+                        provider's; never logged */
 };
 
 /* The most deployments one alias may list. */

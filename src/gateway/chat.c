@@ -604,6 +604,20 @@ static void prepare_attempt(struct chat *c)
 static void call_upstream(struct chat *c, const struct ibex_provider *p);
 static void on_store_abort(struct ibex_req *req);
 
+/* Calls upstream with the key ibex was configured with: the deployment's own, else the
+ * provider's. */
+static void call_with_system_key(struct chat *c)
+{
+    const char *own = c->plan[c->at]->auth_header;
+    if (own == NULL) {
+        call_upstream(c, c->provider);
+        return;
+    }
+    c->view = *c->provider;
+    c->view.auth_header = (char *)own;
+    call_upstream(c, &c->view);
+}
+
 static void wipe_header(void *data)
 {
     char *h = data;
@@ -623,7 +637,7 @@ static void use_credential(struct chat *c, const struct ibex_credential_choice *
     ibex_secret_release(c->cred_secret);
     c->cred_secret = choice->secret ? ibex_secret_retain(choice->secret) : NULL;
     if (c->cred_secret == NULL) {
-        call_upstream(c, c->provider);
+        call_with_system_key(c);
         return;
     }
     /* the header line lives in the arena, wiped when it is freed */
@@ -716,7 +730,7 @@ static void send_turn(struct chat *c)
         find_credential(c);
         return;
     }
-    call_upstream(c, p);
+    call_with_system_key(c);
 }
 
 /* Calls the provider, authenticated as p says (p is c->view when the caller's credential

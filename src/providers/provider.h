@@ -81,8 +81,9 @@ struct ibex_deployment {
     const struct ibex_provider *provider;
     const char *model; /* the upstream model name; NULL: the client's, unchanged */
     uint32_t weight;
-    size_t index;                  /* metrics label index */
-    _Atomic uint32_t failures;     /* consecutive failed attempts */
+    char *auth_header;         /* the deployment's own key header line, or NULL: the provider's */
+    size_t index;              /* metrics label index */
+    _Atomic uint32_t failures; /* consecutive failed attempts */
     _Atomic int64_t open_until_ms; /* out of rotation until then (wall clock); 0 = in */
 };
 

@@ -39,6 +39,12 @@ static void aliases_init(struct ibex_providers *ps, const struct ibex_config *cf
             struct ibex_deployment *d = &a->d[k];
             d->provider = m ? by_name(ps, m->deployments[k].provider) : &ps->list[i - cfg->nmodels];
             d->model = m ? m->deployments[k].model : NULL;
+            if (m && m->deployments[k].api_key) {
+                struct ibex_buf b;
+                ibex_buf_init(&b);
+                ibex_buf_appendf(&b, "%s%s", d->provider->auth_prefix, m->deployments[k].api_key);
+                d->auth_header = ibex_buf_steal(&b, NULL);
+            }
             d->weight = m ? m->deployments[k].weight : 1;
             d->index = ps->ndeployments;
             ps->deployment_providers[d->index] = d->provider->cfg->name;
@@ -98,21 +104,29 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
     aliases_init(ps, cfg);
 }
 
+/* Frees a key header, wiped before the memory goes back to the allocator. */
+static void wipe_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
 void ibex_providers_dispose(struct ibex_providers *ps)
 {
-    for (size_t i = 0; i < ps->naliases; i++)
+    for (size_t i = 0; i < ps->naliases; i++) {
+        for (size_t k = 0; k < ps->aliases[i].n; k++)
+            wipe_free(ps->aliases[i].d[k].auth_header);
         free(ps->aliases[i].d);
+    }
     free(ps->aliases);
     free(ps->deployments);
     free(ps->deployment_providers);
     free(ps->deployment_models);
     for (size_t i = 0; i < ps->n; i++) {
         free(ps->list[i].chat_url);
-        if (ps->list[i].auth_header) {
-            /* wipe the key before the memory goes back to the allocator */
-            memset(ps->list[i].auth_header, 0, strlen(ps->list[i].auth_header));
-            free(ps->list[i].auth_header);
-        }
+        wipe_free(ps->list[i].auth_header);
     }
     free(ps->list);
     free(ps->names);

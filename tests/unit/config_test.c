@@ -351,6 +351,9 @@ static void test_invalid_yaml_names_the_problem(void **state)
                       "m");
     expect_yaml_error("models:\n  - name: m\n    deployments:\n      - {provider: ghost}\n",
                       "ghost", "m");
+    expect_yaml_error("models:\n  - name: m\n    deployments:\n"
+                      "      - {provider: mock, api_key_env: IBEX_TEST_UNSET_KEY_VAR}\n",
+                      "IBEX_TEST_UNSET_KEY_VAR", "m");
     expect_yaml_error(
         "models:\n  - name: m\n    deployments:\n      - {provider: mock, colour: x}\n", "colour",
         "m");

@@ -271,7 +271,7 @@ static const char deployments_yaml[] =
     "models:\n"
     "  - name: smart\n    deployments:\n"
     "      - {provider: a, model: big, weight: 3}\n"
-    "      - {provider: b, model: big-b, weight: 1}\n"
+    "      - {provider: b, model: big-b, weight: 1, api_key: dep-key}\n"
     "      - {provider: c, weight: 0}\n";
 
 static void test_plan_weights_and_fallback_order(void **state)
@@ -281,6 +281,8 @@ static void test_plan_weights_and_fallback_order(void **state)
     assert_non_null(a);
     assert_int_equal(a->n, 3);
     assert_string_equal(a->d[2].model, "smart"); /* no model: the alias's name */
+    assert_null(a->d[0].auth_header);            /* the provider's key */
+    assert_string_equal(a->d[1].auth_header, "Authorization: Bearer dep-key"); /* its own */
     struct ibex_deployment *plan[IBEX_ALIAS_MAX_DEPLOYMENTS];
     int64_t retry_ms = -1;
     size_t firsts[3] = {0};

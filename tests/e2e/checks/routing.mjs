@@ -26,7 +26,7 @@ async function routedIbex(ctx, name, { models, prices = [], settings = {}, provi
         `  - {name: dead, type: openai, base_url: "http://127.0.0.1:${dead}/v1", api_key: e2e-provider-key}`,
         ...providers.map((p) => `  - {name: ${p.name}, type: openai, base_url: "${p.url}/v1", api_key: e2e-provider-key}`),
         'models:',
-        ...models.map((m) => `  - {name: ${m.name}, deployments: [${m.deployments.map((d) => `{provider: ${d.provider}, model: ${d.model}, weight: ${d.weight ?? 1}}`).join(', ')}]}`),
+        ...models.map((m) => `  - {name: ${m.name}, deployments: [${m.deployments.map((d) => `{provider: ${d.provider}, model: ${d.model}, weight: ${d.weight ?? 1}${d.apiKey ? `, api_key: ${d.apiKey}` : ''}}`).join(', ')}]}`),
         ...(prices.length ? ['prices:', ...prices.map((p) => `  - {model: ${p.model}, input: ${p.input}, output: ${p.output}}`)] : []),
         '',
     ].join('\n');
@@ -237,7 +237,7 @@ export default [
     },
     {
         id: 'routing.cost',
-        title: 'the prices table turns usage into cost_usd on the trace and into ibex_cost_usd_total / ibex_tokens_total; a model without a price has cost_usd null',
+        title: 'the prices table turns usage into cost_usd on the trace and into ibex_cost_usd_total / ibex_tokens_total; a model without a price has cost_usd null; a deployment with its own api_key sends it',
         needs: ['raw', 'fakellm', 'process'],
         shared: false,
         timeoutMs: 30000,
@@ -246,9 +246,18 @@ export default [
                 models: [
                     { name: 'priced', deployments: [{ provider: 'live', model: 'm-priced' }] },
                     { name: 'free', deployments: [{ provider: 'live', model: 'm-unpriced' }] },
+                    { name: 'keyed', deployments: [{ provider: 'live', model: 'm-keyed', apiKey: 'e2e-deployment-key' }] },
                 ],
                 prices: [{ model: 'm-priced', input: 2.5, output: 10 }],
             });
+            // a deployment with a key of its own sends that key, not the provider's
+            const keyed = await admin.call('POST', '/v1/chat/completions', body('keyed', 'which key'));
+            assert.equal(keyed.status, 200, `keyed: ${keyed.describe()}`);
+            const up = (await ctx.fakellm.requests()).filter((r) => r.body?.model === 'm-keyed');
+            assert.equal(up.length, 1, `keyed: fakellm calls ${up.length}`);
+            const auth = Object.entries(up[0].headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
+            assert.equal(auth, 'Bearer e2e-deployment-key', `keyed: the upstream Authorization ${auth}`);
+
             const res = await admin.call('POST', '/v1/chat/completions', body('priced', 'what does this cost'));
             assert.equal(res.status, 200, `priced: ${res.describe()}`);
             const usage = res.json().usage;
@@ -261,7 +270,8 @@ export default [
             const cost = sumSamples(m, 'ibex_cost_usd_total', { provider: 'live' });
             assert.ok(Math.abs(cost - want) < 1e-9, `ibex_cost_usd_total ${cost}, expected ${want}`);
             const prompt = sumSamples(m, 'ibex_tokens_total', { provider: 'live', kind: 'prompt' });
-            assert.equal(prompt, usage.prompt_tokens + free.json().usage.prompt_tokens, `ibex_tokens_total prompt ${prompt}`);
+            const sent = usage.prompt_tokens + free.json().usage.prompt_tokens + keyed.json().usage.prompt_tokens;
+            assert.equal(prompt, sent, `ibex_tokens_total prompt ${prompt}, the three answers said ${sent}`);
             ctx.note(`cost of ${usage.prompt_tokens}+${usage.completion_tokens} tokens: $${t.cost_usd}`);
         },
     },
