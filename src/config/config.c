@@ -381,11 +381,14 @@ static int yaml_provider(struct ibex_config *cfg, yaml_document_t *doc, yaml_nod
                 p->type = IBEX_PROVIDER_ANTHROPIC;
             else if (!strcmp(v, "gemini"))
                 p->type = IBEX_PROVIDER_GEMINI;
+            else if (!strcmp(v, "azure"))
+                p->type = IBEX_PROVIDER_AZURE;
             else if (!strcmp(v, "mock"))
                 p->type = IBEX_PROVIDER_MOCK;
             else {
                 rc = errf(err, errlen,
-                          "%s: provider type '%s' is not one of openai, anthropic, gemini, mock",
+                          "%s: provider type '%s' is not one of openai, azure, anthropic, gemini, "
+                          "mock",
                           path, v);
                 break;
             }
@@ -395,6 +398,9 @@ static int yaml_provider(struct ibex_config *cfg, yaml_document_t *doc, yaml_nod
         } else if (!strcmp(k, "api_key")) {
             free(p->api_key);
             p->api_key = ibex_xstrdup(v);
+        } else if (!strcmp(k, "api_version")) {
+            free(p->api_version);
+            p->api_version = ibex_xstrdup(v);
         } else if (!strcmp(k, "api_key_env")) {
             free(key_env);
             key_env = ibex_xstrdup(v);
@@ -817,6 +823,14 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
         for (size_t j = 0; j < i; j++)
             if (!strcmp(cfg->providers[j].name, p->name))
                 return errf(err, errlen, "provider '%s' is defined twice", p->name);
+        if (p->type == IBEX_PROVIDER_AZURE && p->api_version == NULL)
+            p->api_version = ibex_xstrdup("2024-10-21");
+        if (p->api_version && (p->api_version[0] == '\0' ||
+                               strspn(p->api_version, "0123456789abcdefghijklmnopqrstuvwxyz-.") !=
+                                   strlen(p->api_version)))
+            return errf(err, errlen,
+                        "provider '%s': api_version must be like 2024-10-21 or 2025-01-01-preview",
+                        p->name);
         if (p->base_url == NULL && default_base_url(p->type))
             p->base_url = ibex_xstrdup(default_base_url(p->type));
         if (p->type != IBEX_PROVIDER_MOCK) {
@@ -914,6 +928,7 @@ void ibex_config_dispose(struct ibex_config *cfg)
         free(cfg->providers[i].name);
         free(cfg->providers[i].base_url);
         free(cfg->providers[i].api_key);
+        free(cfg->providers[i].api_version);
     }
     free(cfg->providers);
     for (size_t i = 0; i < cfg->nmodels; i++) {

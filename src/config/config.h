@@ -18,6 +18,7 @@ enum ibex_provider_type {
     IBEX_PROVIDER_MOCK = 2,
     IBEX_PROVIDER_ANTHROPIC = 3,
     IBEX_PROVIDER_GEMINI = 4,
+    IBEX_PROVIDER_AZURE = 5,
 };
 
 struct ibex_upstream_timeouts {
@@ -31,8 +32,9 @@ struct ibex_upstream_timeouts {
 struct ibex_provider_config {
     char *name;
     enum ibex_provider_type type;
-    char *base_url; /* without a trailing slash */
-    char *api_key;  /* resolved from api_key or api_key_env; never logged */
+    char *base_url;    /* without a trailing slash */
+    char *api_key;     /* resolved from api_key or api_key_env; never logged */
+    char *api_version; /* azure: the api-version query parameter */
     struct ibex_upstream_timeouts timeouts;
 };
 

@@ -111,6 +111,7 @@ struct ibex_providers {
 };
 
 extern const struct ibex_provider_ops ibex_provider_openai;
+extern const struct ibex_provider_ops ibex_provider_azure;
 extern const struct ibex_provider_ops ibex_provider_gemini;
 extern const struct ibex_provider_ops ibex_provider_anthropic;
 extern const struct ibex_provider_ops ibex_provider_mock;

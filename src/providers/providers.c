@@ -78,6 +78,11 @@ void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cf
             path = "/v1/messages";
             auth = "x-api-key: ";
             break;
+        case IBEX_PROVIDER_AZURE: /* builds its URL per request (the deployment is in the path) */
+            p->ops = &ibex_provider_azure;
+            path = "";
+            auth = "api-key: ";
+            break;
         case IBEX_PROVIDER_GEMINI: /* builds its URL per request (the model is in the path) */
             p->ops = &ibex_provider_gemini;
             path = "";

@@ -338,6 +338,9 @@ static void test_invalid_yaml_names_the_problem(void **state)
         "providers:\n  - name: twin\n    type: mock\n  - name: twin\n    type: mock\n", "twin",
         NULL);
     expect_yaml_error("providers: none\n", "providers", NULL);
+    expect_yaml_error("providers:\n  - name: az\n    type: azure\n    base_url: https://h\n"
+                      "    api_version: \"2024&x=1\"\n",
+                      "api_version", "az");
     expect_yaml_error("models:\n  - name: m\n    provider: mock\n    deployments:\n"
                       "      - {provider: mock}\n",
                       "not both", "m");

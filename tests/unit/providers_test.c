@@ -274,6 +274,41 @@ static const char deployments_yaml[] =
     "      - {provider: b, model: big-b, weight: 1, api_key: dep-key}\n"
     "      - {provider: c, weight: 0}\n";
 
+/* Azure OpenAI: the deployment (the model) in the path with the api-version, the key in
+ * api-key; a model that is not a deployment name is a 400 before anything is sent. */
+static void test_azure_build_request(void **state)
+{
+    struct fx *f = fx_new("providers:\n  - name: az\n    type: azure\n"
+                          "    base_url: https://res.openai.azure.com/\n    api_key: az-key\n",
+                          0, NULL);
+    const struct ibex_provider *p = by_name(&f->ps, "az");
+    assert_ptr_equal(p->ops, &ibex_provider_azure);
+    assert_string_equal(p->cfg->api_version, "2024-10-21");
+    struct ibex_arena *arena = ibex_arena_new(1024);
+    struct ibex_chat_request chat;
+    struct ibex_chat_error e;
+    ibex_chat_error_init(&e);
+    const char *body =
+        "{\"model\":\"gpt-4o-prod\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_int_equal(ibex_chat_request_parse(&chat, body, strlen(body), &e), 0);
+    struct ibex_upstream_request out;
+    assert_int_equal(p->ops->build_request(p, &chat, body, strlen(body), NULL, arena, &out, &e), 0);
+    assert_string_equal(out.url, "https://res.openai.azure.com/openai/deployments/gpt-4o-prod/"
+                                 "chat/completions?api-version=2024-10-21");
+    assert_true(has_header(out.headers, "api-key: az-key"));
+    ibex_chat_request_dispose(&chat);
+    const char *bad =
+        "{\"model\":\"../admin?x=1\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_int_equal(ibex_chat_request_parse(&chat, bad, strlen(bad), &e), 0);
+    assert_int_equal(p->ops->build_request(p, &chat, bad, strlen(bad), NULL, arena, &out, &e), -1);
+    assert_string_equal(e.code, "VALIDATION_ERROR");
+    assert_string_equal(e.param, "model");
+    ibex_chat_request_dispose(&chat);
+    ibex_chat_error_dispose(&e);
+    ibex_arena_free(arena);
+    fx_free(f);
+}
+
 static void test_plan_weights_and_fallback_order(void **state)
 {
     struct fx *f = fx_new(deployments_yaml, 0, NULL);
@@ -556,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_route_mock_disabled),
         cmocka_unit_test(test_route_alias_named_mock_wins),
         cmocka_unit_test(test_openai_build_request),
+        cmocka_unit_test(test_azure_build_request),
         cmocka_unit_test(test_plan_weights_and_fallback_order),
         cmocka_unit_test(test_breaker_opens_and_closes),
         cmocka_unit_test(test_mock_answer_plain),

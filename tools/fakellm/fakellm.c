@@ -57,6 +57,9 @@ static const char usage_text[] =
     "                               (else 401) and a JSON body with model (string) and messages\n"
     "                               (array) (else 400). \"stream\":true answers with SSE;\n"
     "                               stream_options.include_usage adds a usage chunk.\n"
+    "  POST   /openai/deployments/{name}/chat/completions?api-version=V\n"
+    "                               Azure OpenAI: the OpenAI format; needs api-key (else 401)\n"
+    "                               and api-version (else 404)\n"
     "  POST   /v1/messages          Anthropic Messages; needs x-api-key (else 401\n"
     "                               authentication_error), anthropic-version (else 400) and a\n"
     "                               body with model, max_tokens (integer) and messages (else 400\n"
@@ -164,6 +167,16 @@ static bool route(const struct ibex_req *req, const char *method, const char *pa
     return ibex_str_eq_cstr(req->method, method) && ibex_str_eq_cstr(req->path, path);
 }
 
+/* POST /openai/deployments/{name}/chat/completions */
+static bool azure_route(const struct ibex_req *req)
+{
+    static const char tail[] = "/chat/completions";
+    size_t n = sizeof(tail) - 1;
+    return ibex_str_eq_cstr(req->method, "POST") &&
+           ibex_str_has_prefix(req->path, "/openai/deployments/") && req->path.len > 20 + n &&
+           memcmp(req->path.p + req->path.len - n, tail, n) == 0;
+}
+
 static void handle(struct ibex_req *req, void *data)
 {
     json_object *body = NULL;
@@ -178,6 +191,8 @@ static void handle(struct ibex_req *req, void *data)
 
     if (route(req, "POST", "/v1/chat/completions")) {
         fakellm_gen_start(req, &fakellm_openai, body);
+    } else if (azure_route(req)) {
+        fakellm_gen_start(req, &fakellm_azure, body);
     } else if (route(req, "POST", "/v1/messages")) {
         fakellm_gen_start(req, &fakellm_anthropic, body);
     } else if (fakellm_gemini_route(req)) {

@@ -122,6 +122,7 @@ struct fakellm_format {
 };
 
 extern const struct fakellm_format fakellm_openai;
+extern const struct fakellm_format fakellm_azure;
 extern const struct fakellm_format fakellm_anthropic;
 extern const struct fakellm_format fakellm_gemini;
 

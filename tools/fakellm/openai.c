@@ -22,6 +22,30 @@ static int authenticate(const struct ibex_req *req, struct fakellm_error *err)
     return -1;
 }
 
+/* Azure OpenAI: the key in api-key, and an api-version in the query. */
+static int azure_authenticate(const struct ibex_req *req, struct fakellm_error *err)
+{
+    if (ibex_str_trim(ibex_req_header(req, "api-key")).len == 0) {
+        *err = (struct fakellm_error){
+            .status = 401,
+            .code = "401",
+            .message = "Access denied due to missing subscription key.",
+        };
+        return -1;
+    }
+    static const char version[] = "api-version=";
+    if (req->query.len < sizeof(version) ||
+        memmem(req->query.p, req->query.len, version, sizeof(version) - 1) == NULL) {
+        *err = (struct fakellm_error){
+            .status = 404,
+            .code = "404",
+            .message = "Resource not found: no api-version.",
+        };
+        return -1;
+    }
+    return 0;
+}
+
 static int parse(const struct ibex_req *req, json_object *body, struct fakellm_gen *g,
                  struct fakellm_error *err)
 {
@@ -201,6 +225,21 @@ const struct fakellm_format fakellm_openai = {
     .retry_statuses = {429, 503},
     .tool_pieces = 2,
     .authenticate = authenticate,
+    .parse = parse,
+    .declares_tool = declares_tool,
+    .error_body = error_body,
+    .response = response,
+    .stream_head = stream_head,
+    .stream_chunk = stream_chunk,
+    .stream_tail = stream_tail,
+};
+
+/* Azure OpenAI speaks the same format under /openai/deployments/{name}/chat/completions. */
+const struct fakellm_format fakellm_azure = {
+    .name = "azure",
+    .retry_statuses = {429, 503},
+    .tool_pieces = 2,
+    .authenticate = azure_authenticate,
     .parse = parse,
     .declares_tool = declares_tool,
     .error_body = error_body,

@@ -32,10 +32,10 @@ async function lastUpstream(ctx, pathPart) {
     return log[log.length - 1];
 }
 
-function providerCheck({ type, model, pathPart, authHeader, sysField }) {
+function providerCheck({ type, model, pathPart, authHeader, sysField, translates = true }) {
     return {
         id: `providers.${type}`,
-        title: `${type} through fakellm with the openai SDK: answer, stream, tool call, usage, the translated request upstream, a field ${type} cannot take`,
+        title: `${type} through fakellm with the openai SDK: answer, stream, tool call, usage, the request upstream (path, key header, system message)${translates ? `, a field ${type} cannot take` : ''}`,
         needs: ['sdk', 'fakellm', 'process'],
         shared: false,
         timeoutMs: 40000,
@@ -90,6 +90,7 @@ function providerCheck({ type, model, pathPart, authHeader, sysField }) {
             assert.equal(name, 'lookup', 'streamed tool call name');
             assert.deepEqual(JSON.parse(args), JSON.parse(TOOL_ARGS), `streamed tool call arguments ${args}`);
 
+            if (!translates) return; // the OpenAI format itself: every field goes through
             const before = (await ctx.fakellm.requests()).length;
             let err = null;
             try {
@@ -136,6 +137,7 @@ function realProviderCheck({ type, env, model }) {
 }
 
 export default [
+    providerCheck({ type: 'azure', model: 'azure-e2e', pathPart: '/openai/deployments/', authHeader: 'api-key', sysField: 'messages', translates: false }),
     providerCheck({ type: 'anthropic', model: 'claude-e2e', pathPart: '/v1/messages', authHeader: 'x-api-key', sysField: 'system' }),
     providerCheck({ type: 'gemini', model: 'gemini-e2e', pathPart: ':generateContent', authHeader: 'x-goog-api-key', sysField: 'systemInstruction' }),
     realProviderCheck({ type: 'openai', env: 'OPENAI_API_KEY', model: 'gpt-4o-mini' }),
