@@ -90,7 +90,8 @@ static const struct setting settings[] = {
     {"mock", K_BOOL, "true", 0, 0, OFF(mock),
      "serve model \"mock\" from the built-in deterministic mock provider"},
     {"default_provider", K_STRING, "", 0, 0, OFF(default_provider),
-     "provider for model names no alias claims; empty = \"openai\" when it is configured"},
+     "provider for model names no alias claims; empty = the first of \"openai\", \"anthropic\", "
+     "\"gemini\" that is configured"},
     {"store_url", K_STRING, "sqlite://./ibex.db", 0, 0, OFF(store_url),
      "database: sqlite://PATH (one embedded file), sqlite:///ABS/PATH, or "
      "postgres://USER:PASS@HOST:PORT/DB"},
@@ -866,10 +867,12 @@ static int finish_providers(struct ibex_config *cfg, char *err, size_t errlen)
             return errf(err, errlen, "model '%s': at least one deployment needs a weight above 0",
                         m->name);
     }
-    if (cfg->default_provider[0] == '\0' && ibex_config_provider(cfg, "openai")) {
-        free(cfg->default_provider);
-        cfg->default_provider = ibex_xstrdup("openai");
-    }
+    /* unset: the first of the well-known providers that is configured */
+    for (size_t i = 0; i < sizeof(from_env) / sizeof(from_env[0]); i++)
+        if (cfg->default_provider[0] == '\0' && ibex_config_provider(cfg, from_env[i].name)) {
+            free(cfg->default_provider);
+            cfg->default_provider = ibex_xstrdup(from_env[i].name);
+        }
     if (cfg->default_provider[0] && !ibex_config_provider(cfg, cfg->default_provider))
         return errf(err, errlen, "setting 'default_provider': unknown provider '%s'",
                     cfg->default_provider);

@@ -18,6 +18,8 @@ static void clear_env(void)
 {
     tu_unsetenv_prefix("IBEX_");
     tu_unsetenv_prefix("OPENAI_");
+    tu_unsetenv_prefix("ANTHROPIC_");
+    tu_unsetenv_prefix("GEMINI_");
     tu_unsetenv_prefix("TEST_KEY_");
 }
 
@@ -415,6 +417,30 @@ static void test_openai_env_creates_default_provider(void **state)
     ibex_config_dispose(&cfg);
 }
 
+/* ANTHROPIC_API_KEY and GEMINI_API_KEY add those providers with their public endpoints; without
+ * OpenAI the first of them becomes the default. */
+static void test_anthropic_gemini_env_providers(void **state)
+{
+    setenv("ANTHROPIC_API_KEY", "sk-ant-test", 1);
+    setenv("GEMINI_API_KEY", "g-test", 1);
+    struct ibex_config cfg;
+    char err[256];
+    assert_int_equal(load(&cfg, err, sizeof(err), 0, NULL), 0);
+    const struct ibex_provider_config *a = ibex_config_provider(&cfg, "anthropic");
+    const struct ibex_provider_config *g = ibex_config_provider(&cfg, "gemini");
+    assert_non_null(a);
+    assert_non_null(g);
+    assert_int_equal(a->type, IBEX_PROVIDER_ANTHROPIC);
+    assert_string_equal(a->base_url, "https://api.anthropic.com");
+    assert_string_equal(g->base_url, "https://generativelanguage.googleapis.com");
+    assert_string_equal(cfg.default_provider, "anthropic");
+    ibex_config_dispose(&cfg);
+    unsetenv("ANTHROPIC_API_KEY"); /* the next case's set-up clears the rest */
+    assert_int_equal(load(&cfg, err, sizeof(err), 0, NULL), 0);
+    assert_string_equal(cfg.default_provider, "gemini");
+    ibex_config_dispose(&cfg);
+}
+
 static void test_openai_env_empty_key_is_ignored(void **state)
 {
     setenv("OPENAI_API_KEY", "", 1);
@@ -595,6 +621,7 @@ int main(void)
         T(test_invalid_yaml_names_the_problem),
         T(test_missing_config_file),
         T(test_openai_env_creates_default_provider),
+        T(test_anthropic_gemini_env_providers),
         T(test_openai_env_empty_key_is_ignored),
         T(test_openai_env_does_not_replace_yaml_provider),
         T(test_mock_false_removes_mock),

@@ -36,7 +36,7 @@ export function isExecutable(p) {
 export function cleanEnv(extra = {}) {
     const env = {};
     for (const [k, v] of Object.entries(process.env)) {
-        if (k.startsWith('IBEX_') || k.startsWith('OPENAI_')) continue;
+        if (k.startsWith('IBEX_') || k.startsWith('OPENAI_') || k.startsWith('ANTHROPIC_') || k.startsWith('GEMINI_')) continue;
         env[k] = v;
     }
     for (const [k, v] of Object.entries(extra)) if (v !== undefined && v !== null) env[k] = String(v);
