@@ -32,7 +32,7 @@ export function isExecutable(p) {
     }
 }
 
-// process.env without IBEX_* and OPENAI_*, plus extra.
+// process.env without IBEX_*, OPENAI_*, ANTHROPIC_* and GEMINI_* (no key leaks in), plus extra.
 export function cleanEnv(extra = {}) {
     const env = {};
     for (const [k, v] of Object.entries(process.env)) {
