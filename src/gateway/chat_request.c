@@ -57,20 +57,25 @@ void ibex_chat_error_dispose(struct ibex_chat_error *e)
     ibex_buf_dispose(&e->field_errors);
 }
 
-static void field_error(struct ibex_chat_error *e, const char *field, const char *message)
+int ibex_chat_error_add(struct ibex_chat_error *e, const char *field, const char *message)
 {
+    if (e == NULL)
+        return -1;
+    e->code = "VALIDATION_ERROR";
     if (e->field_errors.len == 0) {
         ibex_buf_append_cstr(&e->field_errors, "[");
         snprintf(e->param, sizeof(e->param), "%s", field);
         snprintf(e->message, sizeof(e->message), "%s: %s", field, message);
     } else {
+        e->field_errors.p[--e->field_errors.len] = '\0'; /* the array's ']' */
         ibex_buf_append_cstr(&e->field_errors, ",");
     }
     ibex_buf_append_cstr(&e->field_errors, "{\"field\":");
     ibex_buf_append_json_str(&e->field_errors, field, strlen(field));
     ibex_buf_append_cstr(&e->field_errors, ",\"message\":");
     ibex_buf_append_json_str(&e->field_errors, message, strlen(message));
-    ibex_buf_append_cstr(&e->field_errors, "}");
+    ibex_buf_append_cstr(&e->field_errors, "}]");
+    return -1;
 }
 
 static bool is_number(json_object *o)
@@ -82,11 +87,11 @@ static void check_messages(json_object *msgs, struct ibex_chat_error *e, size_t 
 {
     *count = 0;
     if (msgs == NULL) {
-        field_error(e, "messages", "is required");
+        ibex_chat_error_add(e, "messages", "is required");
         return;
     }
     if (!json_object_is_type(msgs, json_type_array) || json_object_array_length(msgs) == 0) {
-        field_error(e, "messages", "must be a non-empty array");
+        ibex_chat_error_add(e, "messages", "must be a non-empty array");
         return;
     }
     size_t n = json_object_array_length(msgs);
@@ -96,28 +101,28 @@ static void check_messages(json_object *msgs, struct ibex_chat_error *e, size_t 
         json_object *m = json_object_array_get_idx(msgs, i);
         if (!json_object_is_type(m, json_type_object)) {
             snprintf(field, sizeof(field), "messages[%zu]", i);
-            field_error(e, field, "must be an object");
+            ibex_chat_error_add(e, field, "must be an object");
             continue;
         }
         json_object *role = NULL, *content = NULL;
         json_object_object_get_ex(m, "role", &role);
         snprintf(field, sizeof(field), "messages[%zu].role", i);
         if (!json_object_is_type(role, json_type_string)) {
-            field_error(e, field, "is required and must be a string");
+            ibex_chat_error_add(e, field, "is required and must be a string");
         } else {
             const char *r = json_object_get_string(role);
             bool known = false;
             for (size_t k = 0; k < sizeof(roles) / sizeof(roles[0]); k++)
                 known |= strcmp(r, roles[k]) == 0;
             if (!known)
-                field_error(e, field,
-                            "must be one of system, developer, user, assistant, tool, function");
+                ibex_chat_error_add(
+                    e, field, "must be one of system, developer, user, assistant, tool, function");
         }
         if (json_object_object_get_ex(m, "content", &content) && content != NULL &&
             !json_object_is_type(content, json_type_string) &&
             !json_object_is_type(content, json_type_array)) {
             snprintf(field, sizeof(field), "messages[%zu].content", i);
-            field_error(e, field, "must be a string, an array of content parts, or null");
+            ibex_chat_error_add(e, field, "must be a string, an array of content parts, or null");
         }
     }
 }
@@ -179,16 +184,13 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
     }
     if (!json_object_is_type(root, json_type_object)) {
         json_object_put(root);
-        e->code = "VALIDATION_ERROR";
-        field_error(e, "(body)", "must be a JSON object");
-        ibex_buf_append_cstr(&e->field_errors, "]");
-        return -1;
+        return ibex_chat_error_add(e, "(body)", "must be a JSON object");
     }
 
     json_object *v = NULL;
     if (!json_object_object_get_ex(root, "model", &v) ||
         !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0)
-        field_error(e, "model", "is required and must be a non-empty string");
+        ibex_chat_error_add(e, "model", "is required and must be a non-empty string");
     else {
         chat->model = json_object_get_string(v);
         chat->model_len = (size_t)json_object_get_string_len(v);
@@ -199,17 +201,17 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
 
     if (json_object_object_get_ex(root, "stream", &v) && v != NULL) {
         if (!json_object_is_type(v, json_type_boolean))
-            field_error(e, "stream", "must be a boolean");
+            ibex_chat_error_add(e, "stream", "must be a boolean");
         else
             chat->stream = json_object_get_boolean(v);
     }
     if (json_object_object_get_ex(root, "stream_options", &v) && v != NULL) {
         json_object *iu = NULL;
         if (!json_object_is_type(v, json_type_object))
-            field_error(e, "stream_options", "must be an object");
+            ibex_chat_error_add(e, "stream_options", "must be an object");
         else if (json_object_object_get_ex(v, "include_usage", &iu) && iu != NULL) {
             if (!json_object_is_type(iu, json_type_boolean))
-                field_error(e, "stream_options.include_usage", "must be a boolean");
+                ibex_chat_error_add(e, "stream_options.include_usage", "must be a boolean");
             else
                 chat->include_usage = json_object_get_boolean(iu);
         }
@@ -219,11 +221,9 @@ int ibex_chat_request_parse(struct ibex_chat_request *chat, const char *body, si
                                           "frequency_penalty",     "seed"};
     for (size_t i = 0; i < sizeof(numeric) / sizeof(numeric[0]); i++)
         if (json_object_object_get_ex(root, numeric[i], &v) && v != NULL && !is_number(v))
-            field_error(e, numeric[i], "must be a number");
+            ibex_chat_error_add(e, numeric[i], "must be a number");
 
     if (e->field_errors.len) {
-        ibex_buf_append_cstr(&e->field_errors, "]");
-        e->code = "VALIDATION_ERROR";
         json_object_put(root);
         memset(chat, 0, sizeof(*chat));
         return -1;

@@ -30,6 +30,12 @@ struct ibex_chat_error {
 
 void ibex_chat_error_init(struct ibex_chat_error *e);
 void ibex_chat_error_dispose(struct ibex_chat_error *e);
+/* Records that field is invalid (message says why, without the field's name): code becomes
+ * VALIDATION_ERROR and {"field","message"} joins field_errors, which stays a complete JSON
+ * array; the first error also sets param and message ("<field>: <message>", both cut to fit).
+ * The chat validator records every error of a body; a provider's build_request records one.
+ * Returns -1, so a provider can return it; with e NULL it only returns -1. */
+int ibex_chat_error_add(struct ibex_chat_error *e, const char *field, const char *message);
 
 /* Parses a request body as one JSON value (strict: UTF-8 checked, no control bytes, nothing
  * after the value but whitespace, nesting bounded). Returns 0 with *out (NULL for a JSON null;

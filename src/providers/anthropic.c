@@ -5,15 +5,16 @@
  * Invariants:
  * - Nothing that changes the answer is dropped: a field with no Anthropic equivalent is a 400
  *   (VALIDATION_ERROR naming the field), and so is a field this file does not know.
- * - Output JSON is written with ibex_buf_append*; client and provider values go through
- *   ibex_buf_append_json_str or json-c's serialiser, or are copied as they were escaped once
- *   plain_json_text has checked them (stream deltas), so every body and chunk is valid JSON.
+ * - Output JSON is written with ibex_buf_append*, the OpenAI framing of answers and chunks with
+ *   openai_out.h; client and provider values go through ibex_buf_append_json_str or json-c's
+ *   serialiser, or are copied as they were escaped once plain_json_text has checked them
+ *   (stream deltas), so every body and chunk is valid JSON.
+ * - A refused request gets one error, recorded with ibex_chat_error_add like the validator's.
  * - A stream decoder holds its SSE line buffer (bounded by line_max), the chunk prefix (id and
  *   model, capped) and a fixed table of open content blocks: memory does not grow with the
  *   answer. Its output does not depend on how the provider's bytes are split. */
 #include "provider.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 
 #include "../core/sse.h"
+#include "openai_out.h"
 
 /* Anthropic requires max_tokens; OpenAI makes it optional. This is what a request without
  * max_tokens or max_completion_tokens asks for (docs/providers.md). */
@@ -89,6 +91,22 @@ static void append_str(struct ibex_buf *out, json_object *s)
     ibex_buf_append_json_str(out, json_object_get_string(s), (size_t)json_object_get_string_len(s));
 }
 
+/* v's text, cut to max bytes; dflt (cut the same) when v is not a string. */
+static struct ibex_str text_or(json_object *v, struct ibex_str dflt, size_t max)
+{
+    struct ibex_str s = dflt;
+    if (json_object_is_type(v, json_type_string))
+        s = (struct ibex_str){json_object_get_string(v), (size_t)json_object_get_string_len(v)};
+    if (s.len > max)
+        s.len = max;
+    return s;
+}
+
+static struct ibex_str chat_model(const struct ibex_chat_request *chat)
+{
+    return (struct ibex_str){chat->model, chat->model_len};
+}
+
 /* OpenAI's finish_reason for Anthropic's stop_reason. pause_turn only follows server tools,
  * which a translated request never enables: the turn is over as far as the client knows. */
 static const char *finish_reason(const char *stop)
@@ -126,31 +144,10 @@ struct req {
     size_t nmsgs;   /* messages written */
 };
 
-static int reject(struct req *r, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Fills the error the way chat_request.c does: code, "field: message", param and a one-entry
- * field_errors array. */
-static int reject(struct req *r, const char *field, const char *fmt, ...)
+/* The request's one error, recorded the way the chat validator records its own. */
+static int reject(struct req *r, const char *field, const char *msg)
 {
-    struct ibex_chat_error *e = r->e;
-    if (e == NULL)
-        return -1;
-    char msg[128];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    e->code = "VALIDATION_ERROR";
-    snprintf(e->param, sizeof(e->param), "%s", field);
-    snprintf(e->message, sizeof(e->message), "%s: %s", field, msg);
-    ibex_buf_reset(&e->field_errors);
-    ibex_buf_append_cstr(&e->field_errors, "[{\"field\":");
-    ibex_buf_append_json_str(&e->field_errors, field, strlen(field));
-    ibex_buf_append_cstr(&e->field_errors, ",\"message\":");
-    ibex_buf_append_json_str(&e->field_errors, msg, strlen(msg));
-    ibex_buf_append_cstr(&e->field_errors, "}]");
-    return -1;
+    return ibex_chat_error_add(r->e, field, msg);
 }
 
 static int unsupported(struct req *r, const char *field)
@@ -283,8 +280,9 @@ static int content_blocks(struct req *r, enum role role, json_object *content, s
         if (is_str(type, "text") || (role == ROLE_ASSISTANT && is_str(type, "refusal"))) {
             json_object *text = get(part, is_str(type, "text") ? "text" : "refusal");
             if (!json_object_is_type(text, json_type_string))
-                return reject(r, field, "must have a string %s",
-                              is_str(type, "text") ? "text" : "refusal");
+                return reject(r, field,
+                              is_str(type, "text") ? "must have a string text"
+                                                   : "must have a string refusal");
             text_block(r, role, text);
         } else if (role == ROLE_USER && is_str(type, "image_url")) {
             if (image_block(r, part, field) != 0)
@@ -749,11 +747,14 @@ static int check_fields(struct req *r, json_object *root)
                           "cannot translate");
         if (fields[k].use == F_REJECT)
             return unsupported(r, field);
-        if (fields[k].use == F_IF_NEUTRAL && !neutral(key, val))
-            return reject(r, field,
-                          "not supported by the anthropic provider (Anthropic has no "
-                          "equivalent): omit it or send %s",
-                          fields[k].neutral);
+        if (fields[k].use == F_IF_NEUTRAL && !neutral(key, val)) {
+            char msg[128];
+            snprintf(msg, sizeof(msg),
+                     "not supported by the anthropic provider (Anthropic has no equivalent): "
+                     "omit it or send %s",
+                     fields[k].neutral);
+            return reject(r, field, msg);
+        }
     }
     return 0;
 }
@@ -852,30 +853,11 @@ static int build_request(const struct ibex_provider *p, const struct ibex_chat_r
         ibex_buf_dispose(&b);
         return -1;
     }
-    size_t len;
-    char *text = ibex_buf_steal(&b, &len);
-    ibex_arena_on_free(arena, free, text);
-
-    size_t nextra = 0;
-    while (extra_headers && extra_headers[nextra])
-        nextra++;
-    const char **h = ibex_arena_alloc(arena, (nextra + 5) * sizeof(*h));
-    size_t n = 0;
-    if (p->auth_header)
-        h[n++] = p->auth_header;
-    h[n++] = API_VERSION_HEADER;
-    h[n++] = "Content-Type: application/json";
-    h[n++] = chat->stream ? "Accept: text/event-stream" : "Accept: application/json";
-    for (size_t i = 0; i < nextra; i++)
-        h[n++] = extra_headers[i];
-    h[n] = NULL;
-    out->url = p->chat_url;
-    out->headers = h;
-    out->body = text;
-    out->body_len = len;
-    out->timeouts = p->cfg->timeouts;
-    out->streaming = chat->stream;
-    out->connect_only = false;
+    struct ibex_str text;
+    text.p = ibex_buf_steal(&b, &text.len);
+    ibex_arena_on_free(arena, free, (char *)text.p);
+    ibex_provider_fill_request(p, chat, p->chat_url, text, API_VERSION_HEADER, extra_headers, arena,
+                               out);
     return 0;
 }
 
@@ -907,25 +889,20 @@ static int64_t prompt_tokens(const struct usage *u)
            (u->cache_creation > 0 ? u->cache_creation : 0);
 }
 
-static void append_usage(struct ibex_buf *out, const struct usage *u)
+/* The usage object's counts: 0 for what Anthropic did not report; cached_tokens when it
+ * reported cache reads, even 0. */
+static struct ibex_openai_usage openai_usage(const struct usage *u)
 {
     int64_t pt = prompt_tokens(u), ct = u->output;
     if (pt < 0)
         pt = 0;
     if (ct < 0)
         ct = 0;
-    ibex_buf_append_cstr(out, "\"usage\":{\"prompt_tokens\":");
-    ibex_buf_append_u64(out, (uint64_t)pt);
-    ibex_buf_append_cstr(out, ",\"completion_tokens\":");
-    ibex_buf_append_u64(out, (uint64_t)ct);
-    ibex_buf_append_cstr(out, ",\"total_tokens\":");
-    ibex_buf_append_u64(out, (uint64_t)(pt + ct));
-    if (u->cache_read >= 0) {
-        ibex_buf_append_cstr(out, ",\"prompt_tokens_details\":{\"cached_tokens\":");
-        ibex_buf_append_u64(out, (uint64_t)u->cache_read);
-        ibex_buf_append_cstr(out, "}");
-    }
-    ibex_buf_append_cstr(out, "}");
+    return (struct ibex_openai_usage){.prompt_tokens = pt,
+                                      .completion_tokens = ct,
+                                      .total_tokens = pt + ct,
+                                      .cached_tokens = u->cache_read,
+                                      .reasoning_tokens = -1};
 }
 
 /* The text of the answer's text blocks, joined, as a JSON string; null when there is none. */
@@ -1008,31 +985,19 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
         json_object_put(root);
         return -1;
     }
-    json_object *id = get(root, "id"), *model = get(root, "model"), *usage = get(root, "usage");
-    ibex_buf_append_cstr(out, "{\"id\":");
-    if (json_object_is_type(id, json_type_string))
-        append_str(out, id);
-    else
-        ibex_buf_append_cstr(out, "\"msg\"");
-    ibex_buf_append_cstr(out, ",\"object\":\"chat.completion\",\"created\":");
-    ibex_buf_append_u64(out, (uint64_t)time(NULL));
-    ibex_buf_append_cstr(out, ",\"model\":");
-    if (json_object_is_type(model, json_type_string))
-        append_str(out, model);
-    else
-        ibex_buf_append_json_str(out, chat->model, chat->model_len);
-    ibex_buf_append_cstr(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                              "\"content\":");
+    ibex_openai_out_head(out, text_or(get(root, "id"), IBEX_STR_LIT("msg"), SIZE_MAX),
+                         "chat.completion", (int64_t)time(NULL),
+                         text_or(get(root, "model"), chat_model(chat), SIZE_MAX));
+    ibex_openai_out_message_begin(out);
     append_content(out, content);
     append_tool_calls(out, content);
-    ibex_buf_append_cstr(out, "},\"logprobs\":null,\"finish_reason\":\"");
-    ibex_buf_append_cstr(out, finish_reason(get_str(root, "stop_reason", NULL)));
-    ibex_buf_append_cstr(out, "\"}]");
+    ibex_openai_out_choice_end(out, NULL, finish_reason(get_str(root, "stop_reason", NULL)));
     struct usage u = {-1, -1, -1, -1};
-    take_usage(&u, usage);
+    take_usage(&u, get(root, "usage"));
     if (u.input >= 0 || u.output >= 0) {
+        struct ibex_openai_usage ou = openai_usage(&u);
         ibex_buf_append_cstr(out, ",");
-        append_usage(out, &u);
+        ibex_openai_out_usage(out, &ou);
     }
     ibex_buf_append_cstr(out, "}");
     json_object_put(root);
@@ -1053,7 +1018,7 @@ struct open_block {
 struct anth_stream {
     struct ibex_provider_stream h; /* first: what the gateway reads */
     struct ibex_sse sse;
-    struct ibex_buf head; /* {"id":..,"object":..,"created":..,"model":.. of every chunk */
+    struct ibex_buf prefix; /* of every chunk (openai_out.h), once message_start came */
     const struct ibex_chat_request *chat;
     struct ibex_buf *out; /* during a feed */
     int64_t created;
@@ -1068,7 +1033,7 @@ static void stream_cleanup(void *data)
 {
     struct anth_stream *s = data;
     ibex_sse_dispose(&s->sse);
-    ibex_buf_dispose(&s->head);
+    ibex_buf_dispose(&s->prefix);
 }
 
 static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
@@ -1078,7 +1043,7 @@ static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
     struct anth_stream *s = ibex_arena_calloc(arena, sizeof(*s));
     s->h.prompt_tokens = s->h.completion_tokens = -1;
     ibex_sse_init(&s->sse);
-    ibex_buf_init(&s->head);
+    ibex_buf_init(&s->prefix);
     s->chat = chat;
     s->created = (int64_t)time(NULL);
     s->usage = (struct usage){-1, -1, -1, -1};
@@ -1102,25 +1067,6 @@ static void publish_usage(struct anth_stream *s)
     s->h.completion_tokens = s->usage.output;
 }
 
-static void chunk_begin(struct anth_stream *s)
-{
-    ibex_buf_append_cstr(s->out, "data: ");
-    ibex_buf_append(s->out, s->head.p, s->head.len);
-    ibex_buf_append_cstr(s->out, ",\"choices\":[{\"index\":0,\"delta\":{");
-}
-
-static void chunk_end(struct anth_stream *s, const char *finish)
-{
-    ibex_buf_append_cstr(s->out, "},\"logprobs\":null,\"finish_reason\":");
-    if (finish) {
-        ibex_buf_append_cstr(s->out, "\"");
-        ibex_buf_append_cstr(s->out, finish);
-        ibex_buf_append_cstr(s->out, "\"}]}\n\n");
-    } else {
-        ibex_buf_append_cstr(s->out, "null}]}\n\n");
-    }
-}
-
 /* Text as a JSON string: raw text is escaped; escaped text (the inside of a string literal that
  * plain_json_text accepted) is copied. */
 static void append_text(struct ibex_buf *out, const char *text, size_t len, bool escaped)
@@ -1138,22 +1084,22 @@ static void text_chunk(struct anth_stream *s, const char *text, size_t len, bool
 {
     if (len == 0)
         return;
-    chunk_begin(s);
+    ibex_openai_out_chunk_begin(s->out, &s->prefix);
     ibex_buf_append_cstr(s->out, "\"content\":");
     append_text(s->out, text, len, escaped);
-    chunk_end(s, NULL);
+    ibex_openai_out_chunk_end(s->out, NULL, NULL);
 }
 
 static void args_chunk(struct anth_stream *s, int64_t tool, const char *args, size_t len,
                        bool escaped)
 {
-    chunk_begin(s);
+    ibex_openai_out_chunk_begin(s->out, &s->prefix);
     ibex_buf_append_cstr(s->out, "\"tool_calls\":[{\"index\":");
     ibex_buf_append_u64(s->out, (uint64_t)tool);
     ibex_buf_append_cstr(s->out, ",\"function\":{\"arguments\":");
     append_text(s->out, args, len, escaped);
     ibex_buf_append_cstr(s->out, "}}]");
-    chunk_end(s, NULL);
+    ibex_openai_out_chunk_end(s->out, NULL, NULL);
 }
 
 static void finish_chunk(struct anth_stream *s, const char *stop_reason)
@@ -1161,15 +1107,7 @@ static void finish_chunk(struct anth_stream *s, const char *stop_reason)
     if (s->finished)
         return;
     s->finished = true;
-    chunk_begin(s);
-    chunk_end(s, finish_reason(stop_reason));
-}
-
-/* A string capped at max bytes, as JSON. */
-static void append_capped(struct ibex_buf *out, json_object *v, size_t max)
-{
-    size_t len = (size_t)json_object_get_string_len(v);
-    ibex_buf_append_json_str(out, json_object_get_string(v), len < max ? len : max);
+    ibex_openai_out_finish_chunk(s->out, &s->prefix, finish_reason(stop_reason));
 }
 
 static void on_message_start(struct anth_stream *s, json_object *ev)
@@ -1178,25 +1116,12 @@ static void on_message_start(struct anth_stream *s, json_object *ev)
         return;
     s->started = true;
     json_object *msg = get(ev, "message");
-    json_object *id = get(msg, "id"), *model = get(msg, "model");
-    ibex_buf_append_cstr(&s->head, "{\"id\":");
-    if (json_object_is_type(id, json_type_string))
-        append_capped(&s->head, id, ID_MAX);
-    else
-        ibex_buf_append_cstr(&s->head, "\"msg\"");
-    ibex_buf_append_cstr(&s->head, ",\"object\":\"chat.completion.chunk\",\"created\":");
-    ibex_buf_append_u64(&s->head, (uint64_t)s->created);
-    ibex_buf_append_cstr(&s->head, ",\"model\":");
-    if (json_object_is_type(model, json_type_string))
-        append_capped(&s->head, model, MODEL_MAX);
-    else
-        ibex_buf_append_json_str(&s->head, s->chat->model,
-                                 s->chat->model_len < MODEL_MAX ? s->chat->model_len : MODEL_MAX);
+    ibex_openai_out_chunk_prefix(&s->prefix, text_or(get(msg, "id"), IBEX_STR_LIT("msg"), ID_MAX),
+                                 s->created,
+                                 text_or(get(msg, "model"), chat_model(s->chat), MODEL_MAX));
     take_usage(&s->usage, get(msg, "usage"));
     publish_usage(s);
-    chunk_begin(s);
-    ibex_buf_append_cstr(s->out, "\"role\":\"assistant\",\"content\":\"\"");
-    chunk_end(s, NULL);
+    ibex_openai_out_role_chunk(s->out, &s->prefix);
 }
 
 static struct open_block *block_at(struct anth_stream *s, int64_t index)
@@ -1233,7 +1158,7 @@ static void on_block_start(struct anth_stream *s, json_object *ev)
         b->kind = BLOCK_TOOL;
         b->tool = s->ntools++;
         json_object *id = get(cb, "id"), *name = get(cb, "name");
-        chunk_begin(s);
+        ibex_openai_out_chunk_begin(s->out, &s->prefix);
         ibex_buf_append_cstr(s->out, "\"tool_calls\":[{\"index\":");
         ibex_buf_append_u64(s->out, (uint64_t)b->tool);
         ibex_buf_append_cstr(s->out, ",\"id\":");
@@ -1247,7 +1172,7 @@ static void on_block_start(struct anth_stream *s, json_object *ev)
         else
             ibex_buf_append_cstr(s->out, "\"\"");
         ibex_buf_append_cstr(s->out, ",\"arguments\":\"\"}}]");
-        chunk_end(s, NULL);
+        ibex_openai_out_chunk_end(s->out, NULL, NULL);
     }
     /* other blocks (thinking, server tools) were not asked for: their deltas are not relayed */
 }
@@ -1413,14 +1338,8 @@ static int stream_end(struct ibex_provider_stream *h, struct ibex_buf *out)
         fail(s, "the provider's stream ended before its end");
         return -1;
     }
-    if (s->chat->include_usage) {
-        ibex_buf_append_cstr(out, "data: ");
-        ibex_buf_append(out, s->head.p, s->head.len);
-        ibex_buf_append_cstr(out, ",\"choices\":[],");
-        append_usage(out, &s->usage);
-        ibex_buf_append_cstr(out, "}\n\n");
-    }
-    ibex_buf_append_cstr(out, "data: [DONE]\n\n");
+    struct ibex_openai_usage u = openai_usage(&s->usage);
+    ibex_openai_out_stream_end(out, &s->prefix, s->chat->include_usage ? &u : NULL);
     return 0;
 }
 

@@ -6,11 +6,14 @@
  * - Nothing the client asked for is lost silently: a field or part with no Gemini equivalent
  *   that could change the answer is a 400 (VALIDATION_ERROR naming the field); only fields that
  *   cannot change the answer are dropped, and unknown fields are refused.
- * - JSON is written with ibex_buf appends; json-c only parses, and serialises sub-documents the
- *   client or Gemini wrote (schemas, function arguments, numbers) as they are.
- * - A stream decoder holds O(1) state besides its partial SSE line (bounded by line_max); every
- *   data line is one GenerateContentResponse translated on its own, so the output does not
- *   depend on how the bytes were split, and its size is within a constant factor of the input.
+ * - JSON is written with ibex_buf appends (the OpenAI framing of answers and chunks with
+ *   openai_out.h); json-c only parses, and serialises sub-documents the client or Gemini wrote
+ *   (schemas, function arguments, numbers) as they are. A refused request gets one error,
+ *   recorded with ibex_chat_error_add like the validator's.
+ * - A stream decoder holds O(1) state besides its partial SSE line (bounded by line_max) and the
+ *   translated logprobs of one event (within a constant factor of that line); every data line
+ *   is one GenerateContentResponse translated on its own, so the output does not depend on how
+ *   the bytes were split, and its size is within a constant factor of the input.
  * - Tool call ids are "call_<base>_<n>", base the responseId (or random when Gemini sends none).
  *   Thought signatures ride in tool_calls[].extra_content.google.thought_signature both ways,
  *   the convention of Google's own OpenAI-compatible endpoint. */
@@ -25,6 +28,7 @@
 
 #include "../core/id.h"
 #include "../core/sse.h"
+#include "openai_out.h"
 
 #define PROVIDER "the gemini provider"
 #define NOT_SUPPORTED "is not supported by " PROVIDER
@@ -102,30 +106,17 @@ static bool json_object_text(const char *s, size_t len)
 
 /* ---- request errors ---- */
 
-/* Fills e like the chat request validator: one field error. Returns -1. */
+/* The request's one error: what is wrong with the field named by fmt. Returns -1. */
 static int invalid(struct ibex_chat_error *e, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int invalid(struct ibex_chat_error *e, const char *what, const char *fmt, ...)
 {
-    if (e == NULL)
-        return -1;
     char field[128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(field, sizeof(field), fmt, ap);
     va_end(ap);
-    e->code = "VALIDATION_ERROR";
-    size_t n = strlen(field) < sizeof(e->param) ? strlen(field) : sizeof(e->param) - 1;
-    memcpy(e->param, field, n); /* a long path is cut; the message and field_errors keep it */
-    e->param[n] = '\0';
-    snprintf(e->message, sizeof(e->message), "%s: %s", field, what);
-    ibex_buf_reset(&e->field_errors);
-    ibex_buf_append_cstr(&e->field_errors, "[{\"field\":");
-    ibex_buf_append_json_str(&e->field_errors, field, strlen(field));
-    ibex_buf_append_cstr(&e->field_errors, ",\"message\":");
-    ibex_buf_append_json_str(&e->field_errors, what, strlen(what));
-    ibex_buf_append_cstr(&e->field_errors, "}]");
-    return -1;
+    return ibex_chat_error_add(e, field, what);
 }
 
 /* ---- request: messages ---- */
@@ -923,9 +914,9 @@ static int build_request(const struct ibex_provider *p, const struct ibex_chat_r
         ibex_buf_dispose(&b);
         return -1;
     }
-    size_t len;
-    char *json = ibex_buf_steal(&b, &len);
-    ibex_arena_on_free(arena, free, json);
+    struct ibex_str json;
+    json.p = ibex_buf_steal(&b, &json.len);
+    ibex_arena_on_free(arena, free, (char *)json.p);
 
     static const char path[] = "/v1beta/models/";
     const char *method = chat->stream ? ":streamGenerateContent?alt=sse" : ":generateContent";
@@ -939,36 +930,17 @@ static int build_request(const struct ibex_provider *p, const struct ibex_chat_r
     memcpy(w, model, model_len);
     w += model_len;
     memcpy(w, method, mlen + 1);
-
-    size_t nextra = 0;
-    while (extra_headers && extra_headers[nextra])
-        nextra++;
-    const char **h = ibex_arena_alloc(arena, (nextra + 4) * sizeof(*h));
-    size_t n = 0;
-    if (p->auth_header)
-        h[n++] = p->auth_header; /* "x-goog-api-key: ..." (providers.c): never in the URL */
-    h[n++] = "Content-Type: application/json";
-    h[n++] = chat->stream ? "Accept: text/event-stream" : "Accept: application/json";
-    for (size_t i = 0; i < nextra; i++)
-        h[n++] = extra_headers[i];
-    h[n] = NULL;
-    out->url = url;
-    out->headers = h;
-    out->body = json;
-    out->body_len = len;
-    out->timeouts = p->cfg->timeouts;
-    out->streaming = chat->stream;
-    out->connect_only = false;
+    /* the key goes in its header, "x-goog-api-key: ..." (providers.c): never in the URL */
+    ibex_provider_fill_request(p, chat, url, json, NULL, extra_headers, arena, out);
     return 0;
 }
 
 /* ---- answers: shared pieces ---- */
 
 struct names {
-    const char *id, *model; /* JSON-escaped on output */
-    size_t id_len, model_len;
-    char idbuf[9 + 16 + 1];  /* "chatcmpl-" + random hex, when Gemini sends no responseId */
-    char base[BASE_MAX + 1]; /* of tool call ids */
+    struct ibex_str id, model; /* JSON-escaped on output */
+    char idbuf[9 + 16 + 1];    /* "chatcmpl-" + random hex, when Gemini sends no responseId */
+    char base[BASE_MAX + 1];   /* of tool call ids */
 };
 
 static void random_hex(char *out, size_t nbytes)
@@ -999,31 +971,16 @@ static void take_names(json_object *root, const struct ibex_chat_request *chat, 
     else
         random_hex(n->base, 8);
     if (rlen > 0 && rlen <= NAME_MAX_LEN) {
-        n->id = json_object_get_string(rid);
-        n->id_len = rlen;
+        n->id = (struct ibex_str){json_object_get_string(rid), rlen};
     } else {
         snprintf(n->idbuf, sizeof(n->idbuf), "chatcmpl-%.16s", n->base);
-        n->id = n->idbuf;
-        n->id_len = strlen(n->idbuf);
+        n->id = ibex_str_from(n->idbuf);
     }
     size_t mlen = is(mv, json_type_string) ? (size_t)json_object_get_string_len(mv) : 0;
-    if (mlen > 0 && mlen <= NAME_MAX_LEN) {
-        n->model = json_object_get_string(mv);
-        n->model_len = mlen;
-    } else {
-        n->model = chat->model;
-        n->model_len = chat->model_len;
-    }
-}
-
-static void put_head(struct ibex_buf *b, const struct names *n, const char *object, int64_t created)
-{
-    ibex_buf_append_cstr(b, "{\"id\":");
-    ibex_buf_append_json_str(b, n->id, n->id_len);
-    ibex_buf_append_cstr(b, ",\"object\":\"");
-    ibex_buf_append_cstr(b, object);
-    ibex_buf_appendf(b, "\",\"created\":%lld,\"model\":", (long long)created);
-    ibex_buf_append_json_str(b, n->model, n->model_len);
+    if (mlen > 0 && mlen <= NAME_MAX_LEN)
+        n->model = (struct ibex_str){json_object_get_string(mv), mlen};
+    else
+        n->model = (struct ibex_str){chat->model, chat->model_len};
 }
 
 /* The candidate with index 0 (an absent index is 0), or NULL. */
@@ -1141,21 +1098,17 @@ static int64_t completion_tokens(const struct usage *u)
     return u->candidates + u->thoughts; /* thinking is billed as output */
 }
 
-static void put_usage(struct ibex_buf *b, const struct usage *u)
+/* The usage object's counts; the details only when not 0. */
+static struct ibex_openai_usage openai_usage(const struct usage *u)
 {
     int64_t completion = completion_tokens(u);
-    int64_t total = u->have_total ? u->total : u->prompt + completion;
-    ibex_buf_appendf(b,
-                     "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
-                     "\"total_tokens\":%lld",
-                     (long long)u->prompt, (long long)completion, (long long)total);
-    if (u->cached > 0)
-        ibex_buf_appendf(b, ",\"prompt_tokens_details\":{\"cached_tokens\":%lld}",
-                         (long long)u->cached);
-    if (u->thoughts > 0)
-        ibex_buf_appendf(b, ",\"completion_tokens_details\":{\"reasoning_tokens\":%lld}",
-                         (long long)u->thoughts);
-    ibex_buf_append_cstr(b, "}");
+    return (struct ibex_openai_usage){
+        .prompt_tokens = u->prompt,
+        .completion_tokens = completion,
+        .total_tokens = u->have_total ? u->total : u->prompt + completion,
+        .cached_tokens = u->cached > 0 ? u->cached : -1,
+        .reasoning_tokens = u->thoughts > 0 ? u->thoughts : -1,
+    };
 }
 
 /* {"token":..,"logprob":..,"bytes":[..]} of one Gemini logprobs candidate, without the '}'. */
@@ -1177,18 +1130,18 @@ static void put_token(struct ibex_buf *b, json_object *c)
     ibex_buf_append_cstr(b, "]");
 }
 
-/* "logprobs": the candidate's logprobsResult as OpenAI's {"content":[...]}, or null. */
-static void put_logprobs(struct ibex_buf *b, json_object *cand)
+/* The candidate's logprobsResult as OpenAI's logprobs value, {"content":[...]}, in b (emptied
+ * first) for ibex_openai_out_choice_end; NULL (OpenAI's null) when it has none. */
+static const struct ibex_buf *put_logprobs(struct ibex_buf *b, json_object *cand)
 {
     json_object *lr = get(cand, "logprobsResult");
     json_object *chosen = get(lr, "chosenCandidates"), *top = get(lr, "topCandidates");
-    if (!is(chosen, json_type_array)) {
-        ibex_buf_append_cstr(b, "\"logprobs\":null");
-        return;
-    }
+    if (!is(chosen, json_type_array))
+        return NULL;
     size_t n = json_object_array_length(chosen);
     size_t ntop = is(top, json_type_array) ? json_object_array_length(top) : 0;
-    ibex_buf_append_cstr(b, "\"logprobs\":{\"content\":[");
+    ibex_buf_reset(b);
+    ibex_buf_append_cstr(b, "{\"content\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
             ibex_buf_append_cstr(b, ",");
@@ -1205,6 +1158,7 @@ static void put_logprobs(struct ibex_buf *b, json_object *cand)
         ibex_buf_append_cstr(b, "]}");
     }
     ibex_buf_append_cstr(b, "]}");
+    return b;
 }
 
 /* ---- non-streaming answers ---- */
@@ -1228,9 +1182,8 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
     json_object *cand = first_candidate(root), *parts = parts_of(cand);
     size_t nparts = parts ? json_object_array_length(parts) : 0;
 
-    put_head(out, &names, "chat.completion", (int64_t)time(NULL));
-    ibex_buf_append_cstr(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
-                              "\"content\":");
+    ibex_openai_out_head(out, names.id, "chat.completion", (int64_t)time(NULL), names.model);
+    ibex_openai_out_message_begin(out);
     bool text = false;
     for (size_t i = 0; i < nparts; i++) {
         json_object *t = answer_text(json_object_array_get_idx(parts, i));
@@ -1251,20 +1204,20 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
     }
     if (ncalls)
         ibex_buf_append_cstr(out, "]");
-    ibex_buf_append_cstr(out, "},");
-    put_logprobs(out, cand);
-    ibex_buf_append_cstr(out, ",\"finish_reason\":\"");
     const char *finish = cand ? finish_of(get(cand, "finishReason"), ncalls > 0)
                          : get(feedback, "blockReason") ? "content_filter"
                                                         : "stop";
-    ibex_buf_append_cstr(out, finish);
-    ibex_buf_append_cstr(out, "\"}]");
+    struct ibex_buf logprobs;
+    ibex_buf_init(&logprobs);
+    ibex_openai_out_choice_end(out, put_logprobs(&logprobs, cand), finish);
+    ibex_buf_dispose(&logprobs);
     json_object *um = get(root, "usageMetadata");
     if (is(um, json_type_object)) {
         struct usage u;
         take_usage(um, &u);
+        struct ibex_openai_usage ou = openai_usage(&u);
         ibex_buf_append_cstr(out, ",");
-        put_usage(out, &u);
+        ibex_openai_out_usage(out, &ou);
     }
     ibex_buf_append_cstr(out, "}");
     json_object_put(root);
@@ -1277,8 +1230,9 @@ struct gstream {
     struct ibex_provider_stream s; /* first: what the gateway sees */
     const struct ibex_chat_request *chat;
     struct ibex_sse sse;
-    struct ibex_buf head; /* "data: {"id":..,"model":..,"choices":" once the first event came */
-    struct ibex_buf *out; /* during a feed */
+    struct ibex_buf prefix;   /* of every chunk (openai_out.h), once the first event came */
+    struct ibex_buf logprobs; /* an event's logprobs, on their way into its text chunk */
+    struct ibex_buf *out;     /* during a feed */
     struct names names;
     struct usage usage;
     int64_t created, ncalls;
@@ -1289,7 +1243,8 @@ static void stream_cleanup(void *data)
 {
     struct gstream *g = data;
     ibex_sse_dispose(&g->sse);
-    ibex_buf_dispose(&g->head);
+    ibex_buf_dispose(&g->prefix);
+    ibex_buf_dispose(&g->logprobs);
 }
 
 static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
@@ -1301,7 +1256,8 @@ static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
     g->s.prompt_tokens = g->s.completion_tokens = -1;
     g->chat = chat;
     ibex_sse_init(&g->sse);
-    ibex_buf_init(&g->head);
+    ibex_buf_init(&g->prefix);
+    ibex_buf_init(&g->logprobs);
     g->created = (int64_t)time(NULL);
     ibex_arena_on_free(arena, stream_cleanup, g);
     return &g->s;
@@ -1311,48 +1267,6 @@ static void fail(struct gstream *g, const char *why)
 {
     if (g->s.error == NULL)
         g->s.error = why;
-}
-
-/* A chunk with one choice: delta is the delta object's inside, logprobs_of the candidate whose
- * logprobs go with it (or NULL), finish the finish reason (or NULL). */
-static void chunk(struct gstream *g, const char *delta, json_object *logprobs_of,
-                  const char *finish)
-{
-    struct ibex_buf *b = g->out;
-    ibex_buf_append(b, g->head.p, g->head.len);
-    ibex_buf_append_cstr(b, "[{\"index\":0,\"delta\":{");
-    ibex_buf_append_cstr(b, delta);
-    ibex_buf_append_cstr(b, "},");
-    if (logprobs_of)
-        put_logprobs(b, logprobs_of);
-    else
-        ibex_buf_append_cstr(b, "\"logprobs\":null");
-    ibex_buf_append_cstr(b, ",\"finish_reason\":");
-    if (finish) {
-        ibex_buf_append_cstr(b, "\"");
-        ibex_buf_append_cstr(b, finish);
-        ibex_buf_append_cstr(b, "\"");
-    } else {
-        ibex_buf_append_cstr(b, "null");
-    }
-    ibex_buf_append_cstr(b, "}]}\n\n");
-}
-
-/* Starts a chunk whose delta is written by the caller; end_chunk closes it. */
-static void begin_chunk(struct gstream *g)
-{
-    ibex_buf_append(g->out, g->head.p, g->head.len);
-    ibex_buf_append_cstr(g->out, "[{\"index\":0,\"delta\":{");
-}
-
-static void end_chunk(struct gstream *g, json_object *logprobs_of)
-{
-    ibex_buf_append_cstr(g->out, "},");
-    if (logprobs_of)
-        put_logprobs(g->out, logprobs_of);
-    else
-        ibex_buf_append_cstr(g->out, "\"logprobs\":null");
-    ibex_buf_append_cstr(g->out, ",\"finish_reason\":null}]}\n\n");
 }
 
 static void on_event(void *data, const char *p, size_t len)
@@ -1375,10 +1289,8 @@ static void on_event(void *data, const char *p, size_t len)
     if (!g->started) {
         g->started = true;
         take_names(root, g->chat, &g->names);
-        ibex_buf_append_cstr(&g->head, "data: ");
-        put_head(&g->head, &g->names, "chat.completion.chunk", g->created);
-        ibex_buf_append_cstr(&g->head, ",\"choices\":");
-        chunk(g, "\"role\":\"assistant\",\"content\":\"\"", NULL, NULL);
+        ibex_openai_out_chunk_prefix(&g->prefix, g->names.id, g->created, g->names.model);
+        ibex_openai_out_role_chunk(g->out, &g->prefix);
     }
     json_object *um = get(root, "usageMetadata");
     if (is(um, json_type_object)) {
@@ -1394,7 +1306,7 @@ static void on_event(void *data, const char *p, size_t len)
         if (t == NULL)
             continue;
         if (!text) {
-            begin_chunk(g);
+            ibex_openai_out_chunk_begin(g->out, &g->prefix);
             ibex_buf_append_cstr(g->out, "\"content\":\"");
         }
         put_inner(g->out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
@@ -1402,7 +1314,7 @@ static void on_event(void *data, const char *p, size_t len)
     }
     if (text) {
         ibex_buf_append_cstr(g->out, "\"");
-        end_chunk(g, get(cand, "logprobsResult") ? cand : NULL);
+        ibex_openai_out_chunk_end(g->out, put_logprobs(&g->logprobs, cand), NULL);
     }
     bool calls = false;
     for (size_t i = 0; i < nparts; i++) {
@@ -1410,7 +1322,7 @@ static void on_event(void *data, const char *p, size_t len)
         if (fc == NULL)
             continue;
         if (!calls) {
-            begin_chunk(g);
+            ibex_openai_out_chunk_begin(g->out, &g->prefix);
             ibex_buf_append_cstr(g->out, "\"tool_calls\":[");
         } else {
             ibex_buf_append_cstr(g->out, ",");
@@ -1420,16 +1332,16 @@ static void on_event(void *data, const char *p, size_t len)
     }
     if (calls) {
         ibex_buf_append_cstr(g->out, "]");
-        end_chunk(g, NULL);
+        ibex_openai_out_chunk_end(g->out, NULL, NULL);
     }
     json_object *reason = get(cand, "finishReason");
     if (!g->finished && cand && reason) {
         g->finished = true;
-        chunk(g, "", NULL, finish_of(reason, g->ncalls > 0));
+        ibex_openai_out_finish_chunk(g->out, &g->prefix, finish_of(reason, g->ncalls > 0));
     } else if (!g->finished && cand == NULL &&
                get(get(root, "promptFeedback"), "blockReason") != NULL) {
         g->finished = true; /* the prompt was blocked: no candidate comes */
-        chunk(g, "", NULL, "content_filter");
+        ibex_openai_out_finish_chunk(g->out, &g->prefix, "content_filter");
     }
     json_object_put(root);
 }
@@ -1467,13 +1379,10 @@ static int stream_end(struct ibex_provider_stream *s, struct ibex_buf *out)
         fail(g, "the provider's stream ended before its end");
         return -1;
     }
-    if (g->chat->include_usage && g->usage.have) {
-        ibex_buf_append(out, g->head.p, g->head.len);
-        ibex_buf_append_cstr(out, "[],");
-        put_usage(out, &g->usage);
-        ibex_buf_append_cstr(out, "}\n\n");
-    }
-    ibex_buf_append_cstr(out, "data: [DONE]\n\n");
+    bool with_usage = g->chat->include_usage && g->usage.have;
+    struct ibex_openai_usage u =
+        with_usage ? openai_usage(&g->usage) : (struct ibex_openai_usage){0};
+    ibex_openai_out_stream_end(out, &g->prefix, with_usage ? &u : NULL);
     return 0;
 }
 

@@ -1,10 +1,12 @@
 /* The built-in mock model: a deterministic answer, with usage, as one chat.completion or as an
- * SSE stream, so `make run` works with no key and no network. The reply never echoes the
- * prompt; prompt_tokens is the prompt's character count / 4, like a rough tokenizer. */
+ * SSE stream (written with openai_out.h, like a translated provider's), so `make run` works with
+ * no key and no network. The reply never echoes the prompt; prompt_tokens is the prompt's
+ * character count / 4, like a rough tokenizer. Every chunk of a stream has the same created. */
 #include "provider.h"
 
-#include <string.h>
 #include <time.h>
+
+#include "openai_out.h"
 
 static const char *const words[] = {"This ",      "is ", "the ",      "ibex ", "mock ", "model. ",
                                     "Configure ", "a ",  "provider ", "for ",  "real ", "answers."};
@@ -25,58 +27,46 @@ static size_t prompt_chars(const struct ibex_chat_request *chat)
     return chars;
 }
 
-static void append_head(struct ibex_buf *out, const char *object,
-                        const struct ibex_chat_request *chat)
-{
-    ibex_buf_appendf(out, "{\"id\":\"chatcmpl-mock\",\"object\":\"%s\",\"created\":%lld,\"model\":",
-                     object, (long long)time(NULL));
-    ibex_buf_append_json_str(out, chat->model, chat->model_len);
-}
-
-static void append_usage(struct ibex_buf *out, size_t prompt)
-{
-    ibex_buf_appendf(
-        out, "\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%zu,\"total_tokens\":%zu}",
-        prompt, NWORDS, prompt + NWORDS);
-}
-
 static void answer(const struct ibex_provider *p, const struct ibex_chat_request *chat,
                    struct ibex_buf *out)
 {
     size_t prompt = prompt_chars(chat) / 4;
     if (prompt == 0)
         prompt = 1;
+    struct ibex_str id = IBEX_STR_LIT("chatcmpl-mock"), model = {chat->model, chat->model_len};
+    int64_t created = (int64_t)time(NULL);
+    struct ibex_openai_usage usage = {.prompt_tokens = (int64_t)prompt,
+                                      .completion_tokens = NWORDS,
+                                      .total_tokens = (int64_t)(prompt + NWORDS),
+                                      .cached_tokens = -1,
+                                      .reasoning_tokens = -1};
     if (!chat->stream) {
-        append_head(out, "chat.completion", chat);
-        ibex_buf_append_cstr(
-            out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+        ibex_openai_out_head(out, id, "chat.completion", created, model);
+        ibex_openai_out_message_begin(out);
+        ibex_buf_append_cstr(out, "\"");
         for (size_t i = 0; i < NWORDS; i++)
             ibex_buf_append_cstr(out, words[i]);
-        ibex_buf_append_cstr(out, "\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],");
-        append_usage(out, prompt);
+        ibex_buf_append_cstr(out, "\"");
+        ibex_openai_out_choice_end(out, NULL, "stop");
+        ibex_buf_append_cstr(out, ",");
+        ibex_openai_out_usage(out, &usage);
         ibex_buf_append_cstr(out, "}");
         return;
     }
+    struct ibex_buf prefix;
+    ibex_buf_init(&prefix);
+    ibex_openai_out_chunk_prefix(&prefix, id, created, model);
     for (size_t i = 0; i < NWORDS; i++) {
-        ibex_buf_append_cstr(out, "data: ");
-        append_head(out, "chat.completion.chunk", chat);
-        ibex_buf_appendf(out,
-                         ",\"choices\":[{\"index\":0,\"delta\":{%s\"content\":\"%s\"},"
-                         "\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-                         i == 0 ? "\"role\":\"assistant\"," : "", words[i]);
+        ibex_openai_out_chunk_begin(out, &prefix);
+        ibex_buf_append_cstr(out,
+                             i == 0 ? "\"role\":\"assistant\",\"content\":\"" : "\"content\":\"");
+        ibex_buf_append_cstr(out, words[i]);
+        ibex_buf_append_cstr(out, "\"");
+        ibex_openai_out_chunk_end(out, NULL, NULL);
     }
-    ibex_buf_append_cstr(out, "data: ");
-    append_head(out, "chat.completion.chunk", chat);
-    ibex_buf_append_cstr(out, ",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_"
-                              "reason\":\"stop\"}]}\n\n");
-    if (chat->include_usage) {
-        ibex_buf_append_cstr(out, "data: ");
-        append_head(out, "chat.completion.chunk", chat);
-        ibex_buf_append_cstr(out, ",\"choices\":[],");
-        append_usage(out, prompt);
-        ibex_buf_append_cstr(out, "}\n\n");
-    }
-    ibex_buf_append_cstr(out, "data: [DONE]\n\n");
+    ibex_openai_out_finish_chunk(out, &prefix, "stop");
+    ibex_openai_out_stream_end(out, &prefix, chat->include_usage ? &usage : NULL);
+    ibex_buf_dispose(&prefix);
 }
 
 const struct ibex_provider_ops ibex_provider_mock = {

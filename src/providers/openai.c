@@ -7,39 +7,13 @@
 
 #include "../core/buf.h"
 
-/* The headers and body every OpenAI-format call sends, to url. */
-static void fill(const struct ibex_provider *p, const struct ibex_chat_request *chat,
-                 const char *url, const char *body, size_t body_len,
-                 const char *const *extra_headers, struct ibex_arena *arena,
-                 struct ibex_upstream_request *out)
-{
-    size_t nextra = 0;
-    while (extra_headers && extra_headers[nextra])
-        nextra++;
-    const char **h = ibex_arena_alloc(arena, (nextra + 4) * sizeof(*h));
-    size_t n = 0;
-    if (p->auth_header)
-        h[n++] = p->auth_header;
-    h[n++] = "Content-Type: application/json";
-    h[n++] = chat->stream ? "Accept: text/event-stream" : "Accept: application/json";
-    for (size_t i = 0; i < nextra; i++)
-        h[n++] = extra_headers[i];
-    h[n] = NULL;
-    out->url = url;
-    out->headers = h;
-    out->body = body;
-    out->body_len = body_len;
-    out->timeouts = p->cfg->timeouts;
-    out->streaming = chat->stream;
-    out->connect_only = false;
-}
-
 static int build_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
                          const char *body, size_t body_len, const char *const *extra_headers,
                          struct ibex_arena *arena, struct ibex_upstream_request *out,
                          struct ibex_chat_error *e)
 {
-    fill(p, chat, p->chat_url, body, body_len, extra_headers, arena, out);
+    ibex_provider_fill_request(p, chat, p->chat_url, (struct ibex_str){body, body_len}, NULL,
+                               extra_headers, arena, out);
     return 0;
 }
 
@@ -62,21 +36,18 @@ static int azure_build_request(const struct ibex_provider *p, const struct ibex_
         ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
              ch == '-' || ch == '_' || ch == '.';
     }
-    if (!ok) {
-        e->code = "VALIDATION_ERROR";
-        snprintf(e->message, sizeof(e->message),
-                 "model must be an Azure OpenAI deployment name: 1 to 128 letters, digits, '-', "
-                 "'_' or '.'");
-        snprintf(e->param, sizeof(e->param), "model");
-        return -1;
-    }
+    if (!ok)
+        return ibex_chat_error_add(e, "model",
+                                   "must be an Azure OpenAI deployment name: 1 to 128 letters, "
+                                   "digits, '-', '_' or '.'");
     struct ibex_buf b;
     ibex_buf_init(&b);
     ibex_buf_appendf(&b, "%s/openai/deployments/%.*s/chat/completions?api-version=%s",
                      p->cfg->base_url, (int)n, chat->model, p->cfg->api_version);
     char *url = ibex_arena_strndup(arena, b.p, b.len);
     ibex_buf_dispose(&b);
-    fill(p, chat, url, body, body_len, extra_headers, arena, out);
+    ibex_provider_fill_request(p, chat, url, (struct ibex_str){body, body_len}, NULL, extra_headers,
+                               arena, out);
     return 0;
 }
 

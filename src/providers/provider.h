@@ -116,6 +116,16 @@ extern const struct ibex_provider_ops ibex_provider_gemini;
 extern const struct ibex_provider_ops ibex_provider_anthropic;
 extern const struct ibex_provider_ops ibex_provider_mock;
 
+/* For a remote provider's build_request: fills out for POST url with body. The headers, in
+ * arena: the key header (when a key is configured), own_header (the provider's fixed header, or
+ * NULL), Content-Type, Accept (an event stream when chat->stream), then extra_headers (the
+ * client's forwarded ones, NULL-terminated; may be NULL). Nothing is copied: url, body and the
+ * headers must live in arena or in the provider, like every pointer of out. */
+void ibex_provider_fill_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                                const char *url, struct ibex_str body, const char *own_header,
+                                const char *const *extra_headers, struct ibex_arena *arena,
+                                struct ibex_upstream_request *out);
+
 void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cfg);
 void ibex_providers_dispose(struct ibex_providers *ps);
 

@@ -1,6 +1,7 @@
 /* The provider set and model routing: aliases, their deployments, the order a request tries
  * them in, and each deployment's circuit breaker. Lookup is a linear scan: operators configure
- * tens of aliases, not thousands. */
+ * tens of aliases, not thousands. Also the upstream request every remote provider fills the
+ * same way (key header, content type, accept, forwarded headers, timeouts). */
 #include "provider.h"
 
 #include <stdatomic.h>
@@ -52,6 +53,34 @@ static void aliases_init(struct ibex_providers *ps, const struct ibex_config *cf
             ps->deployments[ps->ndeployments++] = d;
         }
     }
+}
+
+void ibex_provider_fill_request(const struct ibex_provider *p, const struct ibex_chat_request *chat,
+                                const char *url, struct ibex_str body, const char *own_header,
+                                const char *const *extra_headers, struct ibex_arena *arena,
+                                struct ibex_upstream_request *out)
+{
+    size_t nextra = 0;
+    while (extra_headers && extra_headers[nextra])
+        nextra++;
+    const char **h = ibex_arena_alloc(arena, (nextra + 5) * sizeof(*h));
+    size_t n = 0;
+    if (p->auth_header)
+        h[n++] = p->auth_header;
+    if (own_header)
+        h[n++] = own_header;
+    h[n++] = "Content-Type: application/json";
+    h[n++] = chat->stream ? "Accept: text/event-stream" : "Accept: application/json";
+    for (size_t i = 0; i < nextra; i++)
+        h[n++] = extra_headers[i];
+    h[n] = NULL;
+    out->url = url;
+    out->headers = h;
+    out->body = body.p;
+    out->body_len = body.len;
+    out->timeouts = p->cfg->timeouts;
+    out->streaming = chat->stream;
+    out->connect_only = false;
 }
 
 void ibex_providers_init(struct ibex_providers *ps, const struct ibex_config *cfg)
