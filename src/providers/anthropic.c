@@ -33,9 +33,6 @@
 #define MODEL_MAX 256
 /* Content blocks open at once in a stream (Anthropic sends them one after the other). */
 #define OPEN_BLOCKS_MAX 16
-/* A token count no real answer reaches: larger reports are clamped to it, so the sums made here
- * and by the gateway (prompt + completion) cannot overflow. */
-#define TOKENS_MAX ((int64_t)1 << 48)
 
 /* ---- shared helpers ---- */
 
@@ -75,7 +72,7 @@ static int64_t get_count(json_object *o, const char *key)
 static int64_t get_tokens(json_object *o, const char *key)
 {
     int64_t v = get_count(o, key);
-    return v > TOKENS_MAX ? TOKENS_MAX : v;
+    return v > IBEX_TOKENS_MAX ? IBEX_TOKENS_MAX : v;
 }
 
 static void append_json_value(struct ibex_buf *out, json_object *v)

@@ -1072,7 +1072,7 @@ struct usage {
     bool have, have_total;
 };
 
-/* proto3 JSON leaves zero counts out: an absent count is 0. */
+/* proto3 JSON leaves zero counts out: an absent count is 0; a huge one is IBEX_TOKENS_MAX. */
 static int64_t count(json_object *u, const char *key, bool *present)
 {
     json_object *v = get(u, key);
@@ -1080,7 +1080,8 @@ static int64_t count(json_object *u, const char *key, bool *present)
         *present = is(v, json_type_int);
     if (!is(v, json_type_int) || json_object_get_int64(v) < 0)
         return 0;
-    return json_object_get_int64(v);
+    int64_t n = json_object_get_int64(v);
+    return n > IBEX_TOKENS_MAX ? IBEX_TOKENS_MAX : n;
 }
 
 static void take_usage(json_object *u, struct usage *out)

@@ -15,6 +15,10 @@
 #include "../core/buf.h"
 #include "../core/str.h"
 
+/* A token count no real answer reaches: a provider's larger report is clamped to it, so the sums
+ * made by the translators and the gateway (prompt + completion) cannot overflow. */
+#define IBEX_TOKENS_MAX ((int64_t)1 << 48)
+
 /* A usage object's counts, each >= 0. cached_tokens and reasoning_tokens are written (as
  * prompt_tokens_details.cached_tokens and completion_tokens_details.reasoning_tokens) only when
  * >= 0. */
