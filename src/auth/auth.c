@@ -301,7 +301,11 @@ static void refuse(struct auth_req *ar, enum ibex_auth_failure f)
     if (f == IBEX_AUTH_INSUFFICIENT_SCOPE) {
         snprintf(msg, sizeof(msg), "this route needs scope '%s'", ibex_scope_name(ar->scope));
     } else {
-        snprintf(msg, sizeof(msg), "%s", failure_message[f]);
+        bool api_key =
+            f == IBEX_AUTH_MISSING_TOKEN && ((struct ibex_req_info *)ar->req->user)->api_key_header;
+        snprintf(msg, sizeof(msg), "%s",
+                 api_key ? "an x-api-key or Authorization: Bearer credential is required"
+                         : failure_message[f]);
         if (failure_status[f] == 401)
             extra = "WWW-Authenticate: Bearer realm=\"ibex\"\r\n";
         else if (f == IBEX_AUTH_UNAVAILABLE)
@@ -446,6 +450,11 @@ static void authenticate(struct auth_req *ar)
     struct ibex_req *req = ar->req;
     ar->cred.failure = -1;
     struct ibex_str h = ibex_req_header(req, "authorization");
+    bool bare = false; /* the token alone, without "Bearer " */
+    if ((h.p == NULL || h.len == 0) && ((struct ibex_req_info *)req->user)->api_key_header) {
+        h = ibex_req_header(req, "x-api-key"); /* how Anthropic's clients send a key */
+        bare = true;
+    }
     if (h.p == NULL || h.len == 0) {
         if (a->modes & IBEX_AUTH_NONE) {
             ar->cred.principal.kind = IBEX_PRINCIPAL_NONE;
@@ -458,11 +467,11 @@ static void authenticate(struct auth_req *ar)
         refuse(ar, IBEX_AUTH_MISSING_TOKEN);
         return;
     }
-    if (h.len < 7 || strncasecmp(h.p, "Bearer ", 7) != 0) {
+    if (!bare && (h.len < 7 || strncasecmp(h.p, "Bearer ", 7) != 0)) {
         refuse(ar, IBEX_AUTH_MISSING_TOKEN);
         return;
     }
-    struct ibex_str tok = ibex_str_trim((struct ibex_str){h.p + 7, h.len - 7});
+    struct ibex_str tok = ibex_str_trim(bare ? h : (struct ibex_str){h.p + 7, h.len - 7});
     if (tok.len == 0) {
         refuse(ar, IBEX_AUTH_MISSING_TOKEN);
         return;

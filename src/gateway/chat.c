@@ -27,6 +27,7 @@
 #include "answer.h"
 #include "idempotent.h"
 #include "chat_request.h"
+#include "dialect.h"
 #include "gateway.h"
 
 #define MAX_ERROR_BODY (64 * 1024)
@@ -88,6 +89,11 @@ struct chat {
     struct ibex_idem_request idem;
     struct ibex_api_result join_result;
     char join_state[16];
+    /* A client API in front other than OpenAI's (dialect.h), or NULL: its translator of the
+     * stream once it opens, and translated bytes on their way to the client. */
+    const struct ibex_chat_dialect *dialect;
+    void *egress;
+    struct ibex_buf egress_out;
 };
 
 static void free_handle(uv_handle_t *h)
@@ -118,6 +124,7 @@ static void chat_cleanup(void *data)
     ibex_answer_dispose(&c->answer);
     ibex_api_result_dispose(&c->join_result);
     ibex_idem_request_dispose(&c->idem);
+    ibex_buf_dispose(&c->egress_out);
 }
 
 static void fail(struct chat *c, int status, const char *code, const char *message,
@@ -137,7 +144,8 @@ static const char *const *forwarded_headers(struct chat *c)
     static const char *const never[] = {
         "authorization",     "host",       "content-length", "content-type",
         "transfer-encoding", "connection", "keep-alive",     "te",
-        "upgrade",           "expect",     "accept",         "proxy-authorization"};
+        "upgrade",           "expect",     "accept",         "proxy-authorization",
+        "x-api-key"}; /* /v1/messages takes the client's ibex key there */
     struct ibex_req *req = c->req;
     const char **out = ibex_arena_alloc(req->arena, (req->nheaders + 1) * sizeof(*out));
     size_t n = 0;
@@ -179,6 +187,53 @@ static void on_upstream_headers(struct ibex_upstream_call *call, int status, voi
     c->upstream_error = status < 200 || status > 299;
 }
 
+/* ---- the dialect's egress: what a client of another API receives (dialect.h) ---- */
+
+/* OpenAI-format SSE bytes to the client, through the dialect's stream translator when there is
+ * one. Returns what ibex_res_stream_write does. */
+static int stream_out(struct chat *c, const char *p, size_t len)
+{
+    if (c->dialect == NULL)
+        return ibex_res_stream_write(c->req, p, len);
+    if (c->egress == NULL)
+        c->egress = c->dialect->stream_open(&c->chat, c->req->arena);
+    ibex_buf_reset(&c->egress_out);
+    c->dialect->stream_feed(c->egress, p, len, &c->egress_out);
+    return c->egress_out.len ? ibex_res_stream_write(c->req, c->egress_out.p, c->egress_out.len)
+                             : 0;
+}
+
+/* Ends a stream that went well: the dialect's translator closes its message first. */
+static void stream_close(struct chat *c)
+{
+    if (c->dialect && c->egress) {
+        ibex_buf_reset(&c->egress_out);
+        c->dialect->stream_end(c->egress, &c->egress_out);
+        if (c->egress_out.len)
+            ibex_res_stream_write(c->req, c->egress_out.p, c->egress_out.len);
+    }
+    ibex_res_stream_end(c->req);
+}
+
+/* A chat.completion in c->body to the client, through the dialect's translator when there is
+ * one; c->body then holds the bytes sent (what an Idempotency-Key replays). */
+static void send_answer(struct chat *c)
+{
+    if (c->dialect) {
+        ibex_buf_reset(&c->egress_out);
+        if (c->dialect->translate_answer(&c->chat, c->body.p, c->body.len, &c->egress_out) != 0) {
+            c->info.code = "UPSTREAM_ERROR";
+            ibex_res_error(c->req, 502, "UPSTREAM_ERROR", "the answer could not be translated",
+                           NULL, NULL, NULL);
+            return;
+        }
+        struct ibex_buf sent = c->egress_out;
+        c->egress_out = c->body;
+        c->body = sent;
+    }
+    ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
+}
+
 /* Streams OpenAI-format SSE bytes to the client, opening the stream at the first of them. */
 static int relay(struct chat *c, const char *p, size_t len)
 {
@@ -190,7 +245,7 @@ static int relay(struct chat *c, const char *p, size_t len)
     }
     if (c->recorded)
         ibex_answer_feed_sse(&c->answer, p, len);
-    return ibex_res_stream_write(c->req, p, len);
+    return stream_out(c, p, len);
 }
 
 /* The translator's output so far, relayed (nothing is sent while it has none). */
@@ -301,9 +356,13 @@ static void end_stream_with_error(struct chat *c, struct failure f)
 {
     struct ibex_buf b;
     ibex_buf_init(&b);
-    ibex_buf_append_cstr(&b, "data: ");
-    ibex_http_append_error(&b, f.status, f.code, f.message, NULL, NULL, c->req->request_id);
-    ibex_buf_append_cstr(&b, "\n\n");
+    if (c->dialect && c->egress) {
+        c->dialect->stream_error(c->egress, f.status, f.code, f.message, c->req->request_id, &b);
+    } else {
+        ibex_buf_append_cstr(&b, "data: ");
+        ibex_http_append_error(&b, f.status, f.code, f.message, NULL, NULL, c->req->request_id);
+        ibex_buf_append_cstr(&b, "\n\n");
+    }
     ibex_res_stream_write(c->req, b.p, b.len);
     ibex_buf_dispose(&b);
     c->info.code = f.code;
@@ -487,7 +546,7 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
         stream_gauge(c, -1);
         c->call = NULL;
         if (r == IBEX_UPSTREAM_OK || r == IBEX_UPSTREAM_ABORTED)
-            ibex_res_stream_end(c->req);
+            stream_close(c);
         else
             end_stream_with_error(c, failure_of(r));
         return;
@@ -527,7 +586,7 @@ static void on_upstream_done(struct ibex_upstream_call *call, enum ibex_upstream
     }
     if (c->recorded)
         ibex_answer_from_json(&c->answer, c->body.p, c->body.len);
-    ibex_res_send(c->req, 200, "application/json", NULL, c->body.p, c->body.len);
+    send_answer(c);
 }
 
 /* ---- client callbacks ---- */
@@ -568,10 +627,10 @@ static void answer_locally(struct chat *c, const struct ibex_provider *p)
         ibex_answer_from_json(&c->answer, out->p, out->len);
     if (c->chat.stream) {
         ibex_res_stream_start(c->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
-        ibex_res_stream_write(c->req, out->p, out->len);
-        ibex_res_stream_end(c->req);
+        stream_out(c, out->p, out->len);
+        stream_close(c);
     } else {
-        ibex_res_send(c->req, 200, "application/json", NULL, out->p, out->len);
+        send_answer(c);
     }
 }
 
@@ -1042,7 +1101,21 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
     }
     struct ibex_chat_error e;
     ibex_chat_error_init(&e);
-    if (ibex_chat_request_parse(&c->chat, req->body.p, req->body.len, &e) != 0) {
+    const char *body = req->body.p;
+    size_t body_len = req->body.len;
+    if (c->dialect) {
+        /* the translation goes upstream as a body rewritten for an alias does */
+        if (c->dialect->translate_request(body, body_len, &c->sendbody, &e) != 0) {
+            c->info.code = e.code;
+            ibex_res_error(req, 400, e.code, e.message, e.param[0] ? e.param : NULL,
+                           e.field_errors.len ? e.field_errors.p : NULL, NULL);
+            ibex_chat_error_dispose(&e);
+            return;
+        }
+        body = c->sendbody.p;
+        body_len = c->sendbody.len;
+    }
+    if (ibex_chat_request_parse(&c->chat, body, body_len, &e) != 0) {
         c->info.code = e.code;
         ibex_res_error(req, 400, e.code, e.message, e.param[0] ? e.param : NULL,
                        e.field_errors.len ? e.field_errors.p : NULL, NULL);
@@ -1083,6 +1156,7 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
     if (agent->directive[0]) {
         ibex_chat_request_add_directive(&c->chat, agent->directive, w->rt->auth->directive_replace);
         c->directive = true;
+        ibex_buf_reset(&c->sendbody); /* a dialect's translation: serialised again */
     }
     c->actor.tenant_id = c->tenant_id;
     c->actor.subject =
@@ -1103,14 +1177,25 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
 
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req)
 {
+    ibex_chat_handle_dialect(w, req, NULL);
+}
+
+void ibex_chat_handle_dialect(struct ibex_worker *w, struct ibex_req *req,
+                              const struct ibex_chat_dialect *dialect)
+{
     struct chat *c = ibex_arena_calloc(req->arena, sizeof(*c));
-    c->info.route = IBEX_ROUTE_CHAT;
+    c->info.route = dialect ? dialect->route : IBEX_ROUTE_CHAT;
+    c->info.api_key_header = dialect && dialect->api_key_header;
+    c->dialect = dialect;
+    if (dialect)
+        req->error_body = dialect->error_body;
     c->w = w;
     c->req = req;
     ibex_buf_init(&c->body);
     ibex_buf_init(&c->sendbody);
     ibex_buf_init(&c->xlat);
     ibex_buf_init(&c->attempts);
+    ibex_buf_init(&c->egress_out);
     /* the answer's text is kept for checkpoints only; a trace needs the usage alone */
     ibex_answer_init(&c->answer, w->rt->cfg.record_turns ? ANSWER_MAX_BYTES : 0);
     ibex_api_result_init(&c->join_result);

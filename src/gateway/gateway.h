@@ -75,6 +75,7 @@ struct ibex_req_info {
     void *auth;             /* the authentication in progress (auth/auth.c) */
     const char *agent_id;   /* the agent of an authenticated chat request, or NULL */
     const char *session_id; /* the session of a chat turn, or NULL */
+    bool api_key_header;    /* x-api-key is a credential too (auth.c; Anthropic's clients) */
     /* Called once the response is complete (the request's arena still alive), after the
      * metrics: the chat handler records the trace and the checkpoint there. */
     void (*on_done)(struct ibex_req *req, uint64_t total_ns);
@@ -83,8 +84,13 @@ struct ibex_req_info {
 /* Names of the outcomes of an upstream attempt (chat.c), for metric labels. */
 extern const char *const ibex_attempt_outcome_names[IBEX_METRICS_NATTEMPT];
 
+struct ibex_chat_dialect;
+
 /* Routes and handlers (router in worker.c, chat in chat.c, operations in api/ops.c). */
 void ibex_chat_handle(struct ibex_worker *w, struct ibex_req *req);
+/* The chat pipeline behind another client API (dialect.h; /v1/messages). */
+void ibex_chat_handle_dialect(struct ibex_worker *w, struct ibex_req *req,
+                              const struct ibex_chat_dialect *dialect);
 void ibex_ops_health(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_ready(struct ibex_worker *w, struct ibex_req *req);
 void ibex_ops_status(struct ibex_worker *w, struct ibex_req *req);

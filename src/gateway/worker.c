@@ -19,6 +19,7 @@
 #include "../core/log.h"
 #include "../auth/credential.h"
 #include "gateway.h"
+#include "messages.h"
 
 enum worker_command {
     CMD_NONE = 0,
@@ -32,15 +33,24 @@ struct route {
     const char *path;
     const char *method;
     void (*handler)(struct ibex_worker *w, struct ibex_req *req);
+    enum ibex_route route;
+    ibex_http_error_fn *error_body; /* the route's error shape; NULL: OpenAI's */
 };
 
+/* Anthropic's Messages API in front of the chat pipeline. */
+static void messages_handle(struct ibex_worker *w, struct ibex_req *req)
+{
+    ibex_chat_handle_dialect(w, req, &ibex_messages_dialect);
+}
+
 static const struct route routes[] = {
-    {"/v1/chat/completions", "POST", ibex_chat_handle},
-    {"/v1/models", "GET", ibex_ops_models},
-    {"/health", "GET", ibex_ops_health},
-    {"/ready", "GET", ibex_ops_ready},
-    {"/status", "GET", ibex_ops_status},
-    {"/metrics", "GET", ibex_ops_metrics},
+    {"/v1/chat/completions", "POST", ibex_chat_handle, IBEX_ROUTE_CHAT, NULL},
+    {"/v1/messages", "POST", messages_handle, IBEX_ROUTE_MESSAGES, ibex_messages_append_error},
+    {"/v1/models", "GET", ibex_ops_models, IBEX_ROUTE_MODELS, NULL},
+    {"/health", "GET", ibex_ops_health, IBEX_ROUTE_HEALTH, NULL},
+    {"/ready", "GET", ibex_ops_ready, IBEX_ROUTE_READY, NULL},
+    {"/status", "GET", ibex_ops_status, IBEX_ROUTE_STATUS, NULL},
+    {"/metrics", "GET", ibex_ops_metrics, IBEX_ROUTE_METRICS, NULL},
 };
 
 /* Administration collections: the path and everything below it (docs/identity.md). */
@@ -80,9 +90,10 @@ static void handle(struct ibex_req *req, void *data)
             return;
         }
         struct ibex_req_info *info = ibex_arena_calloc(req->arena, sizeof(*info));
-        info->route = (enum ibex_route)i;
+        info->route = r->route;
         info->code = "METHOD_NOT_ALLOWED";
         req->user = info;
+        req->error_body = r->error_body;
         char allow[48];
         snprintf(allow, sizeof(allow), "Allow: %s\r\n", r->method);
         ibex_res_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on this route", NULL,

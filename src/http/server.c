@@ -638,7 +638,8 @@ void ibex_res_error(struct ibex_req *req, int status, const char *code, const ch
 {
     struct ibex_buf body;
     ibex_buf_init(&body);
-    ibex_http_append_error(&body, status, code, message, param, field_errors_json, req->request_id);
+    ibex_http_error_fn *append = req->error_body ? req->error_body : ibex_http_append_error;
+    append(&body, status, code, message, param, field_errors_json, req->request_id);
     ibex_res_send(req, status, "application/json", extra_headers, body.p, body.len);
     ibex_buf_dispose(&body);
 }

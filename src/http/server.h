@@ -36,6 +36,11 @@ struct ibex_header {
 };
 
 typedef void (*ibex_req_fn)(struct ibex_req *req);
+/* Appends the body of an error response; ibex_http_append_error (below) is OpenAI's shape.
+ * param, field_errors_json (a JSON array) and request_id may be NULL. */
+typedef void ibex_http_error_fn(struct ibex_buf *b, int status, const char *code,
+                                const char *message, const char *param,
+                                const char *field_errors_json, const char *request_id);
 
 struct ibex_req {
     struct ibex_str method;
@@ -58,6 +63,8 @@ struct ibex_req {
     /* Raw "Name: value\r\n" lines added to every response of this request (or NULL);
      * must live until the request is finished (the arena). */
     const char *response_headers;
+    /* The shape of ibex_res_error's bodies for this request; NULL: OpenAI's. */
+    ibex_http_error_fn *error_body;
 
     /* Filled by the server when the request finishes, for access logs and metrics. */
     int status;
@@ -114,9 +121,9 @@ struct ibex_str ibex_req_header(const struct ibex_req *req, const char *name);
  * Adds X-Request-ID, Date-less by design (clients do not need it; it costs a clock read). */
 void ibex_res_send(struct ibex_req *req, int status, const char *content_type,
                    const char *extra_headers, const void *body, size_t len);
-/* OpenAI-shaped error body: {"error":{"message","type","code","param","request_id"}}.
- * type is derived from status. field_errors_json: NULL or a JSON array appended as
- * "field_errors". */
+/* OpenAI-shaped error body: {"error":{"message","type","code","param","request_id"}} (or the
+ * shape req->error_body writes). type is derived from status. field_errors_json: NULL or a JSON
+ * array appended as "field_errors". */
 void ibex_res_error(struct ibex_req *req, int status, const char *code, const char *message,
                     const char *param, const char *field_errors_json, const char *extra_headers);
 

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "../core/sse.h"
+#include "anthropic_format.h"
 #include "openai_out.h"
 
 /* Anthropic requires max_tokens; OpenAI makes it optional. This is what a request without
@@ -102,21 +103,6 @@ static struct ibex_str text_or(json_object *v, struct ibex_str dflt, size_t max)
 static struct ibex_str chat_model(const struct ibex_chat_request *chat)
 {
     return (struct ibex_str){chat->model, chat->model_len};
-}
-
-/* OpenAI's finish_reason for Anthropic's stop_reason. pause_turn only follows server tools,
- * which a translated request never enables: the turn is over as far as the client knows. */
-static const char *finish_reason(const char *stop)
-{
-    if (stop == NULL)
-        return "stop";
-    if (!strcmp(stop, "max_tokens") || !strcmp(stop, "model_context_window_exceeded"))
-        return "length";
-    if (!strcmp(stop, "tool_use"))
-        return "tool_calls";
-    if (!strcmp(stop, "refusal"))
-        return "content_filter";
-    return "stop"; /* end_turn, stop_sequence, pause_turn and any newer reason */
 }
 
 /* ---- request ---- */
@@ -682,6 +668,7 @@ static const struct {
     {"max_completion_tokens", F_USED, NULL},
     {"temperature", F_USED, NULL},
     {"top_p", F_USED, NULL},
+    {"top_k", F_USED, NULL}, /* not OpenAI: sent by some clients and by /v1/messages */
     {"stop", F_USED, NULL},
     {"tools", F_USED, NULL},
     {"tool_choice", F_USED, NULL},
@@ -815,6 +802,12 @@ static int write_body(struct req *r, const struct ibex_chat_request *chat)
         if (!is_number(v))
             return reject(r, "top_p", "must be a number");
         ibex_buf_append_cstr(out, ",\"top_p\":");
+        append_json_value(out, v);
+    }
+    if ((v = get(root, "top_k")) != NULL) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1)
+            return reject(r, "top_k", "must be a positive integer");
+        ibex_buf_append_cstr(out, ",\"top_k\":");
         append_json_value(out, v);
     }
     if ((v = get(root, "stop")) != NULL && write_stop(r, v) != 0)
@@ -988,7 +981,8 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
     ibex_openai_out_message_begin(out);
     append_content(out, content);
     append_tool_calls(out, content);
-    ibex_openai_out_choice_end(out, NULL, finish_reason(get_str(root, "stop_reason", NULL)));
+    ibex_openai_out_choice_end(out, NULL,
+                               ibex_anthropic_finish_reason(get_str(root, "stop_reason", NULL)));
     struct usage u = {-1, -1, -1, -1};
     take_usage(&u, get(root, "usage"));
     if (u.input >= 0 || u.output >= 0) {
@@ -1104,7 +1098,7 @@ static void finish_chunk(struct anth_stream *s, const char *stop_reason)
     if (s->finished)
         return;
     s->finished = true;
-    ibex_openai_out_finish_chunk(s->out, &s->prefix, finish_reason(stop_reason));
+    ibex_openai_out_finish_chunk(s->out, &s->prefix, ibex_anthropic_finish_reason(stop_reason));
 }
 
 static void on_message_start(struct anth_stream *s, json_object *ev)

@@ -36,6 +36,7 @@ static const char *const route_names[IBEX_ROUTE_COUNT] = {
     "/v1/tasks",
     "/v1/approvals",
     "/v1/credentials",
+    "/v1/messages",
     "other",
 };
 

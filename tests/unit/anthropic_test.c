@@ -216,12 +216,12 @@ static void test_request_basic(void **state)
     /* system and developer joined in order as text blocks; max_tokens defaults to 4096 */
     request_is("{'model':'claude-x','messages':[{'role':'system','content':'Be brief.'},"
                "{'role':'developer','content':[{'type':'text','text':'Use French.'}]},"
-               "{'role':'user','content':'hi'}],'temperature':0.5,'top_p':0.9,'stop':'END',"
-               "'user':'u-1','stream':true,'stream_options':{'include_usage':true}}",
+               "{'role':'user','content':'hi'}],'temperature':0.5,'top_p':0.9,'top_k':40,"
+               "'stop':'END','user':'u-1','stream':true,'stream_options':{'include_usage':true}}",
                "{'model':'claude-x','max_tokens':4096,'system':[{'type':'text','text':'Be "
                "brief.'},{'type':'text','text':'Use French.'}],'messages':[{'role':'user',"
                "'content':[{'type':'text','text':'hi'}]}],'temperature':0.5,'top_p':0.9,"
-               "'stop_sequences':['END'],'metadata':{'user_id':'u-1'},'stream':true}");
+               "'top_k':40,'stop_sequences':['END'],'metadata':{'user_id':'u-1'},'stream':true}");
     /* one system piece: a string; an empty one: none */
     request_is("{'model':'m','messages':[{'role':'system','content':'S'},{'role':'system',"
                "'content':''},{'role':'user','content':'q'}]}",
@@ -408,8 +408,10 @@ static void test_request_rejects(void **state)
         {"'web_search_options':{}", "web_search_options"},
         {"'functions':[{'name':'f'}]", "functions"},
         {"'function_call':'auto'", "function_call"},
-        {"'top_k':5", "top_k"}, /* unknown fields are never dropped silently */
+        {"'top_a':5", "top_a"}, /* unknown fields are never dropped silently */
         {"'':1", "\"\""},       /* even one named "" */
+        {"'top_k':0", "top_k"},
+        {"'top_k':2.5", "top_k"},
         {"'temperature':1.5", "temperature"},
         {"'max_tokens':0", "max_tokens"},
         {"'max_completion_tokens':10.5", "max_completion_tokens"},

@@ -19,8 +19,9 @@ import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
 import routing from './routing.mjs';
 import providers from './providers.mjs';
+import messages from './messages.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...credentials, ...idempotency, ...routing, ...providers, ...ops, ...drain];
+    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...credentials, ...idempotency, ...routing, ...providers, ...messages, ...ops, ...drain];
 }
