@@ -39,7 +39,7 @@ LIB_OBJ    := $(call obj,$(LIB_SRC)) $(LLHTTP_OBJ)
 HTTP_OBJ   := $(call obj,$(CORE_SRC) $(HTTP_SRC)) $(LLHTTP_OBJ)
 
 .SECONDARY:
-.PHONY: all deps run test unit e2e e2e-smoke fuzz fuzz-replay bench lint format clean
+.PHONY: all deps run test unit e2e e2e-smoke fuzz fuzz-replay bench bench-providers lint format clean
 all: deps ibex tools/fakellm/fakellm
 
 deps:
@@ -170,6 +170,13 @@ bench: all $(MICRO_BINS)
 	@for b in $(MICRO_BINS); do $$b; done
 	bench/run.sh
 	bench/control_plane.sh
+	@echo "bench: providers (latency, tokens, cost) and translation CPU: make bench-providers"
+
+# Issue 5: every configured provider through ibex (fakellm's three formats, and the real ones
+# whose key is set), then the translation CPU of Anthropic and Gemini over the OpenAI pass-through.
+bench-providers: all $(MICRO_BINS)
+	bench/providers.sh
+	bench/translation.sh
 
 LINT_FILES := $(shell find src tools tests/unit tests/fuzz bench -name '*.[ch]' 2>/dev/null)
 lint:

@@ -108,40 +108,8 @@ mkdir -p "$RUN" || die "cannot create $RUN"
 log "output: $RUN (netns: $NETNS_USED, pin: $PIN, gateway: $GATEWAY)"
 
 # ---------------------------------------------------------------- processes
-PIDS=()
-is_alive() {   # running and not a zombie
-  local st
-  read -r st 2>/dev/null <"/proc/$1/stat" || return 1
-  st=${st##*) }
-  [[ ${st:0:1} != Z ]]
-}
-stop_pid() {   # SIGTERM, wait up to 5 s, then SIGKILL; only PIDs we started
-  local pid=$1 i
-  [[ -n "$pid" ]] || return 0
-  if is_alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do is_alive "$pid" || break; sleep 0.1; done
-    is_alive "$pid" && kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  return 0
-}
-FG_PID=""
-run_fg() {   # run a load tool in the background and wait, so that a signal is handled at once
-  local rc
-  "$@" &
-  FG_PID=$!
-  wait "$FG_PID"
-  rc=$?
-  FG_PID=""
-  return "$rc"
-}
-cleanup() {
-  local p
-  for p in $FG_PID "${PIDS[@]}"; do stop_pid "$p"; done
-  PIDS=()
-  FG_PID=""
-}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"   # PIDS, stop_pid, run_fg, cleanup, cpu_ticks, cpu_ns, wait_health, ...
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
@@ -150,84 +118,6 @@ PIN_LOAD=(); PIN_UP=(); PIN_IBEX=()
 if [[ "$PIN" == 1 ]]; then
   PIN_LOAD=(taskset -c "$CPU_LOAD"); PIN_UP=(taskset -c "$CPU_UPSTREAM"); PIN_IBEX=(taskset -c "$CPU_IBEX")
 fi
-descendants() {
-  local c
-  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() {   # utime+stime of a process (all its threads, dead ones included), clock ticks
-  local st f
-  [[ -n "${1:-}" ]] || { echo 0; return; }
-  read -r st 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
-  st=${st##*) }
-  read -r -a f <<<"$st"
-  echo $((f[11] + f[12]))
-}
-cpu_ns() {   # on-CPU time of the live threads from schedstat, ns (finer than ticks)
-  local t total=0 a
-  [[ -n "${1:-}" ]] || { echo 0; return; }
-  for t in /proc/"$1"/task/*/schedstat; do
-    read -r a _ 2>/dev/null <"$t" || continue
-    total=$((total + a))
-  done
-  echo "$total"
-}
-rss_kb() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-
-# CPU used by processes that are not ours, during a phase (a busy neighbour skews everything).
-declare -A FT0=()
-foreign_snapshot() {
-  local d p st f
-  FT0=()
-  local -A ours=()
-  for p in $$ $(descendants $$); do ours[$p]=1; done
-  for d in /proc/[0-9]*; do
-    p=${d#/proc/}
-    [[ -n "${ours[$p]:-}" ]] && continue
-    read -r st 2>/dev/null <"$d/stat" || continue
-    st=${st##*) }
-    read -r -a f <<<"$st"
-    [[ "$p" == 2 || "${f[1]}" == 2 ]] && continue   # kernel threads
-    FT0[$p]=$((f[11] + f[12]))
-  done
-  FT_T0=$(now_ms)
-}
-foreign_pct() {   # % of one core used since the snapshot by the processes seen then
-  local p st f total=0 v
-  for p in "${!FT0[@]}"; do
-    read -r st 2>/dev/null <"/proc/$p/stat" || continue
-    st=${st##*) }
-    read -r -a f <<<"$st"
-    v=$((f[11] + f[12] - FT0[$p]))
-    ((v > 0)) && total=$((total + v))
-  done
-  local ms=$(($(now_ms) - FT_T0 + 1))
-  echo $((total * 1000 * 100 / CLK_TCK / ms))
-}
-wait_quiet() {
-  local deadline=$((SECONDS + QUIET_WAIT)) pct
-  while :; do
-    foreign_snapshot; sleep 1; pct=$(foreign_pct)
-    if ((pct < QUIET_MAX_PCT)); then log "machine quiet (other processes: ${pct}% of a core)"; PREFLIGHT_PCT=$pct; return; fi
-    if ((SECONDS >= deadline)); then log "WARNING: other processes use ${pct}% of a core; measuring anyway"; PREFLIGHT_PCT=$pct; return; fi
-    log "other processes use ${pct}% of a core; waiting (up to ${QUIET_WAIT}s)"
-    sleep 2
-  done
-}
-
-http_code() { curl -s -m 2 -o /dev/null -w '%{http_code}' "$1" 2>/dev/null; }
-wait_health() {   # NAME URL PID
-  local deadline=$((SECONDS + READY_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    is_alive "$3" || { log "$1 exited during start-up"; return 1; }
-    [[ "$(http_code "$2")" == 200 ]] && return 0
-    sleep 0.05
-  done
-  log "$1: $2 not 200 after ${READY_TIMEOUT}s"
-  return 1
-}
 stat_of() { curl -s -m 5 "$UPSTREAM/_fakellm/stats" | jq -r ".$1 // 0" 2>/dev/null || echo 0; }
 
 # ---------------------------------------------------------------- start fakellm and ibex

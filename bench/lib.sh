@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# bench/lib.sh - what the bench scripts share (run.sh, translation.sh, providers.sh): processes
+# started and stopped by PID, a process's CPU (/proc/<pid>/stat ticks and schedstat ns), RSS, the
+# CPU used by processes outside the bench, and waiting for a server's health check.
+# Sourced, not run. The caller defines log() (one line to the console) and may set
+# READY_TIMEOUT (s, default 20), QUIET_WAIT (s, default 30) and QUIET_MAX_PCT (default 15);
+# wait_quiet sets PREFLIGHT_PCT. PIDS holds what cleanup() stops (the caller traps EXIT to it).
+# shellcheck shell=bash
+
+PIDS=()
+is_alive() {   # running and not a zombie
+  local st
+  read -r st 2>/dev/null <"/proc/$1/stat" || return 1
+  st=${st##*) }
+  [[ ${st:0:1} != Z ]]
+}
+stop_pid() {   # SIGTERM, wait up to 5 s, then SIGKILL; only PIDs we started
+  local pid=$1
+  [[ -n "$pid" ]] || return 0
+  if is_alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 50); do is_alive "$pid" || break; sleep 0.1; done
+    is_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  return 0
+}
+FG_PID=""
+run_fg() {   # run a load tool in the background and wait, so that a signal is handled at once
+  local rc
+  "$@" &
+  FG_PID=$!
+  wait "$FG_PID"
+  rc=$?
+  FG_PID=""
+  return "$rc"
+}
+cleanup() {
+  local p
+  for p in $FG_PID "${PIDS[@]}"; do stop_pid "$p"; done
+  PIDS=()
+  FG_PID=""
+}
+descendants() {
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do echo "$c"; descendants "$c"; done
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {   # utime+stime of a process (all its threads, dead ones included), clock ticks
+  local st f
+  [[ -n "${1:-}" ]] || { echo 0; return; }
+  read -r st 2>/dev/null <"/proc/$1/stat" || { echo 0; return; }
+  st=${st##*) }
+  read -r -a f <<<"$st"
+  echo $((f[11] + f[12]))
+}
+cpu_ns() {   # on-CPU time of the live threads from schedstat, ns (finer than ticks)
+  local t total=0 a
+  [[ -n "${1:-}" ]] || { echo 0; return; }
+  for t in /proc/"$1"/task/*/schedstat; do
+    read -r a _ 2>/dev/null <"$t" || continue
+    total=$((total + a))
+  done
+  echo "$total"
+}
+rss_kb() { awk -v k="${2:-VmRSS}:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# CPU used by processes that are not ours, during a phase (a busy neighbour skews everything).
+declare -A FT0=()
+foreign_snapshot() {
+  local d p st f
+  FT0=()
+  local -A ours=()
+  for p in $$ $(descendants $$); do ours[$p]=1; done
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    [[ -n "${ours[$p]:-}" ]] && continue
+    read -r st 2>/dev/null <"$d/stat" || continue
+    st=${st##*) }
+    read -r -a f <<<"$st"
+    [[ "$p" == 2 || "${f[1]}" == 2 ]] && continue   # kernel threads
+    FT0[$p]=$((f[11] + f[12]))
+  done
+  FT_T0=$(now_ms)
+}
+foreign_pct() {   # % of one core used since the snapshot by the processes seen then
+  local p st f total=0 v
+  for p in "${!FT0[@]}"; do
+    read -r st 2>/dev/null <"/proc/$p/stat" || continue
+    st=${st##*) }
+    read -r -a f <<<"$st"
+    v=$((f[11] + f[12] - FT0[$p]))
+    ((v > 0)) && total=$((total + v))
+  done
+  local ms=$(($(now_ms) - FT_T0 + 1))
+  echo $((total * 1000 * 100 / CLK_TCK / ms))
+}
+# shellcheck disable=SC2034  # PREFLIGHT_PCT is read by the caller
+wait_quiet() {
+  local deadline=$((SECONDS + ${QUIET_WAIT:-30})) pct
+  while :; do
+    foreign_snapshot; sleep 1; pct=$(foreign_pct)
+    if ((pct < ${QUIET_MAX_PCT:-15})); then log "machine quiet (other processes: ${pct}% of a core)"; PREFLIGHT_PCT=$pct; return; fi
+    if ((SECONDS >= deadline)); then log "WARNING: other processes use ${pct}% of a core; measuring anyway"; PREFLIGHT_PCT=$pct; return; fi
+    log "other processes use ${pct}% of a core; waiting (up to ${QUIET_WAIT:-30}s)"
+    sleep 2
+  done
+}
+
+http_code() { curl -s -m 2 -o /dev/null -w '%{http_code}' "$1" 2>/dev/null; }
+wait_health() {   # NAME URL PID
+  local deadline=$((SECONDS + ${READY_TIMEOUT:-20}))
+  while ((SECONDS < deadline)); do
+    is_alive "$3" || { log "$1 exited during start-up"; return 1; }
+    [[ "$(http_code "$2")" == 200 ]] && return 0
+    sleep 0.05
+  done
+  log "$1: $2 not 200 after ${READY_TIMEOUT:-20}s"
+  return 1
+}
