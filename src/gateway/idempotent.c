@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../core/alloc.h"
 #include "../core/clock.h"
@@ -39,11 +40,25 @@ void ibex_idem_request_dispose(struct ibex_idem_request *r)
         ibex_idem_response_dispose(&r->replay);
 }
 
+/* How long a duplicate waits, on a store-pool thread, for the request it duplicates to finish
+ * before it is answered 409 IDEMPOTENCY_KEY_IN_PROGRESS (docs/sessions.md). */
+#define IDEM_WAIT_MS 250
+#define IDEM_WAIT_STEP_MS 5
+
 void ibex_idem_request_begin(struct ibex_idem *m, struct ibex_store *s, const char *tenant,
                              struct ibex_idem_request *r)
 {
-    r->rc = ibex_idem_begin(m, s, tenant, r->key, r->fp, (int64_t)ibex_clock_wall_ms(), &r->state,
-                            &r->claim, &r->replay);
+    /* A duplicate of a request that is finishing (its answer sent, its completion on the way to
+     * the store) waits a moment for it instead of getting 409: a client that retries at once
+     * after an answer gets that answer replayed. */
+    for (uint64_t waited = 0;; waited += IDEM_WAIT_STEP_MS) {
+        r->rc = ibex_idem_begin(m, s, tenant, r->key, r->fp, (int64_t)ibex_clock_wall_ms(),
+                                &r->state, &r->claim, &r->replay);
+        if (r->rc != 0 || r->state != IBEX_IDEM_IN_PROGRESS || waited >= IDEM_WAIT_MS)
+            return;
+        struct timespec ts = {0, IDEM_WAIT_STEP_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 bool ibex_idem_request_proceed(struct ibex_idem_request *r, struct ibex_req *req, const char **code)
