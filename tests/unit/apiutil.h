@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../../src/api/resource.h"
+#include "../../src/auth/identity.h"
 #include "../../src/auth/principal.h"
 #include "../../src/core/clock.h"
 
@@ -262,6 +263,21 @@ static inline void sleep_ms(long ms)
 static inline struct ibex_actor operator_actor(void)
 {
     return (struct ibex_actor){.tenant_id = NULL, .subject = "cli", .scopes = IBEX_SCOPE_ALL};
+}
+
+#define ID_BUF (IBEX_ID_LEN + 1)
+
+/* A new tenant "<base>-<run>", created by the operator; its id in id. */
+static inline void fx_tenant_new(struct fx *f, const char *base, char id[ID_BUF])
+{
+    struct ibex_actor op = operator_actor();
+    struct res x;
+    res_init(&x);
+    json_object *b = jbody("{\"name\":\"%s-%s\"}", base, f->run);
+    expect(&x, ibex_tenant_create(f->st, &op, b, &x.out, &x.r), 201, NULL, "tenant create");
+    json_object_put(b);
+    snprintf(id, ID_BUF, "%s", jstr(x.j, "id"));
+    res_dispose(&x);
 }
 
 #endif

@@ -47,7 +47,6 @@
 #define TU_API_SUITE "credentials"
 #include "apiutil.h"
 
-#define ID_BUF (IBEX_ID_LEN + 1)
 #define UNKNOWN_ID "0f0e0d0c-0b0a-4908-8706-050403020100"
 #define HEX_A "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 #define HEX_B "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -117,18 +116,6 @@ static struct ibex_actor actor(const char *tenant, const char *subject, uint32_t
 
 #define USER IBEX_SCOPE_CHAT
 #define CADMIN (IBEX_SCOPE_CHAT | IBEX_SCOPE_CREDENTIALS_ADMIN)
-
-static void tenant_new(struct fx *f, const char *base, char id[ID_BUF])
-{
-    struct ibex_actor op = operator_actor();
-    struct res x;
-    res_init(&x);
-    json_object *b = jbody("{\"name\":\"%s-%s\"}", base, f->run);
-    expect(&x, ibex_tenant_create(f->st, &op, b, &x.out, &x.r), 201, NULL, "tenant create");
-    json_object_put(b);
-    snprintf(id, ID_BUF, "%s", jstr(x.j, "id"));
-    res_dispose(&x);
-}
 
 static int cred_create(struct fx *f, struct env *e, const struct ibex_actor *a, const char *body,
                        struct res *x)
@@ -768,7 +755,7 @@ static void test_create_get_list(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor alice = actor(T, "alice", USER);
     struct res x;
     res_init(&x);
@@ -884,7 +871,7 @@ static void test_update_delete(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], A[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor alice = actor(T, "alice", USER);
     cred_new(f, &e, &alice, "openai", "sk-first-secret-aaaa", false, A);
     expect_resolve(f, &e, T, "alice", "openai", IBEX_CREDENTIAL_OWN, A, "sk-first-secret-aaaa",
@@ -978,7 +965,7 @@ static void test_create_validation(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor alice = actor(T, "alice", USER);
     static const struct {
         const char *body, *field;
@@ -1099,7 +1086,7 @@ static void test_disabled(void **state)
     struct env e;
     env_init(&e, NULL);
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor a = actor(T, "alice", CADMIN);
     struct res x;
     res_init(&x);
@@ -1155,7 +1142,7 @@ static void test_at_rest(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], A[ID_BUF], W[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor admin = actor(T, "boss", CADMIN);
     const char *s1 = "sk-PLAINTEXT-NEEDLE-one-9f8e7d";
     const char *s2 = "sk-PLAINTEXT-NEEDLE-two-1a2b3c";
@@ -1214,8 +1201,8 @@ static void test_defaults(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], U[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor admin = actor(T, "boss", CADMIN), alice = actor(T, "alice", USER);
     struct ibex_actor uadmin = actor(U, "boss", CADMIN);
     char W1[ID_BUF], W2[ID_BUF], W3[ID_BUF], G[ID_BUF], A1[ID_BUF], A2[ID_BUF], UW[ID_BUF];
@@ -1324,7 +1311,7 @@ static void test_default_race(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor admin = actor(T, "boss", CADMIN);
     for (int round = 0; round < 6; round++) {
         char X[ID_BUF], Y[ID_BUF];
@@ -1360,8 +1347,8 @@ static void test_isolation(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], U[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor alice = actor(T, "alice", USER), bob = actor(T, "bob", USER);
     struct ibex_actor tadmin = actor(T, "boss", CADMIN), uadmin = actor(U, "boss", CADMIN);
     struct ibex_actor ualice = actor(U, "alice", USER); /* the same subject in another tenant */
@@ -1501,8 +1488,8 @@ static void test_resolve(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], U[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor admin = actor(T, "boss", CADMIN), alice = actor(T, "alice", USER);
     struct ibex_actor uadmin = actor(U, "boss", CADMIN);
     expect_resolve(f, &e, T, "alice", "openai", IBEX_CREDENTIAL_NONE, NULL, NULL, "nothing yet");
@@ -1592,7 +1579,7 @@ static void test_resolve_cache(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], A[ID_BUF], W[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor admin = actor(T, "boss", CADMIN), alice = actor(T, "alice", USER);
     cred_new(f, &e, &alice, "openai", "sk-alice-cache-0001", false, A);
     cred_new(f, &e, &admin, "openai", "sk-tenant-cache-0002", true, W);
@@ -1761,7 +1748,7 @@ static void test_validate(void **state)
     e.e.providers = pv;
     e.e.nproviders = 4;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor alice = actor(T, "alice", USER);
     static const struct {
         const char *provider, *secret, *path, *auth;
@@ -1900,7 +1887,7 @@ static void test_audit(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], W[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor admin = actor(T, "boss", CADMIN);
     cred_new(f, &e, &admin, "anthropic", "sk-ant-audit-secret-77", true, W);
     cred_set(f, &e, &admin, W, "{\"name\":\"x\",\"secret\":\"sk-ant-audit-secret-88\"}");
@@ -1941,8 +1928,8 @@ static void test_rotate(void **state)
     struct env e;
     env_init(&e, HEX_A);
     char T[ID_BUF], U[ID_BUF], A[ID_BUF], W[ID_BUF], UW[ID_BUF], D[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor admin = actor(T, "boss", CADMIN), alice = actor(T, "alice", USER);
     struct ibex_actor uadmin = actor(U, "boss", CADMIN);
     cred_new(f, &e, &alice, "openai", "sk-rotate-alice-1", false, A);

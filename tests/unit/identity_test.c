@@ -91,7 +91,6 @@ static void expect_absent(const struct ibex_buf *b, const char *needle, const ch
         fail_msg("%s holds %s: %.*s", what, needle, (int)b->len, b->p);
 }
 
-#define ID_BUF (IBEX_ID_LEN + 1)
 #define KEY_BUF (IBEX_KEY_MAX_LEN + 1)
 
 static struct ibex_actor actor_of(const char *tenant_id, uint32_t scopes, const char *subject)

@@ -55,7 +55,6 @@ static void expect_raw_member(const struct ibex_buf *b, const char *key, const c
 
 /* ---- actors and fixtures ---- */
 
-#define ID_BUF (IBEX_ID_LEN + 1)
 #define UNKNOWN_ID "0f0e0d0c-0b0a-4908-8706-050403020100"
 
 static struct ibex_actor actor_of(const char *tenant_id)
@@ -64,18 +63,6 @@ static struct ibex_actor actor_of(const char *tenant_id)
                                .subject = "key-test",
                                .scopes = IBEX_SCOPE_ADMIN,
                                .request_id = "req-sessions-1"};
-}
-
-static void tenant_new(struct fx *f, const char *base, char id[ID_BUF])
-{
-    struct ibex_actor op = operator_actor();
-    struct res x;
-    res_init(&x);
-    json_object *b = jbody("{\"name\":\"%s-%s\"}", base, f->run);
-    expect(&x, ibex_tenant_create(f->st, &op, b, &x.out, &x.r), 201, NULL, "tenant create");
-    json_object_put(b);
-    snprintf(id, ID_BUF, "%s", jstr(x.j, "id"));
-    res_dispose(&x);
 }
 
 static void agent_new(struct fx *f, const struct ibex_actor *a, const char *name, char id[ID_BUF])
@@ -133,7 +120,7 @@ static void test_session_create(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], A[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     agent_new(f, &ta, "planner", A);
 
@@ -191,8 +178,8 @@ static void test_session_create_agent_id(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], Arev[ID_BUF], Aother[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, "gone", Arev);
     agent_new(f, &ua, "theirs", Aother);
@@ -240,7 +227,7 @@ static void test_session_create_validation(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     char long_role[260];
     memset(long_role, 'x', 201);
@@ -305,8 +292,8 @@ static void test_session_get(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], S[ID_BUF], SU[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     session_new(f, &ta, "mine", NULL, S);
     session_new(f, &ua, "theirs", NULL, SU);
@@ -395,7 +382,7 @@ static void test_session_transitions(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     struct ibex_buf before, after;
     ibex_buf_init(&before);
@@ -460,8 +447,8 @@ static void test_session_update_validation(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], S[ID_BUF], SU[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     session_new(f, &ta, "mine", NULL, S);
     session_set(f, &ta, S, "active");
@@ -744,8 +731,8 @@ static void test_session_list(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], X[ID_BUF], Y[ID_BUF], UA[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, "x", X);
     agent_new(f, &ta, "y", Y);
@@ -895,8 +882,8 @@ static void test_trace_record_and_get(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], A[ID_BUF], S[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, "a", A);
     session_new(f, &ta, "r", A, S);

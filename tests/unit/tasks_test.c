@@ -36,7 +36,6 @@
 #define TU_API_SUITE "tasks"
 #include "apiutil.h"
 
-#define ID_BUF (IBEX_ID_LEN + 1)
 #define UNKNOWN_ID "0f0e0d0c-0b0a-4908-8706-050403020100"
 
 /* ---- raw SQL ---- */
@@ -71,18 +70,6 @@ static struct ibex_actor actor_of(const char *tenant_id)
                                .subject = "key-tasks",
                                .scopes = IBEX_SCOPE_ADMIN,
                                .request_id = "req-tasks-1"};
-}
-
-static void tenant_new(struct fx *f, const char *base, char id[ID_BUF])
-{
-    struct ibex_actor op = operator_actor();
-    struct res x;
-    res_init(&x);
-    json_object *b = jbody("{\"name\":\"%s-%s\"}", base, f->run);
-    expect(&x, ibex_tenant_create(f->st, &op, b, &x.out, &x.r), 201, NULL, "tenant create");
-    json_object_put(b);
-    snprintf(id, ID_BUF, "%s", jstr(x.j, "id"));
-    res_dispose(&x);
 }
 
 /* An agent with a role (role NULL: none). */
@@ -418,7 +405,7 @@ static void test_task_create(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], A[ID_BUF], S[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     agent_new(f, &ta, "coder", A);
     session_new(f, &ta, S);
@@ -504,8 +491,8 @@ static void test_task_create_refs(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], Arev[ID_BUF], Aother[ID_BUF], Sother[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, "coder", Arev);
     agent_revoke(f, &ta, Arev);
@@ -548,7 +535,7 @@ static void test_task_create_validation(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     struct ibex_buf big;
     ibex_buf_init(&big);
@@ -639,8 +626,8 @@ static void test_task_get(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], X[ID_BUF], XU[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     task_new(f, &ta, "mine", X);
     task_new(f, &ua, "theirs", XU);
@@ -702,7 +689,7 @@ static void test_task_transitions(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     struct ibex_buf before, after;
     ibex_buf_init(&before);
@@ -781,7 +768,7 @@ static void test_task_phases_and_checkpoint(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], X[ID_BUF], Y[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     task_new_body(
         f, &ta, "{\"name\":\"n\",\"agent_role\":\"r\",\"phases\":[\"plan\",\"build\",\"verify\"]}",
@@ -930,8 +917,8 @@ static void test_task_update_validation(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], X[ID_BUF], XU[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     task_new(f, &ta, "mine", X);
     task_set(f, &ta, X, "running");
@@ -1044,8 +1031,8 @@ static void test_task_list(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], A1[ID_BUF], A2[ID_BUF], UA[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, NULL, A1);
     agent_new(f, &ta, NULL, A2);
@@ -1198,8 +1185,8 @@ static void test_task_route(void **state)
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], C1[ID_BUF], C2[ID_BUF], Crev[ID_BUF], R1[ID_BUF], N1[ID_BUF],
         UC[ID_BUF], got[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     agent_new(f, &ta, "coder", C1);
     agent_new(f, &ta, "coder", C2);
@@ -1351,8 +1338,8 @@ static void test_approval_request(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], S[ID_BUF], S2[ID_BUF], SU[ID_BUF], X[ID_BUF], XU[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     session_new(f, &ta, S);
     session_new(f, &ta, S2);
@@ -1510,7 +1497,7 @@ static void test_approval_blocks_task(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], X[ID_BUF], ap[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     task_new(f, &ta, "r", X);
     struct res x;
@@ -1569,7 +1556,7 @@ static void test_approval_approve(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], X[ID_BUF], ap[ID_BUF], solo[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     struct ibex_actor human = {
         .tenant_id = T, .subject = "alice", .scopes = IBEX_SCOPE_APPROVALS_DECIDE};
@@ -1679,7 +1666,7 @@ static void test_approval_reject(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], X[ID_BUF], ap[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     task_new(f, &ta, "r", X);
     struct res x;
@@ -1747,8 +1734,8 @@ static void test_approval_expiry(void **state)
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF], X[ID_BUF], ap[ID_BUF], later[ID_BUF], back[ID_BUF], Y[ID_BUF],
         yap[ID_BUF], uap[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
 
     /* the real clock: one second */
@@ -1835,8 +1822,8 @@ static void test_approval_isolation_and_list(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF], U[ID_BUF];
-    tenant_new(f, "t", T);
-    tenant_new(f, "u", U);
+    fx_tenant_new(f, "t", T);
+    fx_tenant_new(f, "u", U);
     struct ibex_actor ta = actor_of(T), ua = actor_of(U);
     enum { N = 6 };
     char A[N][ID_BUF], AU[2][ID_BUF];
@@ -2013,7 +2000,7 @@ static void test_approval_concurrent_decisions(void **state)
 {
     struct fx *f = *state;
     char T[ID_BUF];
-    tenant_new(f, "t", T);
+    fx_tenant_new(f, "t", T);
     struct ibex_actor ta = actor_of(T);
     for (int round = 0; round < 6; round++) {
         char X[ID_BUF], ap[ID_BUF];
