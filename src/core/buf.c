@@ -98,10 +98,17 @@ void ibex_buf_append_milli(struct ibex_buf *b, uint64_t v)
 
 void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *u = (const unsigned char *)s;
     ibex_buf_reserve(b, len + 2);
     b->p[b->len++] = '"';
+    ibex_buf_append_json_inner(b, s, len);
+    ibex_buf_append(b, "\"", 1);
+}
+
+void ibex_buf_append_json_inner(struct ibex_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    ibex_buf_reserve(b, len);
     size_t i = 0;
     while (i < len) {
         unsigned char c = u[i];
@@ -152,7 +159,6 @@ void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len)
         ibex_buf_append(b, esc, n);
         i++;
     }
-    ibex_buf_append(b, "\"", 1);
 }
 
 void ibex_buf_consume(struct ibex_buf *b, size_t n)

@@ -30,6 +30,8 @@ void ibex_buf_append_u64(struct ibex_buf *b, uint64_t v);
 void ibex_buf_append_milli(struct ibex_buf *b, uint64_t v);
 /* Appends s as a JSON string literal, quotes included. Invalid UTF-8 bytes become U+FFFD. */
 void ibex_buf_append_json_str(struct ibex_buf *b, const char *s, size_t len);
+/* The same without the quotes: the inside of the literal. */
+void ibex_buf_append_json_inner(struct ibex_buf *b, const char *s, size_t len);
 /* Drops the first n bytes. */
 void ibex_buf_consume(struct ibex_buf *b, size_t n);
 void ibex_buf_reset(struct ibex_buf *b);

@@ -1,6 +1,8 @@
-/* Small json-c conveniences shared by the format translators (providers/anthropic.c,
- * gateway/messages.c): typed member reads that treat a JSON null like an absent member, and
- * appending values to a buffer as JSON text.
+/* Small JSON helpers shared by the format translators (src/providers, gateway/messages.c):
+ * - json-c conveniences: typed member reads that treat a JSON null like an absent member, and
+ *   appending values to a buffer as JSON text;
+ * - a scanner that reads JSON text in place, for the translators' fast paths (a provider's
+ *   common stream events read without building a json-c tree).
  *
  * Pure functions; nothing here keeps state or takes a reference. */
 #ifndef IBEX_CORE_JSON_H
@@ -25,5 +27,37 @@ bool ibex_json_is_str(json_object *v, const char *s);
 void ibex_json_append(struct ibex_buf *out, json_object *v);
 /* Appends the string s (a json_type_string) as a JSON string literal. */
 void ibex_json_append_str(struct ibex_buf *out, json_object *s);
+
+/* ---- the in-place scanner ----
+ * It reads a strict subset of what ibex_json_parse accepts: RFC 8259 JSON without raw control
+ * characters in strings, without lone surrogates (\ud800-\udfff not in a high-low pair) and
+ * with nesting bounded by the caller; what it refuses the caller hands to json-c, which decides.
+ * Strings must be well-formed UTF-8 (RFC 3629) and outside them only JSON's ASCII tokens are
+ * read, so what the scanner accepts also passes ibex_json_text_invalid_at, ibex_json_parse's
+ * first check. Offsets index s[0..len); a function that fails returns 0 (never a valid end:
+ * every value takes at least one byte). */
+
+/* The offset of the first byte at or after at that is not JSON whitespace (space, tab, LF, CR);
+ * len when there is none. Inline: callers step over whitespace between every two tokens, and
+ * mostly there is none. */
+size_t ibex_json_skip_ws_slow(const char *s, size_t len, size_t at);
+static inline size_t ibex_json_skip_ws(const char *s, size_t len, size_t at)
+{
+    return at < len && (unsigned char)s[at] > ' ' ? at : ibex_json_skip_ws_slow(s, len, at);
+}
+/* The string literal starting at s[at] ('"'): the offset after its closing quote, or 0.
+ * *escaped (when not NULL) says whether it holds a backslash escape; when it does not, its
+ * inside is the text it stands for, byte for byte, and ibex_buf_append_json_inner would write
+ * it unchanged. */
+size_t ibex_json_scan_str(const char *s, size_t len, size_t at, bool *escaped);
+/* The value starting at s[at] (a string, number, literal, array or object; no whitespace
+ * before it), with at most depth arrays and objects nested in it, itself included: the offset
+ * after it, or 0. */
+size_t ibex_json_skip_value(const char *s, size_t len, size_t at, unsigned depth);
+/* Appends the inside of a string literal that ibex_json_scan_str accepted (quotes excluded)
+ * as ibex_buf_append_json_inner writes the text it stands for: the bytes json-c would decode it
+ * to, escaped again the one way ibex escapes ("\/" becomes "/", "\u00e9" "é", "\b"
+ * "\u0008"), so a fast path writes what its json-c path would. */
+void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t len);
 
 #endif

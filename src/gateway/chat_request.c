@@ -45,6 +45,15 @@ static json_tokener *thread_tokener(void)
     return tok;
 }
 
+/* After a failed parse the thread's tokener is dropped, not reset: json-c 0.16's reset keeps a
+ * high surrogate that a text cut inside "\ud83d\u..." left pending, and the next body parsed on
+ * the thread would get a U+FFFD before its first \u escape (tests/unit/chat_request_test.c). */
+static void thread_tokener_drop(json_tokener *tok)
+{
+    json_tokener_free(tok);
+    pthread_setspecific(tokener_key, NULL);
+}
+
 void ibex_chat_error_init(struct ibex_chat_error *e)
 {
     e->code = NULL;
@@ -163,6 +172,8 @@ int ibex_json_parse(const char *body, size_t len, json_object **out, char *msg, 
         offset++;
     /* json-c represents a JSON null as NULL: success is the tokener's verdict, not root. */
     if (jerr != json_tokener_success || offset != len) {
+        if (jerr != json_tokener_success)
+            thread_tokener_drop(tok);
         json_object_put(root);
         snprintf(msg, msglen, "request body is not valid JSON: %s at byte %zu",
                  jerr == json_tokener_success ? "unexpected data after the JSON value"

@@ -10,6 +10,9 @@
  *   openai_out.h); json-c only parses, and serialises sub-documents the client or Gemini wrote
  *   (schemas, function arguments, numbers) as they are. A refused request gets one error,
  *   recorded with ibex_chat_error_add like the validator's.
+ * - A stream's common events (one candidate's text, finishReason, usage) are read in place by a
+ *   scanner that allocates nothing and writes what the json-c path writes, byte for byte; every
+ *   other event, and any doubt, goes through json-c (see "the fast path" below).
  * - A stream decoder holds O(1) state besides its partial SSE line (bounded by line_max) and the
  *   translated logprobs of one event (within a constant factor of that line); every data line
  *   is one GenerateContentResponse translated on its own, so the output does not depend on how
@@ -27,7 +30,9 @@
 #include <time.h>
 
 #include "../core/id.h"
+#include "../core/json.h"
 #include "../core/sse.h"
+#include "gemini.h"
 #include "openai_out.h"
 
 #define PROVIDER "the gemini provider"
@@ -76,14 +81,17 @@ static void put_json(struct ibex_buf *b, json_object *v)
     ibex_buf_append(b, s, len);
 }
 
-/* s as the inside of a JSON string literal, without the quotes. */
-static void put_inner(struct ibex_buf *b, const char *s, size_t len)
+/* A string as a struct ibex_str; {NULL, 0} when v is not a string. */
+static struct ibex_str str_of(json_object *v)
 {
-    size_t at = b->len;
-    ibex_buf_append_json_str(b, s, len);
-    memmove(b->p + at, b->p + at + 1, b->len - at - 2);
-    b->len -= 2;
-    b->p[b->len] = '\0';
+    if (!is(v, json_type_string))
+        return IBEX_STR_NULL;
+    return (struct ibex_str){json_object_get_string(v), (size_t)json_object_get_string_len(v)};
+}
+
+static bool str_eq(struct ibex_str s, const char *lit)
+{
+    return s.p != NULL && ibex_str_eq_cstr(s, lit);
 }
 
 static bool blank(const char *s, size_t len)
@@ -955,30 +963,36 @@ static void random_hex(char *out, size_t nbytes)
     out[2 * nbytes] = '\0';
 }
 
-/* id: responseId, or chatcmpl-<random>; model: modelVersion, or the request's model. */
-static void take_names(json_object *root, const struct ibex_chat_request *chat, struct names *n)
+/* id: responseId, or chatcmpl-<random>; model: modelVersion, or the request's model. rid and
+ * mv are the answer's strings ({NULL, 0} when absent or not strings); random, when not NULL,
+ * is the 16 hex digits to use when rid cannot be the base of tool call ids. */
+static void take_names(struct ibex_str rid, struct ibex_str mv, const char *random,
+                       const struct ibex_chat_request *chat, struct names *n)
 {
-    json_object *rid = get(root, "responseId"), *mv = get(root, "modelVersion");
-    size_t rlen = is(rid, json_type_string) ? (size_t)json_object_get_string_len(rid) : 0;
+    size_t rlen = rid.len;
     bool plain = rlen > 0 && rlen <= BASE_MAX;
     for (size_t i = 0; plain && i < rlen; i++) {
-        char c = json_object_get_string(rid)[i];
+        char c = rid.p[i];
         plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 c == '_' || c == '-';
     }
-    if (plain)
-        memcpy(n->base, json_object_get_string(rid), rlen + 1);
-    else
+    if (plain) {
+        memcpy(n->base, rid.p, rlen);
+        n->base[rlen] = '\0';
+    } else if (random) {
+        memcpy(n->base, random, 16);
+        n->base[16] = '\0';
+    } else {
         random_hex(n->base, 8);
+    }
     if (rlen > 0 && rlen <= NAME_MAX_LEN) {
-        n->id = (struct ibex_str){json_object_get_string(rid), rlen};
+        n->id = rid;
     } else {
         snprintf(n->idbuf, sizeof(n->idbuf), "chatcmpl-%.16s", n->base);
         n->id = ibex_str_from(n->idbuf);
     }
-    size_t mlen = is(mv, json_type_string) ? (size_t)json_object_get_string_len(mv) : 0;
-    if (mlen > 0 && mlen <= NAME_MAX_LEN)
-        n->model = (struct ibex_str){json_object_get_string(mv), mlen};
+    if (mv.len > 0 && mv.len <= NAME_MAX_LEN)
+        n->model = mv;
     else
         n->model = (struct ibex_str){chat->model, chat->model_len};
 }
@@ -1021,14 +1035,15 @@ static json_object *function_call(json_object *part)
     return is(fc, json_type_object) ? fc : NULL;
 }
 
-static const char *finish_of(json_object *reason, bool calls)
+/* reason: the finishReason string ({NULL, 0} when it is not one). */
+static const char *finish_of(struct ibex_str reason, bool calls)
 {
     static const char *const filtered[] = {
         "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"};
-    if (str_is(reason, "MAX_TOKENS"))
+    if (str_eq(reason, "MAX_TOKENS"))
         return "length";
     for (size_t i = 0; i < sizeof(filtered) / sizeof(filtered[0]); i++)
-        if (str_is(reason, filtered[i]))
+        if (str_eq(reason, filtered[i]))
             return "content_filter";
     return calls ? "tool_calls" : "stop";
 }
@@ -1179,7 +1194,8 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
         return -1;
     }
     struct names names;
-    take_names(root, chat, &names);
+    take_names(str_of(get(root, "responseId")), str_of(get(root, "modelVersion")), NULL, chat,
+               &names);
     json_object *cand = first_candidate(root), *parts = parts_of(cand);
     size_t nparts = parts ? json_object_array_length(parts) : 0;
 
@@ -1191,7 +1207,8 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
         if (t == NULL)
             continue;
         ibex_buf_append_cstr(out, text ? "" : "\"");
-        put_inner(out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+        ibex_buf_append_json_inner(out, json_object_get_string(t),
+                                   (size_t)json_object_get_string_len(t));
         text = true;
     }
     ibex_buf_append_cstr(out, text ? "\"" : "null");
@@ -1205,7 +1222,7 @@ static int translate_answer(const struct ibex_provider *p, const struct ibex_cha
     }
     if (ncalls)
         ibex_buf_append_cstr(out, "]");
-    const char *finish = cand ? finish_of(get(cand, "finishReason"), ncalls > 0)
+    const char *finish = cand ? finish_of(str_of(get(cand, "finishReason")), ncalls > 0)
                          : get(feedback, "blockReason") ? "content_filter"
                                                         : "stop";
     struct ibex_buf logprobs;
@@ -1237,7 +1254,10 @@ struct gstream {
     struct names names;
     struct usage usage;
     int64_t created, ncalls;
+    uint64_t fast_events; /* events the fast scanner read (gemini.h) */
+    char random[17];      /* hex: the base of tool call ids when the responseId cannot be */
     bool started, finished;
+    bool reference; /* every event through json-c (gemini.h) */
 };
 
 static void stream_cleanup(void *data)
@@ -1260,6 +1280,7 @@ static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
     ibex_buf_init(&g->prefix);
     ibex_buf_init(&g->logprobs);
     g->created = (int64_t)time(NULL);
+    random_hex(g->random, 8); /* drawn here, not at the first event: a reference twin shares it */
     ibex_arena_on_free(arena, stream_cleanup, g);
     return &g->s;
 }
@@ -1270,11 +1291,37 @@ static void fail(struct gstream *g, const char *why)
         g->s.error = why;
 }
 
-static void on_event(void *data, const char *p, size_t len)
+/* The first event names the stream (rid, mv as take_names reads them) and opens it. */
+static void start(struct gstream *g, struct ibex_str rid, struct ibex_str mv)
 {
-    struct gstream *g = data;
-    if (g->s.error)
-        return;
+    g->started = true;
+    take_names(rid, mv, g->random, g->chat, &g->names);
+    ibex_openai_out_chunk_prefix(&g->prefix, g->names.id, g->created, g->names.model);
+    ibex_openai_out_role_chunk(g->out, &g->prefix);
+}
+
+static void set_usage(struct gstream *g, const struct usage *u)
+{
+    g->usage = *u;
+    g->s.prompt_tokens = u->prompt;
+    g->s.completion_tokens = completion_tokens(u);
+}
+
+static void text_open(struct gstream *g)
+{
+    ibex_openai_out_chunk_begin(g->out, &g->prefix);
+    ibex_buf_append_cstr(g->out, "\"content\":\"");
+}
+
+static void finish(struct gstream *g, const char *reason)
+{
+    g->finished = true;
+    ibex_openai_out_finish_chunk(g->out, &g->prefix, reason);
+}
+
+/* Any event, through json-c: the reference the fast path below must match. */
+static void slow_event(struct gstream *g, const char *p, size_t len)
+{
     json_object *root;
     char msg[8];
     if (ibex_json_parse(p, len, &root, msg, sizeof(msg)) != 0 || !is(root, json_type_object)) {
@@ -1287,17 +1334,13 @@ static void on_event(void *data, const char *p, size_t len)
         fail(g, "the provider's stream reported an error");
         return;
     }
-    if (!g->started) {
-        g->started = true;
-        take_names(root, g->chat, &g->names);
-        ibex_openai_out_chunk_prefix(&g->prefix, g->names.id, g->created, g->names.model);
-        ibex_openai_out_role_chunk(g->out, &g->prefix);
-    }
+    if (!g->started)
+        start(g, str_of(get(root, "responseId")), str_of(get(root, "modelVersion")));
     json_object *um = get(root, "usageMetadata");
     if (is(um, json_type_object)) {
-        take_usage(um, &g->usage);
-        g->s.prompt_tokens = g->usage.prompt;
-        g->s.completion_tokens = completion_tokens(&g->usage);
+        struct usage u;
+        take_usage(um, &u);
+        set_usage(g, &u);
     }
     json_object *cand = first_candidate(root), *parts = parts_of(cand);
     size_t nparts = parts ? json_object_array_length(parts) : 0;
@@ -1306,11 +1349,10 @@ static void on_event(void *data, const char *p, size_t len)
         json_object *t = answer_text(json_object_array_get_idx(parts, i));
         if (t == NULL)
             continue;
-        if (!text) {
-            ibex_openai_out_chunk_begin(g->out, &g->prefix);
-            ibex_buf_append_cstr(g->out, "\"content\":\"");
-        }
-        put_inner(g->out, json_object_get_string(t), (size_t)json_object_get_string_len(t));
+        if (!text)
+            text_open(g);
+        ibex_buf_append_json_inner(g->out, json_object_get_string(t),
+                                   (size_t)json_object_get_string_len(t));
         text = true;
     }
     if (text) {
@@ -1336,15 +1378,333 @@ static void on_event(void *data, const char *p, size_t len)
         ibex_openai_out_chunk_end(g->out, NULL, NULL);
     }
     json_object *reason = get(cand, "finishReason");
-    if (!g->finished && cand && reason) {
-        g->finished = true;
-        ibex_openai_out_finish_chunk(g->out, &g->prefix, finish_of(reason, g->ncalls > 0));
-    } else if (!g->finished && cand == NULL &&
-               get(get(root, "promptFeedback"), "blockReason") != NULL) {
-        g->finished = true; /* the prompt was blocked: no candidate comes */
-        ibex_openai_out_finish_chunk(g->out, &g->prefix, "content_filter");
-    }
+    if (!g->finished && cand && reason)
+        finish(g, finish_of(str_of(reason), g->ncalls > 0));
+    else if (!g->finished && cand == NULL &&
+             get(get(root, "promptFeedback"), "blockReason") != NULL)
+        finish(g, "content_filter"); /* the prompt was blocked: no candidate comes */
     json_object_put(root);
+}
+
+/* ---- streaming answers: the fast path ----
+ * Nearly every event of a stream is one candidate's text, with finishReason and usageMetadata
+ * on the last, in the shape Google writes:
+ *   {"candidates": [{"content": {"parts": [{"text": "..."}],"role": "model"},"index": 0}],
+ *    "usageMetadata": {...},"modelVersion": "...","responseId": "..."}
+ * fast_scan reads that shape in place, keys in any order, members it has no use for stepped
+ * over (ibex_json_skip_value), and fast_emit writes what slow_event would, byte for byte.
+ * Anything else (function calls, thoughts, logprobs, errors, blocked prompts, other than one
+ * candidate, escaped keys, a member the json-c path reads holding another type or null, counts
+ * that are not small integers) is declined before anything is written, and slow_event takes
+ * the event. The differential checks in tests/unit/gemini_test.c and tests/fuzz/fuzz_gemini.c
+ * run both paths on the same bytes and compare output and state. */
+
+#define FAST_TEXTS 8      /* text parts of one event */
+#define FAST_SKIP_DEPTH 8 /* nesting of a member stepped over (json-c allows 64 in all) */
+
+struct fast_event {
+    struct ibex_str text[FAST_TEXTS]; /* the non-empty text parts, as escaped in the event */
+    bool escaped[FAST_TEXTS];
+    size_t ntext;
+    struct ibex_str reason, id, model; /* {NULL, 0} when absent; as they are (no escapes) */
+    struct usage usage;                /* usage.have: usageMetadata came */
+    bool cand;                         /* the candidate came */
+};
+
+struct scan {
+    const char *s;
+    size_t len, at;
+};
+
+/* Whitespace, then c: read. */
+static inline bool scan_ch(struct scan *c, char ch)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (c->at >= c->len || c->s[c->at] != ch)
+        return false;
+    c->at++;
+    return true;
+}
+
+static inline bool scan_str(struct scan *c, struct ibex_str *v, bool *escaped)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    size_t end = ibex_json_scan_str(c->s, c->len, c->at, escaped);
+    if (end == 0)
+        return false;
+    *v = (struct ibex_str){c->s + c->at + 1, end - c->at - 2};
+    c->at = end;
+    return true;
+}
+
+static bool scan_skip(struct scan *c)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    c->at = ibex_json_skip_value(c->s, c->len, c->at, FAST_SKIP_DEPTH);
+    return c->at != 0;
+}
+
+/* The next member of the object being read (*first: right after its '{'): 1 with its key in
+ * *k and the ':' read, 0 at the end of the object ('}' read), -1 for anything else (an escaped
+ * key could spell a known one: declined). */
+static int scan_member(struct scan *c, bool *first, struct ibex_str *k)
+{
+    if (scan_ch(c, '}'))
+        return 0;
+    if (!*first && !scan_ch(c, ','))
+        return -1;
+    *first = false;
+    bool escaped;
+    if (!scan_str(c, k, &escaped) || escaped || !scan_ch(c, ':'))
+        return -1;
+    return 1;
+}
+
+/* The next element of the array being read, as scan_member: 1 (its value follows), 0 at the
+ * end (']' read), -1. */
+static int scan_element(struct scan *c, bool *first)
+{
+    if (scan_ch(c, ']'))
+        return 0;
+    if (!*first && !scan_ch(c, ','))
+        return -1;
+    *first = false;
+    return 1;
+}
+
+static bool key_is(struct ibex_str k, const char *lit, size_t n)
+{
+    return k.len == n && memcmp(k.p, lit, n) == 0;
+}
+#define KEY_IS(k, lit) key_is((k), (lit), sizeof(lit) - 1)
+
+/* Sets bit in *seen; false when it was set: a repeated member (json-c keeps the last). */
+static bool once(unsigned *seen, unsigned bit)
+{
+    if (*seen & bit)
+        return false;
+    *seen |= bit;
+    return true;
+}
+
+static bool is_digit(const struct scan *c, size_t i)
+{
+    return i < c->len && c->s[i] >= '0' && c->s[i] <= '9';
+}
+
+/* An integer count() reads as it is: at most 18 digits (no sign, fraction or exponent, which
+ * make another type or a negative count), clamped like count(). */
+static bool scan_count(struct scan *c, int64_t *n)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    size_t i = c->at;
+    int64_t v = 0;
+    while (is_digit(c, i) && i - c->at < 18)
+        v = v * 10 + (c->s[i++] - '0');
+    if (i == c->at || (c->s[c->at] == '0' && i - c->at > 1) || is_digit(c, i) ||
+        (i < c->len && (c->s[i] == '.' || c->s[i] == 'e' || c->s[i] == 'E')))
+        return false;
+    c->at = i;
+    *n = v > IBEX_TOKENS_MAX ? IBEX_TOKENS_MAX : v;
+    return true;
+}
+
+/* "index": 0, the only one first_candidate takes as it is. */
+static bool scan_zero(struct scan *c)
+{
+    int64_t n;
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    return at < c->len && c->s[at] == '0' && scan_count(c, &n);
+}
+
+static bool scan_usage(struct scan *c, struct usage *u)
+{
+    static const char *const keys[] = {"promptTokenCount", "candidatesTokenCount",
+                                       "thoughtsTokenCount", "cachedContentTokenCount",
+                                       "totalTokenCount"};
+    int64_t *counts[] = {&u->prompt, &u->candidates, &u->thoughts, &u->cached, &u->total};
+    *u = (struct usage){0};
+    if (!scan_ch(c, '{'))
+        return false;
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    while ((r = scan_member(c, &first, &k)) == 1) {
+        size_t i = 0;
+        while (i < 5 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
+            i++;
+        if (i < 5 ? !once(&seen, 1u << i) || !scan_count(c, counts[i]) : !scan_skip(c))
+            return false;
+    }
+    u->have = true;
+    u->have_total = seen & (1u << 4);
+    return r == 0;
+}
+
+static bool scan_part(struct scan *c, struct fast_event *ev)
+{
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    if (!scan_ch(c, '{'))
+        return false;
+    while ((r = scan_member(c, &first, &k)) == 1) {
+        if (KEY_IS(k, "text")) {
+            struct ibex_str t;
+            bool escaped;
+            if (!once(&seen, 1) || !scan_str(c, &t, &escaped))
+                return false;
+            if (t.len == 0) /* answer_text skips it */
+                continue;
+            if (ev->ntext == FAST_TEXTS)
+                return false;
+            ev->escaped[ev->ntext] = escaped;
+            ev->text[ev->ntext++] = t;
+        } else if (KEY_IS(k, "thought") || KEY_IS(k, "functionCall")) {
+            return false;
+        } else if (!scan_skip(c)) {
+            return false;
+        }
+    }
+    return r == 0;
+}
+
+static bool scan_parts(struct scan *c, struct fast_event *ev)
+{
+    bool first = true;
+    int r;
+    if (!scan_ch(c, '['))
+        return false;
+    while ((r = scan_element(c, &first)) == 1)
+        if (!scan_part(c, ev))
+            return false;
+    return r == 0;
+}
+
+static bool scan_content(struct scan *c, struct fast_event *ev)
+{
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    if (!scan_ch(c, '{'))
+        return false;
+    while ((r = scan_member(c, &first, &k)) == 1) {
+        bool ok = KEY_IS(k, "parts") ? once(&seen, 1) && scan_parts(c, ev) : scan_skip(c);
+        if (!ok)
+            return false;
+    }
+    return r == 0;
+}
+
+/* "candidates": one candidate, its index 0 or absent. */
+static bool scan_candidates(struct scan *c, struct fast_event *ev)
+{
+    unsigned seen = 0;
+    bool first = true, escaped;
+    struct ibex_str k;
+    int r;
+    if (!scan_ch(c, '[') || !scan_ch(c, '{'))
+        return false;
+    while ((r = scan_member(c, &first, &k)) == 1) {
+        bool ok;
+        if (KEY_IS(k, "content"))
+            ok = once(&seen, 1) && scan_content(c, ev);
+        else if (KEY_IS(k, "finishReason"))
+            ok = once(&seen, 2) && scan_str(c, &ev->reason, &escaped) && !escaped;
+        else if (KEY_IS(k, "index"))
+            ok = once(&seen, 4) && scan_zero(c);
+        else if (KEY_IS(k, "logprobsResult"))
+            ok = false;
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return false;
+    }
+    ev->cand = true;
+    return r == 0 && scan_ch(c, ']'); /* one candidate only */
+}
+
+/* responseId, modelVersion: only the first event's are read (unescaped, as take_names needs). */
+static bool scan_name(struct scan *c, bool started, struct ibex_str *v)
+{
+    bool escaped;
+    return scan_str(c, v, &escaped) && (started || !escaped);
+}
+
+/* Reads the event s[0..len) into *ev when it has the common shape; false, having written
+ * nothing, for anything else. */
+static bool fast_scan(const char *s, size_t len, bool started, struct fast_event *ev)
+{
+    struct scan c = {s, len, 0};
+    unsigned seen = 0;
+    bool first = true, ok;
+    struct ibex_str k;
+    int r;
+    ev->ntext = 0;
+    ev->reason = ev->id = ev->model = IBEX_STR_NULL;
+    ev->usage.have = false;
+    ev->cand = false;
+    if (!scan_ch(&c, '{'))
+        return false;
+    while ((r = scan_member(&c, &first, &k)) == 1) {
+        if (KEY_IS(k, "candidates"))
+            ok = once(&seen, 1) && scan_candidates(&c, ev);
+        else if (KEY_IS(k, "usageMetadata"))
+            ok = once(&seen, 2) && scan_usage(&c, &ev->usage);
+        else if (KEY_IS(k, "responseId"))
+            ok = once(&seen, 4) && scan_name(&c, started, &ev->id);
+        else if (KEY_IS(k, "modelVersion"))
+            ok = once(&seen, 8) && scan_name(&c, started, &ev->model);
+        else if (KEY_IS(k, "error") || KEY_IS(k, "promptFeedback"))
+            ok = false;
+        else
+            ok = scan_skip(&c);
+        if (!ok)
+            return false;
+    }
+    return r == 0 && ibex_json_skip_ws(s, len, c.at) == len;
+}
+
+/* What slow_event writes for such an event. Text without escapes is written as it came
+ * (ibex_json_scan_str: it is what ibex would write for itself); escaped text is escaped again
+ * ibex's way. */
+static void fast_emit(struct gstream *g, const struct fast_event *ev)
+{
+    if (!g->started)
+        start(g, ev->id, ev->model);
+    if (ev->usage.have)
+        set_usage(g, &ev->usage);
+    for (size_t i = 0; i < ev->ntext; i++) {
+        if (i == 0)
+            text_open(g);
+        if (ev->escaped[i])
+            ibex_json_append_canonical(g->out, ev->text[i].p, ev->text[i].len);
+        else
+            ibex_buf_append(g->out, ev->text[i].p, ev->text[i].len);
+    }
+    if (ev->ntext > 0) {
+        ibex_buf_append_cstr(g->out, "\"");
+        ibex_openai_out_chunk_end(g->out, NULL, NULL); /* no logprobsResult: declined */
+    }
+    if (!g->finished && ev->cand && ev->reason.p)
+        finish(g, finish_of(ev->reason, g->ncalls > 0));
+}
+
+static void on_event(void *data, const char *p, size_t len)
+{
+    struct gstream *g = data;
+    if (g->s.error)
+        return;
+    struct fast_event ev;
+    if (!g->reference && fast_scan(p, len, g->started, &ev)) {
+        g->fast_events++;
+        fast_emit(g, &ev);
+        return;
+    }
+    slow_event(g, p, len);
 }
 
 static int check(struct gstream *g)
@@ -1395,3 +1755,48 @@ const struct ibex_provider_ops ibex_provider_gemini = {
     .stream_feed = stream_feed,
     .stream_end = stream_end,
 };
+
+/* ---- testing hooks (gemini.h) ---- */
+
+struct ibex_provider_stream *
+ibex_gemini_stream_open_reference(const struct ibex_provider *p,
+                                  const struct ibex_chat_request *chat, struct ibex_arena *arena,
+                                  const struct ibex_provider_stream *twin)
+{
+    struct gstream *g = (struct gstream *)stream_open(p, chat, arena);
+    g->reference = true;
+    if (twin) {
+        const struct gstream *t = (const struct gstream *)twin;
+        memcpy(g->random, t->random, sizeof(g->random));
+        g->created = t->created;
+    }
+    return &g->s;
+}
+
+uint64_t ibex_gemini_stream_fast_events(const struct ibex_provider_stream *s)
+{
+    return ((const struct gstream *)s)->fast_events;
+}
+
+static bool buf_eq(const struct ibex_buf *a, const struct ibex_buf *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->p, b->p, a->len) == 0);
+}
+
+bool ibex_gemini_stream_same(const struct ibex_provider_stream *a,
+                             const struct ibex_provider_stream *b)
+{
+    const struct gstream *x = (const struct gstream *)a, *y = (const struct gstream *)b;
+    const struct usage *u = &x->usage, *v = &y->usage;
+    return x->s.prompt_tokens == y->s.prompt_tokens &&
+           x->s.completion_tokens == y->s.completion_tokens &&
+           (x->s.error == NULL) == (y->s.error == NULL) &&
+           (x->s.error == NULL || strcmp(x->s.error, y->s.error) == 0) &&
+           x->started == y->started && x->finished == y->finished && x->ncalls == y->ncalls &&
+           u->prompt == v->prompt && u->candidates == v->candidates && u->thoughts == v->thoughts &&
+           u->total == v->total && u->cached == v->cached && u->have == v->have &&
+           u->have_total == v->have_total &&
+           (!x->started || strcmp(x->names.base, y->names.base) == 0) &&
+           buf_eq(&x->prefix, &y->prefix) && x->sse.skipped == y->sse.skipped &&
+           x->sse.skipping_line == y->sse.skipping_line && buf_eq(&x->sse.line, &y->sse.line);
+}

@@ -1,5 +1,6 @@
 /* libFuzzer target: the Gemini provider's translators (src/providers/gemini.c). The first four
- * bytes choose two split points and flags; the rest is used three ways:
+ * bytes choose two split points and flags; the rest is used four ways (with flag 4, the
+ * stream is the rest's lines, each made a data line: events to mutate, not SSE framing):
  * - as an OpenAI chat request body: when the gateway's validator takes it, build_request either
  *   refuses it with a VALIDATION_ERROR and a field_errors array, or writes a strict JSON object
  *   to a URL that stays under the models/ path;
@@ -7,7 +8,10 @@
  *   the answer collector reads;
  * - as a streamGenerateContent SSE stream, fed whole, in three pieces and (when short) a byte at
  *   a time: the results agree, and every output is SSE whose data lines the answer collector
- *   parses without skipping one, with no partial line left over. */
+ *   parses without skipping one, with no partial line left over;
+ * - and the same stream, whole and in the three pieces, through the decoder and its json-c-only
+ *   reference twin (gemini.h): after every piece both have written the same bytes and are in
+ *   the same state, so the fast scanner never writes what json-c would not. */
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +21,7 @@
 
 #include "../../src/core/arena.h"
 #include "../../src/gateway/answer.h"
+#include "../../src/providers/gemini.h"
 #include "../../src/providers/provider.h"
 
 static struct ibex_provider_config cfg = {
@@ -124,6 +129,53 @@ static void stream(const struct ibex_chat_request *chat, const char *p, size_t n
     ibex_arena_free(arena);
 }
 
+/* The decoder and its reference twin, fed the same pieces: same return codes, same bytes, same
+ * state after each. */
+static void differential(const struct ibex_chat_request *chat, const char *p, size_t n,
+                         const size_t *cuts, size_t ncuts)
+{
+    struct ibex_arena *arena = ibex_arena_new(1024);
+    struct ibex_provider_stream *f = prov.ops->stream_open(&prov, chat, arena);
+    struct ibex_provider_stream *r = ibex_gemini_stream_open_reference(&prov, chat, arena, f);
+    struct ibex_buf fo, ro;
+    ibex_buf_init(&fo);
+    ibex_buf_init(&ro);
+    int rc = 0;
+    size_t off = 0;
+    for (size_t i = 0; i <= ncuts && rc == 0; i++) {
+        size_t end = i < ncuts ? cuts[i] : n;
+        rc = prov.ops->stream_feed(f, p + off, end - off, &fo);
+        assert(prov.ops->stream_feed(r, p + off, end - off, &ro) == rc);
+        assert(fo.len == ro.len && (fo.len == 0 || memcmp(fo.p, ro.p, fo.len) == 0));
+        assert(ibex_gemini_stream_same(f, r));
+        off = end;
+    }
+    if (rc == 0) {
+        rc = prov.ops->stream_end(f, &fo);
+        assert(prov.ops->stream_end(r, &ro) == rc);
+        assert(fo.len == ro.len && (fo.len == 0 || memcmp(fo.p, ro.p, fo.len) == 0));
+        assert(ibex_gemini_stream_same(f, r));
+    }
+    assert(ibex_gemini_stream_fast_events(r) == 0);
+    ibex_buf_dispose(&fo);
+    ibex_buf_dispose(&ro);
+    ibex_arena_free(arena);
+}
+
+/* Each line of p as a data line of its own ("data: <line>\n\n"). */
+static void as_events(const char *p, size_t n, struct ibex_buf *out)
+{
+    size_t off = 0;
+    while (off < n) {
+        const char *nl = memchr(p + off, '\n', n - off);
+        size_t end = nl ? (size_t)(nl - p) : n;
+        ibex_buf_append(out, "data: ", 6);
+        ibex_buf_append(out, p + off, end - off);
+        ibex_buf_append(out, "\n\n", 2);
+        off = end + 1;
+    }
+}
+
 /* Tool call ids may hold a random part (no usable responseId): compare their lengths only. */
 static void same(const struct result *x, const struct result *y)
 {
@@ -163,6 +215,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     answer(&chat, p, n);
 
+    struct ibex_buf events;
+    ibex_buf_init(&events);
+    if (data[3] & 4) {
+        as_events(p, n, &events);
+        p = events.p ? events.p : "";
+        n = events.len;
+    }
     size_t cuts[2];
     cuts[0] = data[1] % (n + 1);
     cuts[1] = cuts[0] + data[2] % (n - cuts[0] + 1);
@@ -170,6 +229,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     stream(&chat, p, n, NULL, 0, &whole);
     stream(&chat, p, n, cuts, 2, &pieces);
     same(&whole, &pieces);
+    differential(&chat, p, n, NULL, 0);
+    differential(&chat, p, n, cuts, 2);
     ibex_answer_dispose(&pieces.a);
     if (n <= 512) {
         size_t every[512];
@@ -181,6 +242,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ibex_answer_dispose(&bytes.a);
     }
     ibex_answer_dispose(&whole.a);
+    ibex_buf_dispose(&events);
     ibex_chat_request_dispose(&chat);
     return 0;
 }

@@ -204,6 +204,28 @@ static void expect_field(const char *body, const char *field)
     ibex_chat_error_dispose(&e);
 }
 
+/* A failed parse leaves nothing behind on the thread: json-c keeps a pending high surrogate
+ * across json_tokener_reset, so a text cut after "\ud83d" must not turn the next parse's first
+ * \u escape into U+FFFD. */
+static void test_failed_parse_leaves_no_state(void **state)
+{
+    static const char *const cut[] = {"{\"a\":\"\\ud83d", "{\"a\":\"\\ud83d\\",
+                                      "{\"a\":\"\\ud83d\\u00", "{\"a\":\"\\ud83d\\u12x\"}"};
+    for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+        json_object *o = NULL;
+        char msg[128];
+        assert_int_equal(ibex_json_parse(cut[i], strlen(cut[i]), &o, msg, sizeof(msg)), -1);
+        assert_null(o);
+        static const char next[] = "{\"a\":\"\\u0041\\u0008\"}";
+        assert_int_equal(ibex_json_parse(next, sizeof(next) - 1, &o, msg, sizeof(msg)), 0);
+        json_object *a = NULL;
+        assert_true(json_object_object_get_ex(o, "a", &a));
+        assert_int_equal(json_object_get_string_len(a), 2);
+        assert_memory_equal(json_object_get_string(a), "A\b", 2);
+        json_object_put(o);
+    }
+}
+
 static void test_body_not_an_object(void **state)
 {
     expect_field("[]", "(body)");
@@ -597,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_valid_variants),
         cmocka_unit_test(test_stream_flags),
         cmocka_unit_test(test_invalid_json),
+        cmocka_unit_test(test_failed_parse_leaves_no_state),
         cmocka_unit_test(test_body_not_an_object),
         cmocka_unit_test(test_scalar_body_is_validation_error),
         cmocka_unit_test(test_model_errors),

@@ -1,7 +1,8 @@
 /* src/providers/gemini.c: the provider set picks it for type gemini; URLs and headers; OpenAI
  * requests translated to generateContent (each mapping, each 400); answers and streams
  * translated back (fed in every split of a recorded stream), read again by the answer
- * collector; tool calls, errors, truncated streams, usage with and without include_usage. */
+ * collector; tool calls, errors, truncated streams, usage with and without include_usage; the
+ * stream decoder's fast scanner against its json-c path (gemini.h), byte for byte. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include "../../src/config/config.h"
 #include "../../src/core/arena.h"
 #include "../../src/gateway/answer.h"
+#include "../../src/providers/gemini.h"
 #include "../../src/providers/provider.h"
 #include "testutil.h"
 
@@ -1164,6 +1166,314 @@ static void test_stream_logprobs_and_calls_across_events(void **state)
     fx_free(f);
 }
 
+/* ---- the fast scanner against json-c ---- */
+
+/* Feeds p to a decoder and its json-c reference twin in the same pieces (whole, a byte at a
+ * time, and cut every 7 bytes): after each piece both wrote the same bytes and are in the same
+ * state. Returns the decoder's fast events of the whole run; out (when not NULL) gets its
+ * bytes. */
+static uint64_t differential(struct fx *f, const char *req, const char *p, size_t len,
+                             struct ibex_buf *out)
+{
+    struct ibex_chat_request chat;
+    parse_chat(req, &chat);
+    const struct ibex_provider *pv = prov(f, "gem");
+    uint64_t fast = 0;
+    for (size_t step = 0; step <= 7; step += 7) { /* 0: whole; 1 is done below */
+        for (size_t mode = 0; mode < 2; mode++) {
+            size_t piece = mode == 0 ? (step ? step : len + 1) : 1;
+            if (mode == 1 && step != 0)
+                continue;
+            struct ibex_arena *arena = ibex_arena_new(1024);
+            struct ibex_provider_stream *a = pv->ops->stream_open(pv, &chat, arena);
+            struct ibex_provider_stream *b = ibex_gemini_stream_open_reference(pv, &chat, arena, a);
+            struct ibex_buf x, y;
+            ibex_buf_init(&x);
+            ibex_buf_init(&y);
+            int rc = 0;
+            for (size_t off = 0; off < len && rc == 0; off += piece) {
+                size_t n = len - off < piece ? len - off : piece;
+                rc = pv->ops->stream_feed(a, p + off, n, &x);
+                assert_int_equal(pv->ops->stream_feed(b, p + off, n, &y), rc);
+                assert_int_equal(x.len, y.len);
+                assert_memory_equal(x.p, y.p, x.len);
+                assert_true(ibex_gemini_stream_same(a, b));
+            }
+            if (rc == 0) {
+                rc = pv->ops->stream_end(a, &x);
+                assert_int_equal(pv->ops->stream_end(b, &y), rc);
+                if (x.len != y.len || memcmp(x.p, y.p, x.len) != 0)
+                    fail_msg("fast:\n%s\njson-c:\n%s", x.p, y.p);
+                assert_true(ibex_gemini_stream_same(a, b));
+            }
+            assert_int_equal(ibex_gemini_stream_fast_events(b), 0);
+            if (step == 0 && mode == 0) {
+                fast = ibex_gemini_stream_fast_events(a);
+                if (out) {
+                    ibex_buf_init(out);
+                    ibex_buf_append(out, x.p ? x.p : "", x.len);
+                }
+            } else {
+                assert_int_equal(ibex_gemini_stream_fast_events(a), fast);
+            }
+            ibex_buf_dispose(&x);
+            ibex_buf_dispose(&y);
+            ibex_arena_free(arena);
+        }
+    }
+    ibex_chat_request_dispose(&chat);
+    return fast;
+}
+
+static void test_fast_recorded(void **state)
+{
+    struct fx *f = fx_new();
+    /* the first two events are text (escapes, a surrogate pair), the third a function call */
+    assert_int_equal(differential(f, STREAM_REQ(""), recorded, sizeof(recorded) - 1, NULL), 2);
+    assert_int_equal(differential(f, STREAM_REQ(",\"stream_options\":{\"include_usage\":true}"),
+                                  recorded, sizeof(recorded) - 1, NULL),
+                     2);
+    /* as fakellm and the benchmarks write them: compact, CRLF */
+    static const char compact[] =
+        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"some words \"}],\"role\":"
+        "\"model\"},\"index\":0}],\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":"
+        "\"mKdfaKbLHqSb1dkPu7bVsA8\"}\r\n\r\n"
+        "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}],\"role\":\"model\"},"
+        "\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1021,"
+        "\"candidatesTokenCount\":160,\"totalTokenCount\":1181},\"modelVersion\":"
+        "\"gemini-2.5-flash\",\"responseId\":\"mKdfaKbLHqSb1dkPu7bVsA8\"}\r\n\r\n";
+    struct ibex_buf out;
+    assert_int_equal(differential(f, STREAM_REQ(",\"stream_options\":{\"include_usage\":true}"),
+                                  compact, sizeof(compact) - 1, &out),
+                     2);
+    normalize(&out);
+    assert_string_equal(
+        out.p,
+        "data: {\"id\":\"mKdfaKbLHqSb1dkPu7bVsA8\",\"object\":\"chat.completion.chunk\","
+        "\"created\":0,\"model\":\"gemini-2.5-flash\",\"choices\":[{\"index\":0,\"delta\":{"
+        "\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+        "data: {\"id\":\"mKdfaKbLHqSb1dkPu7bVsA8\",\"object\":\"chat.completion.chunk\","
+        "\"created\":0,\"model\":\"gemini-2.5-flash\",\"choices\":[{\"index\":0,\"delta\":{"
+        "\"content\":\"some words \"},\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+        "data: {\"id\":\"mKdfaKbLHqSb1dkPu7bVsA8\",\"object\":\"chat.completion.chunk\","
+        "\"created\":0,\"model\":\"gemini-2.5-flash\",\"choices\":[{\"index\":0,\"delta\":{},"
+        "\"logprobs\":null,\"finish_reason\":\"stop\"}]}\n\n"
+        "data: {\"id\":\"mKdfaKbLHqSb1dkPu7bVsA8\",\"object\":\"chat.completion.chunk\","
+        "\"created\":0,\"model\":\"gemini-2.5-flash\",\"choices\":[],\"usage\":{"
+        "\"prompt_tokens\":1021,\"completion_tokens\":160,\"total_tokens\":1181}}\n\n"
+        "data: [DONE]\n\n");
+    ibex_buf_dispose(&out);
+    fx_free(f);
+}
+
+/* One event line, read as the first event of a stream and as a later one. */
+struct line_case {
+    const char *line;
+    bool fast_first, fast_later; /* whether the fast scanner reads it there */
+    bool fails;                  /* the stream stops at it */
+};
+
+#define START                                                                                      \
+    "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"s\"}],\"role\": \"model\"},"        \
+    "\"index\": 0}],\"modelVersion\": \"m1\",\"responseId\": \"r1\"}"
+#define FINAL                                                                                      \
+    "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\"}],\"role\": \"model\"},"         \
+    "\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 5,"       \
+    "\"candidatesTokenCount\": 2,\"totalTokenCount\": 7}}"
+
+static void check_lines(const struct line_case *cases, size_t n)
+{
+    struct fx *f = fx_new();
+    struct ibex_buf s;
+    ibex_buf_init(&s);
+    for (size_t i = 0; i < n; i++) {
+        const struct line_case *c = &cases[i];
+        for (int later = 0; later < 2; later++) {
+            ibex_buf_reset(&s);
+            if (later)
+                ibex_buf_append_cstr(&s, "data: " START "\r\n\r\n");
+            ibex_buf_appendf(&s, "data: %s\r\n\r\ndata: " FINAL "\r\n\r\n", c->line);
+            uint64_t want =
+                (uint64_t)later + (later ? c->fast_later : c->fast_first) + (c->fails ? 0 : 1);
+            uint64_t got = differential(
+                f, STREAM_REQ(",\"stream_options\":{\"include_usage\":true}"), s.p, s.len, NULL);
+            if (got != want)
+                fail_msg("case %zu (%s event): %llu fast events, want %llu: %s", i,
+                         later ? "later" : "first", (unsigned long long)got,
+                         (unsigned long long)want, c->line);
+        }
+    }
+    ibex_buf_dispose(&s);
+    fx_free(f);
+}
+
+#define CAND(parts) "{\"candidates\": [{\"content\": {\"parts\": [" parts "]},\"index\": 0}]}"
+
+static void test_fast_shapes(void **state)
+{
+    static const struct line_case cases[] = {
+        /* keys in any order, whitespace as Google writes it or none, members stepped over */
+        {"{\"responseId\": \"r2\", \"usageMetadata\": {\"totalTokenCount\": 3, "
+         "\"promptTokenCount\": 1, \"promptTokensDetails\": [{\"modality\": \"TEXT\", "
+         "\"tokenCount\": 1}]}, \"candidates\": [{\"index\": 0, \"finishReason\": \"MAX_TOKENS\", "
+         "\"content\": {\"role\": \"model\", \"parts\": [{\"thoughtSignature\": \"c2ln\", "
+         "\"text\": \"a\"}, {\"text\": \"\"}, {\"text\": \"b\"}]}}], \"modelVersion\": \"mv\"}",
+         true, true, false},
+        {"  {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\t ", true, true, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"x\"}]}, \"safetyRatings\": "
+         "[{\"category\": \"HARM_CATEGORY_HARASSMENT\", \"probability\": \"NEGLIGIBLE\"}], "
+         "\"citationMetadata\": {\"citationSources\": [{\"startIndex\": 0, \"endIndex\": 9, "
+         "\"uri\": \"https://e.x/\\u00e9\"}]}, \"avgLogprobs\": -0.25e-1}], \"createTime\": "
+         "\"2025-01-01T00:00:00Z\", \"x\": [true, false, null, {}, [], 1E+400]}",
+         true, true, false},
+        /* no candidate: only usage, or nothing */
+        {"{\"usageMetadata\": {\"promptTokenCount\": 4}}", true, true, false},
+        {"{}", true, true, false},
+        {"{\"candidates\": [{\"finishReason\": \"SAFETY\"}]}", true, true, false},
+        {"{\"candidates\": [{\"content\": {}, \"finishReason\": \"RECITATION\"}]}", true, true,
+         false},
+        {"{\"candidates\": [{\"content\": {\"parts\": []}, \"finishReason\": \"\"}]}", true, true,
+         false},
+        /* the names: used only from the first event, so escaped ones are read later only */
+        {"{\"responseId\": \"weird id!\", \"modelVersion\": \"\", "
+         "\"candidates\": []}",
+         false, false, false},
+        {"{\"responseId\": \"weird id!\", \"modelVersion\": \"\"}", true, true, false},
+        {"{\"responseId\": \"r\\u0041\", \"modelVersion\": \"m\\/1\"}", false, true, false},
+        {"{\"responseId\": \""
+         "0123456789012345678901234567890123456789012345678901234567890123456789"
+         "0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+         true, true, false},
+        /* what the scanner leaves to json-c */
+        {CAND("{\"text\": \"a\"},{\"functionCall\": {\"name\": \"f\", \"args\": {}}}"), false,
+         false, false},
+        {CAND("{\"text\": \"t\", \"thought\": true}"), false, false, false},
+        {CAND("{\"thought\": false, \"text\": \"t\"}"), false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"logprobsResult\": "
+         "{\"chosenCandidates\": []}}]}",
+         false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"index\": 1}]}", false,
+         false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"index\": 0.0}]}",
+         false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}, \"index\": -0}]}",
+         false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}, {\"content\": "
+         "{\"parts\": [{\"text\": \"b\"}]}, \"index\": 1}]}",
+         false, false, false},
+        {"{\"candidates\": []}", false, false, false},
+        {"{\"promptFeedback\": {\"blockReason\": \"OTHER\"}}", false, false, false},
+        {"{\"promptFeedback\": {\"safetyRatings\": []}, \"candidates\": [{\"content\": "
+         "{\"parts\": [{\"text\": \"a\"}]}}]}",
+         false, false, false},
+        {"{\"error\": {\"code\": 500, \"message\": \"m\"}}", false, false, true},
+        {"{\"error\": null, \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}",
+         false, false, false},
+        {"{\"usageMetadata\": null}", false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": null}]}}]}", false, false, false},
+        {"{\"candidates\": [{\"finishReason\": null}]}", false, false, false},
+        {"{\"candidates\": [{\"finishReason\": 3}]}", false, false, false},
+        {"{\"candidates\": [{\"finishReason\": \"ST\\u004fP\"}]}", false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": {\"text\": \"a\"}}}]}", false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [\"a\"]}}]}", false, false, false},
+        {"{\"candidates\": {}}", false, false, false},
+        /* repeated members (json-c keeps the last) and escaped keys (they may spell a known one) */
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\", \"text\": \"b\"}]}}]}",
+         false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}], \"candidates\": "
+         "[{\"content\": {\"parts\": [{\"text\": \"b\"}]}}]}",
+         false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 1, \"promptTokenCount\": 2}}", false, false,
+         false},
+        {"{\"responseId\": \"a\", \"responseId\": \"b\"}", false, false, false},
+        {"{\"x\": 1, \"x\": 2, \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}",
+         true, true, false},
+        {CAND("{\"te\\u0078t\": \"a\"}"), false, false, false},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}], \"e\\u0072ror\": 1}",
+         false, false, true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}], \"k\": "
+         "{\"esc\\u0061ped\": \"inside a value stepped over\"}}",
+         true, true, false},
+        /* nesting: eight deep is stepped over, nine is json-c's */
+        {"{\"g\": [[[[[[[[1]]]]]]]], \"candidates\": [{\"content\": {\"parts\": [{\"text\": "
+         "\"a\"}]}}]}",
+         true, true, false},
+        {"{\"g\": [[[[[[[[[1]]]]]]]]], \"candidates\": [{\"content\": {\"parts\": [{\"text\": "
+         "\"a\"}]}}]}",
+         false, false, false},
+        {CAND("{\"text\": \"1\"},{\"text\": \"2\"},{\"text\": \"3\"},{\"text\": \"4\"},{\"text\": "
+              "\"5\"},{\"text\": \"6\"},{\"text\": \"7\"},{\"text\": \"8\"}"),
+         true, true, false},
+        {CAND("{\"text\": \"1\"},{\"text\": \"2\"},{\"text\": \"3\"},{\"text\": \"4\"},{\"text\": "
+              "\"5\"},{\"text\": \"6\"},{\"text\": \"7\"},{\"text\": \"8\"},{\"text\": \"9\"}"),
+         false, false, false},
+        /* json-c's extensions: taken there, never here */
+        {"{'candidates': []}", false, false, false},
+        {"{\"x\": NaN, \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}", false,
+         false, false},
+        {"{\"x\": 00, \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}", false,
+         false, false},
+        {"{\"x\": 1., \"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}", false,
+         false, false},
+        {CAND("{\"text\": \"tab\there\"}"), false, false, false},
+        {"\f{}", false, false, true},
+        /* not JSON, or not all of it: json-c fails the stream */
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"abc\"}", false, false, true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"ab", false, false, true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\\u00", false, false, true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\\ud83d", false, false, true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]} x", false, false,
+         true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}]}}", false, false,
+         true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"},]}}]}", false, false,
+         true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xc3\"}]}}]}", false, false,
+         true},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"\xed\xa0\x80\"}]}}]}", false,
+         false, true},
+        {"[]", false, false, true},
+        {"\"text\"", false, false, true},
+    };
+    check_lines(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+static void test_fast_text_and_counts(void **state)
+{
+    static const struct line_case cases[] = {
+        /* every escape, made canonical as json-c's decoding then ibex's escaping makes it */
+        {CAND("{\"text\": \"\\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t \\u0000\\u001F\\u007f "
+              "\\u003cb\\u003e "
+              "\\u0026\\u003d\\u0027 \\u00e9\\u00C9 \\u20ac \\uffff \\ud83d\\ude00 "
+              "\\uDBFF\\uDFFF\"}"),
+         true, true, false},
+        {CAND("{\"text\": \"raw caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f\"}"), true, true,
+         false},
+        {CAND("{\"text\": \"\\\\u0041 is not an escape\"}"), true, true, false},
+        /* lone surrogates: json-c makes them U+FFFD, the scanner leaves them to it */
+        {CAND("{\"text\": \"\\ud83d\"}"), false, false, false},
+        {CAND("{\"text\": \"\\ude00\"}"), false, false, false},
+        {CAND("{\"text\": \"\\ud83d\\u0041\"}"), false, false, false},
+        /* counts: small integers are read (and clamped at IBEX_TOKENS_MAX), others are not */
+        {"{\"usageMetadata\": {\"promptTokenCount\": 0, \"candidatesTokenCount\": "
+         "123456789012345678, \"thoughtsTokenCount\": 281474976710656, "
+         "\"cachedContentTokenCount\": 281474976710655, \"totalTokenCount\": 999999999999999999}}",
+         true, true, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 1234567890123456789}}", false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 99999999999999999999999}}", false, false,
+         false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": -1}}", false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 1.0}}", false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 1e3}}", false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": 012}}", false, false, true},
+        {"{\"usageMetadata\": {\"promptTokenCount\": \"12\"}}", false, false, false},
+        {"{\"usageMetadata\": {\"promptTokenCount\": true}}", false, false, false},
+        {"{\"usageMetadata\": {\"totalTokenCount\": 0}}", true, true, false},
+        {"{\"usageMetadata\": {\"otherCount\": -5.5, \"promptTokenCount\": 7}}", true, true, false},
+    };
+    check_lines(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1186,6 +1496,9 @@ int main(void)
         cmocka_unit_test(test_stream_errors),
         cmocka_unit_test(test_stream_blocked_and_filtered),
         cmocka_unit_test(test_stream_logprobs_and_calls_across_events),
+        cmocka_unit_test(test_fast_recorded),
+        cmocka_unit_test(test_fast_shapes),
+        cmocka_unit_test(test_fast_text_and_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

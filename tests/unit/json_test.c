@@ -1,0 +1,246 @@
+/* src/core/json.c: the in-place scanner (whitespace, strings, any value, bounded nesting) and
+ * the canonical re-escaping of a string's inside, checked against json-c as ibex_json_parse
+ * runs it: whatever the scanner accepts json-c accepts, and decodes to the text that
+ * ibex_json_append_canonical writes again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "../../src/core/json.h"
+#include "../../src/gateway/chat_request.h"
+#include "testutil.h"
+
+static size_t skip_at(const char *s, unsigned depth)
+{
+    return ibex_json_skip_value(s, strlen(s), 0, depth);
+}
+
+static void test_skip_ws(void **state)
+{
+    assert_int_equal(ibex_json_skip_ws(" \t\r\nx", 5, 0), 4);
+    assert_int_equal(ibex_json_skip_ws("  ", 2, 0), 2);
+    assert_int_equal(ibex_json_skip_ws("\fx", 2, 0), 0); /* not JSON whitespace */
+    assert_int_equal(ibex_json_skip_ws("ab", 2, 2), 2);
+}
+
+static void test_scan_str(void **state)
+{
+    bool esc = true;
+    assert_int_equal(ibex_json_scan_str("\"abc\",", 6, 0, &esc), 5);
+    assert_false(esc);
+    assert_int_equal(ibex_json_scan_str("\"\"", 2, 0, &esc), 2);
+    assert_false(esc);
+    assert_int_equal(ibex_json_scan_str("x\"caf\xc3\xa9\"", 8, 1, &esc), 8);
+    assert_false(esc);
+    static const char *const good[] = {
+        "\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"",
+        "\"\\u00e9\\u00E9\"",
+        "\"\\u0000\"",
+        "\"\\ud83d\\ude00\"",
+        "\"\\uD83D\\uDE00x\"",
+        "\"\\uffff\"",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        esc = false;
+        assert_int_equal(ibex_json_scan_str(good[i], strlen(good[i]), 0, &esc), strlen(good[i]));
+        assert_true(esc);
+    }
+    static const char *const bad[] = {
+        "abc",
+        "\"abc",
+        "\"a\\\"",
+        "\"\\x\"",
+        "\"\\'\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "\"\\ud83d\"",
+        "\"\\ude00\"",
+        "\"\\ud83dx\"",
+        "\"\\ud83d\\n\"",
+        "\"\\ud83d\\u0041\"",
+        "\"a\tb\"",
+        "\"a\x01\"",
+        "\"\\",
+        "\"\\u",
+        /* UTF-8 as ibex_json_text_invalid_at reads it: truncated, stray, overlong, surrogates */
+        "\"\xc3\"",
+        "\"\xa9\"",
+        "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\xff\"",
+        "\"\xe2\x82\"",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (ibex_json_scan_str(bad[i], strlen(bad[i]), 0, NULL) != 0)
+            fail_msg("accepted %s", bad[i]);
+}
+
+static void test_skip_value(void **state)
+{
+    static const char *const good[] = {
+        "0",
+        "-0",
+        "12",
+        "-1.5e+10",
+        "1E2",
+        "0.25",
+        "99999999999999999999999",
+        "1e999",
+        "true",
+        "false",
+        "null",
+        "\"s\"",
+        "[]",
+        "{}",
+        "[1, \"a\", [true], {\"k\": null}]",
+        "{\"a\" : {\"b\\u0041\": [ {} ]} , \"c\":\t-2}",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (skip_at(good[i], 8) != strlen(good[i]))
+            fail_msg("did not skip %s", good[i]);
+    /* a value ends where the grammar does: what follows is the caller's */
+    assert_int_equal(skip_at("01", 8), 1);
+    assert_int_equal(skip_at("1x", 8), 1);
+    assert_int_equal(skip_at("truex", 8), 4);
+    assert_int_equal(skip_at("", 8), 0);
+    static const char *const bad[] = {
+        "-",   "1.",     ".5",      "+1",        "1.5e",       "NaN",       "Infinity", "tru",
+        "nul", "'a'",    "[1,]",    "[1 2]",     "{\"a\":1,}", "{\"a\" 1}", "{a:1}",    "[",
+        "{",   "{\"a\"", "{\"a\":", "[\"a\t\"]", "}",          "{,}",       "[,1]",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (skip_at(bad[i], 8) == strlen(bad[i]))
+            fail_msg("skipped %s", bad[i]);
+    /* nesting: depth counts the value itself */
+    assert_int_equal(skip_at("[[1]]", 2), 5);
+    assert_int_equal(skip_at("[[1]]", 1), 0);
+    assert_int_equal(skip_at("{\"a\":[{}]}", 3), 10);
+    assert_int_equal(skip_at("{\"a\":[{}]}", 2), 0);
+    assert_int_equal(skip_at("1", 0), 1);
+    assert_int_equal(skip_at("[]", 0), 0);
+}
+
+/* Whether s is JSON text json-c takes (strict, as ibex_json_parse runs it). */
+static bool json_c_takes(const char *s, size_t len, json_object **out)
+{
+    char msg[64];
+    *out = NULL;
+    return ibex_json_parse(s, len, out, msg, sizeof(msg)) == 0;
+}
+
+/* What a string literal decodes to in json-c, written as ibex writes text. */
+static void json_c_canonical(const char *lit, size_t len, struct ibex_buf *out)
+{
+    json_object *o;
+    if (!json_c_takes(lit, len, &o) || !json_object_is_type(o, json_type_string))
+        fail_msg("json-c refused the literal %.*s", (int)len, lit);
+    ibex_buf_append_json_inner(out, json_object_get_string(o),
+                               (size_t)json_object_get_string_len(o));
+    json_object_put(o);
+}
+
+static void check_canonical(const char *lit, size_t len)
+{
+    struct ibex_buf want, got;
+    ibex_buf_init(&want);
+    ibex_buf_init(&got);
+    assert_int_equal(ibex_json_scan_str(lit, len, 0, NULL), len);
+    json_c_canonical(lit, len, &want);
+    ibex_json_append_canonical(&got, lit + 1, len - 2);
+    if (got.len != want.len || (got.len > 0 && memcmp(got.p, want.p, got.len) != 0))
+        fail_msg("%.*s: json-c %s, scanner %s", (int)len, lit, want.p, got.p ? got.p : "");
+    ibex_buf_dispose(&want);
+    ibex_buf_dispose(&got);
+}
+
+static void test_canonical_matches_json_c(void **state)
+{
+    static const char *const lits[] = {
+        "\"\"",
+        "\"plain text\"",
+        "\"\\\"q\\\" \\\\ \\/ \\b\\f\\n\\r\\t\"",
+        "\"\\u0000\\u0001\\u001F\\u001f \\u007f\"",
+        "\"\\u0022\\u005c\\u002F\\u0009\\u000A\"",
+        "\"\\u003cb\\u003e \\u0026 \\u003d \\u0027\"",
+        "\"\\u00e9\\u00C9 \\u20ac \\uFFFD \\uffff\"",
+        "\"\\ud83d\\ude00 \\uDBFF\\uDFFF \\uD800\\uDC00\"",
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
+        "\"a\\\\\\\\b\\\\\"",
+        "\"\\\\u0041\"",
+    };
+    for (size_t i = 0; i < sizeof(lits) / sizeof(lits[0]); i++)
+        check_canonical(lits[i], strlen(lits[i]));
+}
+
+/* Random literals from pieces that stress the escapes: every one the scanner accepts decodes in
+ * json-c to what ibex_json_append_canonical writes; every one it refuses is one json-c refuses
+ * or one the scanner leaves to it on purpose (a lone surrogate, a raw control). */
+static void test_canonical_random(void **state)
+{
+    static const char *const pieces[] = {
+        "a",       " ",       "\\\"",         "\\\\",
+        "\\/",     "\\b",     "\\f",          "\\n",
+        "\\r",     "\\t",     "\\u0000",      "\\u001f",
+        "\\u0041", "\\u00e9", "\\u20AC",      "\\ud83d",
+        "\\ude00", "\\uDBFF", "\\u12",        "\\x",
+        "\t",      "\x01",    "\xc3\xa9",     "\xf0\x9f\x98\x80",
+        "\\",      "\"",      "\\u",          "\\ud83d\\ude00",
+        "\xc3",    "\xa9",    "\xed\xa0\x80",
+    };
+    const size_t npieces = sizeof(pieces) / sizeof(pieces[0]);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    struct ibex_buf lit;
+    ibex_buf_init(&lit);
+    size_t accepted = 0;
+    for (int round = 0; round < 20000; round++) {
+        ibex_buf_reset(&lit);
+        ibex_buf_append(&lit, "\"", 1);
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        size_t n = (size_t)(seed >> 60);
+        for (size_t k = 0; k < n; k++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            ibex_buf_append_cstr(&lit, pieces[(seed >> 33) % npieces]);
+        }
+        ibex_buf_append(&lit, "\"", 1);
+        bool esc;
+        if (ibex_json_scan_str(lit.p, lit.len, 0, &esc) == lit.len) {
+            accepted++;
+            check_canonical(lit.p, lit.len);
+            assert_true(esc == (memchr(lit.p, '\\', lit.len) != NULL));
+        }
+    }
+    assert_true(accepted > 1000);
+    ibex_buf_dispose(&lit);
+}
+
+/* Values the scanner skips are values json-c takes, at every depth it allows. */
+static void test_skip_agrees_with_json_c(void **state)
+{
+    static const char *const values[] = {
+        "[1, -0, 2.5e-3, 1E+400, true, false, null, \"\\u00e9\"]",
+        "{\"a\": {\"b\": [[], {}], \"c\\\"\": \"d\"}, \"e\": 99999999999999999999}",
+        "[[[[[[[[]]]]]]]]",
+    };
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        size_t len = strlen(values[i]);
+        assert_int_equal(skip_at(values[i], 8), len);
+        json_object *o;
+        assert_true(json_c_takes(values[i], len, &o));
+        json_object_put(o);
+    }
+    assert_int_equal(skip_at("[[[[[[[[[]]]]]]]]]", 8), 0); /* nine deep */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_skip_ws),          cmocka_unit_test(test_scan_str),
+        cmocka_unit_test(test_skip_value),       cmocka_unit_test(test_canonical_matches_json_c),
+        cmocka_unit_test(test_canonical_random), cmocka_unit_test(test_skip_agrees_with_json_c),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
