@@ -335,8 +335,9 @@ int ibex_credentials_create(struct ibex_store *s, const struct ibex_credentials_
                              "this credential has no subject to own a credential: use scope "
                              "'tenant'");
 
+    /* UUIDv7: lists break created_at ties by id, newest first, like sessions and tasks */
     char id[IBEX_UUID_LEN + 1];
-    ibex_id_uuid4(id);
+    ibex_id_uuid7(ibex_clock_wall_ms(), id);
     size_t len = strlen(secret);
     struct ibex_sealed sealed;
     if (ibex_credential_seal(env->vault, a->tenant_id, id, secret, len, &sealed) != 0)
@@ -402,8 +403,8 @@ int ibex_credentials_list(struct ibex_store *s, const struct ibex_actor *a,
     } else {
         ibex_buf_append_cstr(&where, " AND state <> 'deleted'");
     }
-    ibex_api_page_rows(s, CRED_COLS, where.p, "created_at DESC, id", p, n, q->page, q->page_size,
-                       "credentials", row_credential, out, r);
+    ibex_api_page_rows(s, CRED_COLS, where.p, "created_at DESC, id DESC", p, n, q->page,
+                       q->page_size, "credentials", row_credential, out, r);
     ibex_buf_dispose(&where);
     return r->status;
 }
