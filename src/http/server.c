@@ -7,6 +7,10 @@
  *   handler; on_abort runs from the close callback, never inside a write or read call chain.
  * - Responses are written with uv_try_write first; only what the kernel did not take is copied
  *   into a uv_write request, so a fast client costs no allocation per write.
+ * - A streaming response's chunks collect in conn->out and go out in one write per loop
+ *   iteration (the flush idle handle), so an upstream read that carried many events costs the
+ *   client one wake-up, not one per event. A connection is on srv->flushing exactly while it
+ *   is queued for that write; conn_close takes it off.
  * - Error responses and Connection: close end with a shutdown and a short lingering read, so
  *   the client reads the response before the connection goes away. */
 #include "server.h"
@@ -29,6 +33,7 @@
 #define READ_CHUNK 16384
 #define PIPELINE_READ_CAP (1u << 20) /* stop reading while this much waits behind a request */
 #define LINGER_MS 2000
+#define OUT_KEEP_CAP 16384 /* conn->out capacity a connection keeps between responses */
 
 enum timer_kind {
     TIMER_NONE = 0,
@@ -48,7 +53,8 @@ struct ibex_conn {
     struct ibex_arena *arena;
     struct ibex_buf in;
     struct ibex_req *req; /* in the handler, or NULL */
-    struct ibex_buf head; /* a streaming response's head, sent with its first chunk */
+    struct ibex_buf out;  /* a streaming response's bytes not yet written (its head included) */
+    struct ibex_conn *flush_prev, *flush_next; /* on srv->flushing, or NULL */
     enum timer_kind timer_kind;
     int handles_open;
     int http_minor;
@@ -74,7 +80,10 @@ struct ibex_http_server {
     bool draining;
     bool closing;
     int port;
-    struct ibex_conn conns; /* list sentinel */
+    struct ibex_conn conns;    /* list sentinel */
+    struct ibex_conn flushing; /* sentinel: connections with stream output to write */
+    uv_idle_t flush;           /* writes them once per loop iteration, while there are any */
+    bool flush_open;
     size_t nconns;
     size_t inflight;
     struct ibex_buf scratch; /* response heads; the loop is single-threaded */
@@ -89,6 +98,7 @@ struct write_req {
 };
 
 static void conn_close(struct ibex_conn *c, bool reset);
+static void flush_cancel(struct ibex_conn *c);
 static void conn_process(struct ibex_conn *c);
 static void conn_shutdown(struct ibex_conn *c);
 static void conn_set_reading(struct ibex_conn *c, bool on);
@@ -179,6 +189,7 @@ struct ibex_http_server *ibex_http_server_new(uv_loop_t *loop, const struct ibex
     srv->limits.max_headers = cfg->max_headers;
     srv->limits.max_body_bytes = cfg->max_body_bytes;
     srv->conns.next = srv->conns.prev = &srv->conns;
+    srv->flushing.flush_next = srv->flushing.flush_prev = &srv->flushing;
     ibex_buf_init(&srv->scratch);
     return srv;
 }
@@ -274,7 +285,8 @@ size_t ibex_http_server_inflight(const struct ibex_http_server *srv)
 
 static void maybe_closed(struct ibex_http_server *srv)
 {
-    if (srv->closing && !srv->listener_open && srv->nconns == 0 && srv->on_closed) {
+    if (srv->closing && !srv->listener_open && !srv->flush_open && srv->nconns == 0 &&
+        srv->on_closed) {
         void (*cb)(void *) = srv->on_closed;
         srv->on_closed = NULL;
         cb(srv->on_closed_arg);
@@ -314,6 +326,13 @@ void ibex_http_server_drain(struct ibex_http_server *srv)
     }
 }
 
+static void on_flush_closed(uv_handle_t *h)
+{
+    struct ibex_http_server *srv = h->data;
+    srv->flush_open = false;
+    maybe_closed(srv);
+}
+
 void ibex_http_server_close(struct ibex_http_server *srv, void (*on_closed)(void *), void *arg)
 {
     srv->closing = true;
@@ -327,6 +346,8 @@ void ibex_http_server_close(struct ibex_http_server *srv, void (*on_closed)(void
         conn_close(c, false);
         c = next;
     }
+    if (srv->flush_open && !uv_is_closing((uv_handle_t *)&srv->flush))
+        uv_close((uv_handle_t *)&srv->flush, on_flush_closed);
     maybe_closed(srv);
 }
 
@@ -334,7 +355,7 @@ void ibex_http_server_free(struct ibex_http_server *srv)
 {
     if (srv == NULL)
         return;
-    assert(srv->nconns == 0 && !srv->listener_open);
+    assert(srv->nconns == 0 && !srv->listener_open && !srv->flush_open);
     ibex_buf_dispose(&srv->scratch);
     free(srv);
 }
@@ -357,7 +378,7 @@ static void conn_free(struct ibex_conn *c)
     c->next->prev = c->prev;
     srv->nconns--;
     ibex_http_parser_dispose(&c->parser);
-    ibex_buf_dispose(&c->head);
+    ibex_buf_dispose(&c->out);
     ibex_arena_free(c->arena);
     ibex_buf_dispose(&c->in);
     free(c);
@@ -387,6 +408,8 @@ static void conn_close(struct ibex_conn *c, bool reset)
         return;
     c->closing = true;
     c->abort_pending = c->req != NULL;
+    flush_cancel(c);
+    ibex_buf_reset(&c->out);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     if (reset)
@@ -420,6 +443,17 @@ static void conn_shutdown(struct ibex_conn *c)
     conn_set_reading(c, true);
 }
 
+/* Tells a paused producer to go on once the write queue fell to half the high-water mark. */
+static void drain_check(struct ibex_conn *c)
+{
+    if (c->want_drain && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <=
+                             c->srv->cfg.write_high_water / 2) {
+        c->want_drain = false;
+        if (c->req && c->req->on_drain)
+            c->req->on_drain(c->req);
+    }
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     struct write_req *wr = (struct write_req *)w;
@@ -431,12 +465,7 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c, false);
         return;
     }
-    if (c->want_drain && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <=
-                             c->srv->cfg.write_high_water / 2) {
-        c->want_drain = false;
-        if (c->req && c->req->on_drain)
-            c->req->on_drain(c->req);
-    }
+    drain_check(c);
 }
 
 /* Queues bufs on the connection. Returns 0, 1 above the high-water mark, -1 when closed. */
@@ -571,7 +600,9 @@ static void finish_request(struct ibex_conn *c, int status)
     c->res_started = false;
     c->want_drain = false;
     c->sent_continue = false;
-    ibex_buf_reset(&c->head);
+    if (c->out.cap > OUT_KEEP_CAP)
+        ibex_buf_dispose(&c->out); /* a keep-alive connection keeps only a small buffer */
+    ibex_buf_reset(&c->out);
     ibex_arena_reset(c->arena);
     if (c->closing) {
         if (c->handles_open == 0)
@@ -657,23 +688,64 @@ void ibex_res_stream_start(struct ibex_req *req, int status, const char *content
         return;
     /* Held back and sent in the same write as the first chunk: one syscall and one segment
      * less before the client's first token. */
-    build_head(c, &c->head, status, req->request_id, content_type, extra_headers,
+    build_head(c, &c->out, status, req->request_id, content_type, extra_headers,
                req->response_headers, c->res_keep_alive);
-    ibex_buf_append_cstr(&c->head, c->res_chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "\r\n");
+    ibex_buf_append_cstr(&c->out, c->res_chunked ? "Transfer-Encoding: chunked\r\n\r\n" : "\r\n");
 }
 
-/* Writes bufs, preceded by the response head if it has not gone out yet. */
-static int stream_write(struct ibex_conn *c, uv_buf_t *bufs, unsigned int n)
+static void flush_cancel(struct ibex_conn *c)
 {
-    if (c->head.len == 0)
-        return n ? conn_write(c, bufs, n) : 0;
-    uv_buf_t all[4];
-    all[0] = uv_buf_init(c->head.p, (unsigned int)c->head.len);
-    for (unsigned int i = 0; i < n && i < 3; i++)
-        all[i + 1] = bufs[i];
-    int r = conn_write(c, all, n + 1);
-    ibex_buf_reset(&c->head);
+    if (c->flush_next == NULL)
+        return;
+    c->flush_prev->flush_next = c->flush_next;
+    c->flush_next->flush_prev = c->flush_prev;
+    c->flush_next = c->flush_prev = NULL;
+}
+
+/* Writes what c->out holds now. Returns what conn_write does. */
+static int out_write(struct ibex_conn *c)
+{
+    flush_cancel(c);
+    if (c->out.len == 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(c->out.p, (unsigned int)c->out.len);
+    int r = conn_write(c, &b, 1);
+    ibex_buf_reset(&c->out);
     return r;
+}
+
+static void on_flush(uv_idle_t *h)
+{
+    struct ibex_http_server *srv = h->data;
+    struct ibex_conn *end = &srv->flushing;
+    /* on_drain may queue its connection again: it is written again in this pass */
+    while (end->flush_next != end) {
+        struct ibex_conn *c = end->flush_next;
+        if (out_write(c) >= 0)
+            drain_check(c);
+    }
+    uv_idle_stop(h);
+}
+
+/* Queues c for the write at the end of this loop iteration. */
+static void flush_later(struct ibex_conn *c)
+{
+    struct ibex_http_server *srv = c->srv;
+    if (c->flush_next)
+        return;
+    struct ibex_conn *end = &srv->flushing;
+    if (end->flush_next == end) {
+        if (!srv->flush_open) {
+            uv_idle_init(srv->loop, &srv->flush);
+            srv->flush.data = srv;
+            srv->flush_open = true;
+        }
+        uv_idle_start(&srv->flush, on_flush);
+    }
+    c->flush_prev = end->flush_prev;
+    c->flush_next = end;
+    end->flush_prev->flush_next = c;
+    end->flush_prev = c;
 }
 
 void ibex_res_stream_flush(struct ibex_req *req)
@@ -681,7 +753,7 @@ void ibex_res_stream_flush(struct ibex_req *req)
     struct ibex_conn *c = req->conn;
     assert(c->req == req && c->res_started);
     if (!c->closing)
-        stream_write(c, NULL, 0);
+        out_write(c);
 }
 
 int ibex_res_stream_write(struct ibex_req *req, const void *data, size_t len)
@@ -692,15 +764,22 @@ int ibex_res_stream_write(struct ibex_req *req, const void *data, size_t len)
         return -1;
     if (len == 0)
         return 0;
-    if (!c->res_chunked) {
-        uv_buf_t buf = uv_buf_init((char *)data, (unsigned int)len);
-        return stream_write(c, &buf, 1);
+    if (c->res_chunked) {
+        char size[20];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        ibex_buf_append(&c->out, size, (size_t)n);
+        ibex_buf_append(&c->out, data, len);
+        ibex_buf_append(&c->out, "\r\n", 2);
+    } else {
+        ibex_buf_append(&c->out, data, len);
     }
-    char size[20];
-    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-    uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned int)n),
-                        uv_buf_init((char *)data, (unsigned int)len), uv_buf_init("\r\n", 2)};
-    return stream_write(c, bufs, 3);
+    flush_later(c);
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + c->out.len >
+        c->srv->cfg.write_high_water) {
+        c->want_drain = true;
+        return 1;
+    }
+    return 0;
 }
 
 void ibex_res_stream_end(struct ibex_req *req)
@@ -714,8 +793,9 @@ void ibex_res_stream_end(struct ibex_req *req)
         return;
     }
     if (!c->closing) {
-        uv_buf_t buf = uv_buf_init("0\r\n\r\n", 5);
-        stream_write(c, &buf, c->res_chunked ? 1 : 0);
+        if (c->res_chunked)
+            ibex_buf_append(&c->out, "0\r\n\r\n", 5);
+        out_write(c);
     }
     finish_request(c, req->status);
 }
@@ -729,8 +809,10 @@ void ibex_res_reset(struct ibex_req *req)
 {
     struct ibex_conn *c = req->conn;
     c->res_keep_alive = false;
-    if (!c->closing)
+    if (!c->closing) {
+        out_write(c); /* what was written goes before the reset, as it would unbuffered */
         conn_close(c, true);
+    }
     c->abort_pending = false; /* the handler chose this; no on_abort owed */
     finish_request(c, c->res_started ? req->status : 499);
 }
@@ -915,7 +997,7 @@ static void on_connection(uv_stream_t *listener, int status)
     ibex_http_parser_init(&c->parser, &srv->limits);
     ibex_http_parser_set_arena(&c->parser, c->arena);
     ibex_buf_init(&c->in);
-    ibex_buf_init(&c->head);
+    ibex_buf_init(&c->out);
     c->next = srv->conns.next;
     c->prev = &srv->conns;
     srv->conns.next->prev = c;

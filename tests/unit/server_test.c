@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <strings.h>
 #include <time.h>
@@ -243,7 +244,10 @@ struct fx {
     uint64_t done_bytes_out;
     size_t flood_bytes;
     int flood_rc;
-    atomic_int flood_paused; /* read by the client thread */
+    atomic_int flood_paused;  /* read by the client thread */
+    int burst_rc;             /* what the burst's last write returned */
+    atomic_int burst_verdict; /* client: 1 nothing arrived while the handler ran, 2 data did */
+    int burst_seen;           /* burst_verdict as the handler saw it before returning */
     bool closed;
     bool close_started;
 };
@@ -405,6 +409,35 @@ static void flood(struct fx *fx, struct ibex_req *req)
     atomic_store(&fx->flood_paused, 1);
 }
 
+#define BURST_BIG 5000 /* above base_cfg's write_high_water */
+
+static void on_burst_drain(struct ibex_req *req)
+{
+    struct fx *fx = req->user;
+    fx->drains++;
+    fx->held = NULL;
+    ibex_res_stream_end(req);
+}
+
+/* Three writes in one callback, the last above the high-water mark; the handler then waits for
+ * the client to say whether any byte reached it before the callback returned. */
+static void burst(struct fx *fx, struct ibex_req *req)
+{
+    static char big[BURST_BIG];
+    memset(big, 'b', sizeof(big));
+    hold(fx, req);
+    req->on_drain = on_burst_drain;
+    ibex_res_stream_start(req, 200, "text/event-stream", NULL);
+    ibex_res_stream_write(req, "data: 1\n\n", 9);
+    ibex_res_stream_write(req, "data: 2\n\n", 9);
+    fx->burst_rc = ibex_res_stream_write(req, big, sizeof(big));
+    for (int i = 0; i < 5000 && atomic_load(&fx->burst_verdict) == 0; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    fx->burst_seen = atomic_load(&fx->burst_verdict);
+}
+
 static void handler(struct ibex_req *req, void *data)
 {
     struct fx *fx = data;
@@ -449,6 +482,8 @@ static void handler(struct ibex_req *req, void *data)
         ibex_res_stream_write(req, "first", 5);
     } else if (!strcmp(path, "/hang")) {
         hold(fx, req);
+    } else if (!strcmp(path, "/burst")) {
+        burst(fx, req);
     } else if (!strcmp(path, "/flood")) {
         flood(fx, req);
     } else if (!strcmp(path, "/reset")) {
@@ -1002,6 +1037,41 @@ static void test_stream_write_high_water(void **state)
     client_free(&c);
 }
 
+static void cl_burst(struct client *c)
+{
+    struct conn k;
+    CHECK(c, conn_open(&k, c->port) == 0);
+    CHECK(c, conn_send(&k, "GET /burst HTTP/1.1\r\n\r\n") == 0);
+    struct pollfd p = {.fd = k.fd, .events = POLLIN};
+    atomic_store(&c->fx->burst_verdict, poll(&p, 1, 300) == 0 ? 1 : 2);
+    CHECK(c, conn_fill(&k) > 0);
+    c->received = k.in.len; /* the first read */
+    exchange(c, &k, NULL);
+    conn_close(&k);
+}
+
+/* A stream's writes during one loop callback reach the client together, after the callback,
+ * in one write; a write above the high-water mark still gets its on_drain when the kernel took
+ * everything at once. */
+static void test_stream_writes_coalesce(void **state)
+{
+    struct fx *fx = *state;
+    fx_start(fx, base_cfg());
+    struct client c;
+    client_run(fx, &c, cl_burst);
+    assert_int_equal(fx->burst_seen, 1); /* nothing was written inside the callback */
+    assert_int_equal(fx->burst_rc, 1);
+    assert_int_equal(fx->drains, 1);
+    struct resp *r = &c.r[0];
+    assert_int_equal(r->status, 200);
+    assert_true(r->chunked);
+    assert_int_equal(r->body.len, 18 + BURST_BIG);
+    assert_memory_equal(r->body.p, "data: 1\n\ndata: 2\n\nbbb", 21);
+    /* head and the three chunks came in the first read; only the last chunk may lag */
+    assert_true(c.received >= r->wire_bytes - 5);
+    client_free(&c);
+}
+
 static void cl_abort_mid_stream(struct client *c)
 {
     struct conn k;
@@ -1207,6 +1277,7 @@ int main(void)
         T(test_connection_close_and_http10),
         T(test_streaming_chunked),
         T(test_stream_write_high_water),
+        T(test_stream_writes_coalesce),
         T(test_on_abort_when_client_leaves),
         T(test_on_abort_before_response),
         T(test_drain),
