@@ -274,3 +274,80 @@ void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t 
         i += n;
     }
 }
+
+/* ---- the cursor ---- */
+
+bool ibex_json_cur_str(struct ibex_json_cursor *c, struct ibex_str *v, bool *escaped)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    size_t end = ibex_json_scan_str(c->s, c->len, c->at, escaped);
+    if (end == 0)
+        return false;
+    *v = (struct ibex_str){c->s + c->at + 1, end - c->at - 2};
+    c->at = end;
+    return true;
+}
+
+bool ibex_json_cur_skip(struct ibex_json_cursor *c, unsigned depth)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    c->at = ibex_json_skip_value(c->s, c->len, c->at, depth);
+    return c->at != 0;
+}
+
+int ibex_json_cur_member(struct ibex_json_cursor *c, bool *first, struct ibex_str *k)
+{
+    if (ibex_json_cur_ch(c, '}'))
+        return 0;
+    if (!*first && !ibex_json_cur_ch(c, ','))
+        return -1;
+    *first = false;
+    bool escaped;
+    if (!ibex_json_cur_str(c, k, &escaped) || escaped || !ibex_json_cur_ch(c, ':'))
+        return -1;
+    return 1;
+}
+
+int ibex_json_cur_element(struct ibex_json_cursor *c, bool *first)
+{
+    if (ibex_json_cur_ch(c, ']'))
+        return 0;
+    if (!*first && !ibex_json_cur_ch(c, ','))
+        return -1;
+    *first = false;
+    return 1;
+}
+
+static bool digit_at(const struct ibex_json_cursor *c, size_t i)
+{
+    return i < c->len && c->s[i] >= '0' && c->s[i] <= '9';
+}
+
+bool ibex_json_cur_count(struct ibex_json_cursor *c, int64_t *n)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    size_t i = c->at;
+    int64_t v = 0;
+    while (digit_at(c, i) && i - c->at < 18)
+        v = v * 10 + (c->s[i++] - '0');
+    if (i == c->at || (c->s[c->at] == '0' && i - c->at > 1) || digit_at(c, i) ||
+        (i < c->len && (c->s[i] == '.' || c->s[i] == 'e' || c->s[i] == 'E')))
+        return false;
+    c->at = i;
+    *n = v;
+    return true;
+}
+
+bool ibex_json_cur_null(struct ibex_json_cursor *c)
+{
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (c->len - at < 4 || memcmp(c->s + at, "null", 4) != 0)
+        return false;
+    c->at = at + 4;
+    return true;
+}
+
+bool ibex_json_cur_end(struct ibex_json_cursor *c)
+{
+    return ibex_json_skip_ws(c->s, c->len, c->at) == c->len;
+}

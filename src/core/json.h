@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 
@@ -59,5 +60,53 @@ size_t ibex_json_skip_value(const char *s, size_t len, size_t at, unsigned depth
  * to, escaped again the one way ibex escapes ("\/" becomes "/", "\u00e9" "é", "\b"
  * "\u0008"), so a fast path writes what its json-c path would. */
 void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t len);
+
+/* A read position in JSON text s[0..len), for walking one value token by token: the fast paths
+ * read the members they know and step over the rest. Every read steps over whitespace first;
+ * a read that fails says false (or -1), and the walk is then abandoned. */
+struct ibex_json_cursor {
+    const char *s;
+    size_t len, at;
+};
+
+/* Whitespace, then ch: read. */
+static inline bool ibex_json_cur_ch(struct ibex_json_cursor *c, char ch)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (c->at >= c->len || c->s[c->at] != ch)
+        return false;
+    c->at++;
+    return true;
+}
+/* A string literal: *v is its inside, as it is written (escapes kept; *escaped says whether it
+ * holds one). */
+bool ibex_json_cur_str(struct ibex_json_cursor *c, struct ibex_str *v, bool *escaped);
+/* Steps over one value with at most depth arrays and objects nested in it. */
+bool ibex_json_cur_skip(struct ibex_json_cursor *c, unsigned depth);
+/* The next member of the object being read (*first: right after its '{'): 1 with its key in
+ * *k and the ':' read, 0 at the end of the object ('}' read), -1 for anything else, an escaped
+ * key included (it could spell a known one). */
+int ibex_json_cur_member(struct ibex_json_cursor *c, bool *first, struct ibex_str *k);
+/* The next element of the array being read, as ibex_json_cur_member: 1 (its value follows), 0
+ * at the end (']' read), -1. */
+int ibex_json_cur_element(struct ibex_json_cursor *c, bool *first);
+/* A non-negative integer as json-c reads it into an int64: at most 18 digits, no sign,
+ * fraction or exponent (those give json-c another type, or a negative number). */
+bool ibex_json_cur_count(struct ibex_json_cursor *c, int64_t *n);
+/* The literal null: read (the caller's next read checks what follows it). */
+bool ibex_json_cur_null(struct ibex_json_cursor *c);
+/* Only whitespace is left. */
+bool ibex_json_cur_end(struct ibex_json_cursor *c);
+/* Sets bit in *seen; false when it was set already: a repeated member, which json-c resolves
+ * by keeping the last, so a fast path declines it. */
+static inline bool ibex_json_once(unsigned *seen, unsigned bit)
+{
+    if (*seen & bit)
+        return false;
+    *seen |= bit;
+    return true;
+}
+/* Whether the key k (as ibex_json_cur_member gives it) is the literal lit. */
+#define IBEX_JSON_KEY_IS(k, lit) ((k).len == sizeof(lit) - 1 && memcmp((k).p, lit, (k).len) == 0)
 
 #endif

@@ -7,13 +7,13 @@
  *   (VALIDATION_ERROR naming the field), and so is a field this file does not know.
  * - Output JSON is written with ibex_buf_append*, the OpenAI framing of answers and chunks with
  *   openai_out.h; client and provider values go through ibex_buf_append_json_str or json-c's
- *   serialiser, or are copied as they were escaped once plain_json_text has checked them
- *   (stream deltas), so every body and chunk is valid JSON.
+ *   serialiser, or are copied once plain_json_text has checked them (stream deltas; their
+ *   escapes written again the one way ibex writes them), so every body and chunk is valid JSON.
  * - A refused request gets one error, recorded with ibex_chat_error_add like the validator's.
  * - A stream decoder holds its SSE line buffer (bounded by line_max), the chunk prefix (id and
  *   model, capped) and a fixed table of open content blocks: memory does not grow with the
  *   answer. Its output does not depend on how the provider's bytes are split. */
-#include "provider.h"
+#include "anthropic.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../core/json.h"
 #include "../core/sse.h"
 #include "anthropic_format.h"
 #include "openai_out.h"
@@ -1018,6 +1019,8 @@ struct anth_stream {
     size_t nopen;
     int64_t ntools; /* tool_use blocks so far */
     bool started, finished, stopped, failed;
+    bool reference;       /* every event through json-c (anthropic.h) */
+    uint64_t fast_events; /* events read in place (anthropic.h) */
 };
 
 static void stream_cleanup(void *data)
@@ -1059,7 +1062,8 @@ static void publish_usage(struct anth_stream *s)
 }
 
 /* Text as a JSON string: raw text is escaped; escaped text (the inside of a string literal that
- * plain_json_text accepted) is copied. */
+ * plain_json_text accepted) is copied when it holds no escape, else escaped again ibex's way,
+ * so both write what json-c's path would. */
 static void append_text(struct ibex_buf *out, const char *text, size_t len, bool escaped)
 {
     if (!escaped) {
@@ -1067,7 +1071,10 @@ static void append_text(struct ibex_buf *out, const char *text, size_t len, bool
         return;
     }
     ibex_buf_append(out, "\"", 1);
-    ibex_buf_append(out, text, len);
+    if (memchr(text, '\\', len))
+        ibex_json_append_canonical(out, text, len);
+    else
+        ibex_buf_append(out, text, len);
     ibex_buf_append(out, "\"", 1);
 }
 
@@ -1101,18 +1108,42 @@ static void finish_chunk(struct anth_stream *s, const char *stop_reason)
     ibex_openai_out_finish_chunk(s->out, &s->prefix, ibex_anthropic_finish_reason(stop_reason));
 }
 
+/* Counts u reported (not -1) replace the stream's: take_usage's rule. */
+static void merge_usage(struct usage *into, const struct usage *u)
+{
+    if (u->input >= 0)
+        into->input = u->input;
+    if (u->cache_read >= 0)
+        into->cache_read = u->cache_read;
+    if (u->cache_creation >= 0)
+        into->cache_creation = u->cache_creation;
+    if (u->output >= 0)
+        into->output = u->output;
+}
+
+/* message_start: the chunk prefix (id and model cut to their caps), the usage so far, the role
+ * chunk. */
+static void begin_message(struct anth_stream *s, struct ibex_str id, struct ibex_str model,
+                          const struct usage *u)
+{
+    s->started = true;
+    ibex_openai_out_chunk_prefix(
+        &s->prefix, (struct ibex_str){id.p, id.len > ID_MAX ? ID_MAX : id.len}, s->created,
+        (struct ibex_str){model.p, model.len > MODEL_MAX ? MODEL_MAX : model.len});
+    merge_usage(&s->usage, u);
+    publish_usage(s);
+    ibex_openai_out_role_chunk(s->out, &s->prefix);
+}
+
 static void on_message_start(struct anth_stream *s, json_object *ev)
 {
     if (s->started)
         return;
-    s->started = true;
     json_object *msg = get(ev, "message");
-    ibex_openai_out_chunk_prefix(&s->prefix, text_or(get(msg, "id"), IBEX_STR_LIT("msg"), ID_MAX),
-                                 s->created,
-                                 text_or(get(msg, "model"), chat_model(s->chat), MODEL_MAX));
-    take_usage(&s->usage, get(msg, "usage"));
-    publish_usage(s);
-    ibex_openai_out_role_chunk(s->out, &s->prefix);
+    struct usage u = {-1, -1, -1, -1};
+    take_usage(&u, get(msg, "usage"));
+    begin_message(s, text_or(get(msg, "id"), IBEX_STR_LIT("msg"), ID_MAX),
+                  text_or(get(msg, "model"), chat_model(s->chat), MODEL_MAX), &u);
 }
 
 static struct open_block *block_at(struct anth_stream *s, int64_t index)
@@ -1188,6 +1219,13 @@ static void on_block_delta(struct anth_stream *s, json_object *ev)
     }
 }
 
+static void close_block(struct anth_stream *s, struct open_block *b)
+{
+    if (b->kind == BLOCK_TOOL && !b->args_seen)
+        args_chunk(s, b->tool, "{}", 2, false); /* no arguments: "{}", as OpenAI sends */
+    *b = s->open[--s->nopen];
+}
+
 static void on_block_stop(struct anth_stream *s, json_object *ev)
 {
     struct open_block *b = find_block(s, ev);
@@ -1195,9 +1233,7 @@ static void on_block_stop(struct anth_stream *s, json_object *ev)
         fail(s, "the provider's stream is malformed");
         return;
     }
-    if (b->kind == BLOCK_TOOL && !b->args_seen)
-        args_chunk(s, b->tool, "{}", 2, false); /* no arguments: "{}", as OpenAI sends */
-    *b = s->open[--s->nopen];
+    close_block(s, b);
 }
 
 /* The inside of a JSON string literal that can be copied as it is: no quote, no control
@@ -1256,13 +1292,249 @@ static bool fast_delta(struct anth_stream *s, const char *v, size_t len)
     return true;
 }
 
+/* ---- streams: the framing events, read in place ----
+ * Besides its deltas (fast_delta), a message's stream has a handful of events that frame it:
+ * message_start, content_block_start, ping, content_block_stop, message_delta, message_stop.
+ * fast_frame reads those in place (keys in any order, members it has no use for stepped over)
+ * and does what on_event's json-c path does. It declines, having changed nothing, whatever it
+ * is not sure of: an escaped string it needs, a member of another type or null, a count that
+ * is not a small integer, a repeated member, a start text that is not empty, a block that is
+ * not text, a block index not open (or open already), any event but ping and message_start
+ * before message_start. The json-c path then takes the event and decides. tests/unit/
+ * anthropic_test.c and tests/fuzz/fuzz_anthropic.c run a json-c-only twin (anthropic.h) on the
+ * same bytes and compare. */
+
+#define FAST_SKIP_DEPTH 8 /* nesting of a member stepped over (json-c allows 64 in all) */
+#define FAST_STOP_MAX 32  /* a stop_reason read in place, NUL included */
+
+struct frame {
+    struct ibex_str type;
+    int64_t index;                       /* -1: absent */
+    size_t message, block, delta, usage; /* where those members' values start; 0: absent */
+};
+
+/* The value of the member being read starts at *at; stepped over. */
+static bool member_at(struct ibex_json_cursor *c, size_t *at)
+{
+    *at = ibex_json_skip_ws(c->s, c->len, c->at);
+    return ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
+}
+
+static bool scan_frame(const char *v, size_t len, struct frame *f)
+{
+    struct ibex_json_cursor c = {v, len, 0};
+    unsigned seen = 0;
+    bool first = true, escaped = false, ok;
+    struct ibex_str k;
+    int r;
+    *f = (struct frame){.index = -1};
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "type"))
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, &f->type, &escaped) && !escaped;
+        else if (IBEX_JSON_KEY_IS(k, "index"))
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_count(&c, &f->index);
+        else if (IBEX_JSON_KEY_IS(k, "message"))
+            ok = ibex_json_once(&seen, 4) && member_at(&c, &f->message);
+        else if (IBEX_JSON_KEY_IS(k, "content_block"))
+            ok = ibex_json_once(&seen, 8) && member_at(&c, &f->block);
+        else if (IBEX_JSON_KEY_IS(k, "delta"))
+            ok = ibex_json_once(&seen, 16) && member_at(&c, &f->delta);
+        else if (IBEX_JSON_KEY_IS(k, "usage"))
+            ok = ibex_json_once(&seen, 32) && member_at(&c, &f->usage);
+        else
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        if (!ok)
+            return false;
+    }
+    return r == 0 && ibex_json_cur_end(&c) && f->type.p != NULL;
+}
+
+/* The usage object at offset at into *u (which the caller set to -1s): take_usage's counts,
+ * clamped like get_tokens. */
+static bool scan_usage(const char *v, size_t len, size_t at, struct usage *u)
+{
+    static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
+                                       "cache_creation_input_tokens", "output_tokens"};
+    int64_t *counts[] = {&u->input, &u->cache_read, &u->cache_creation, &u->output};
+    struct ibex_json_cursor c = {v, len, at};
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        size_t i = 0;
+        while (i < 4 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
+            i++;
+        if (i == 4) {
+            if (!ibex_json_cur_skip(&c, FAST_SKIP_DEPTH))
+                return false;
+            continue;
+        }
+        if (!ibex_json_once(&seen, 1u << i) || !ibex_json_cur_count(&c, counts[i]))
+            return false;
+        if (*counts[i] > IBEX_TOKENS_MAX)
+            *counts[i] = IBEX_TOKENS_MAX;
+    }
+    return r == 0;
+}
+
+/* message_start's message at offset at: id and model (unescaped strings, else declined; absent:
+ * left as they are) and the usage. */
+static bool scan_message(const char *v, size_t len, size_t at, struct ibex_str *id,
+                         struct ibex_str *model, struct usage *u)
+{
+    struct ibex_json_cursor c = {v, len, at};
+    unsigned seen = 0;
+    bool first = true, escaped = false, ok;
+    struct ibex_str k;
+    size_t usage = 0;
+    int r;
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "id"))
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, id, &escaped) && !escaped;
+        else if (IBEX_JSON_KEY_IS(k, "model"))
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(&c, model, &escaped) && !escaped;
+        else if (IBEX_JSON_KEY_IS(k, "usage"))
+            ok = ibex_json_once(&seen, 4) && member_at(&c, &usage);
+        else
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        if (!ok)
+            return false;
+    }
+    return r == 0 && (usage == 0 || scan_usage(v, len, usage, u));
+}
+
+/* content_block_start's block at offset at: a text block with no text, or an empty one. */
+static bool scan_empty_text_block(const char *v, size_t len, size_t at)
+{
+    struct ibex_json_cursor c = {v, len, at};
+    unsigned seen = 0;
+    bool first = true, escaped = false, ok, text = false;
+    struct ibex_str k, t;
+    int r;
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "type")) {
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, &t, &escaped) && !escaped;
+            text = ok && IBEX_JSON_KEY_IS(t, "text");
+        } else if (IBEX_JSON_KEY_IS(k, "text")) {
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(&c, &t, &escaped) && t.len == 0;
+        } else {
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        }
+        if (!ok)
+            return false;
+    }
+    return r == 0 && text;
+}
+
+/* message_delta's delta at offset at: its stop_reason, a string copied NUL-terminated into
+ * stop (*have set), or null or absent. */
+static bool scan_stop(const char *v, size_t len, size_t at, char stop[FAST_STOP_MAX], bool *have)
+{
+    struct ibex_json_cursor c = {v, len, at};
+    unsigned seen = 0;
+    bool first = true, escaped = false, ok;
+    struct ibex_str k, t;
+    int r;
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (!IBEX_JSON_KEY_IS(k, "stop_reason")) {
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        } else if (!ibex_json_once(&seen, 1)) {
+            ok = false;
+        } else if (ibex_json_cur_null(&c)) {
+            ok = true;
+        } else {
+            ok = ibex_json_cur_str(&c, &t, &escaped) && !escaped && t.len < FAST_STOP_MAX;
+            if (ok) {
+                memcpy(stop, t.p, t.len);
+                stop[t.len] = '\0';
+                *have = true;
+            }
+        }
+        if (!ok)
+            return false;
+    }
+    return r == 0;
+}
+
+#define TYPE_IS(f, lit) IBEX_JSON_KEY_IS((f).type, lit)
+
+/* A framing event read in place and done; false, having done nothing, to let json-c take it. */
+static bool fast_frame(struct anth_stream *s, const char *v, size_t len)
+{
+    struct frame f;
+    if (!scan_frame(v, len, &f))
+        return false;
+    if (TYPE_IS(f, "ping"))
+        return true;
+    if (TYPE_IS(f, "message_start")) {
+        if (s->started)
+            return true;
+        struct ibex_str id = IBEX_STR_LIT("msg"), model = chat_model(s->chat);
+        struct usage u = {-1, -1, -1, -1};
+        if (f.message == 0 || !scan_message(v, len, f.message, &id, &model, &u))
+            return false;
+        begin_message(s, id, model, &u);
+        return true;
+    }
+    if (!s->started)
+        return false;
+    if (TYPE_IS(f, "content_block_start")) {
+        if (f.index < 0 || block_at(s, f.index) != NULL || s->nopen == OPEN_BLOCKS_MAX ||
+            f.block == 0 || !scan_empty_text_block(v, len, f.block))
+            return false;
+        s->open[s->nopen++] = (struct open_block){.index = f.index, .kind = BLOCK_TEXT, .tool = -1};
+        return true;
+    }
+    if (TYPE_IS(f, "content_block_stop")) {
+        struct open_block *b = f.index < 0 ? NULL : block_at(s, f.index);
+        if (b == NULL)
+            return false;
+        close_block(s, b);
+        return true;
+    }
+    if (TYPE_IS(f, "message_delta")) {
+        struct usage u = {-1, -1, -1, -1};
+        char stop[FAST_STOP_MAX];
+        bool have_stop = false;
+        if ((f.usage && !scan_usage(v, len, f.usage, &u)) ||
+            (f.delta && !scan_stop(v, len, f.delta, stop, &have_stop)))
+            return false;
+        merge_usage(&s->usage, &u);
+        publish_usage(s);
+        if (have_stop)
+            finish_chunk(s, stop);
+        return true;
+    }
+    if (TYPE_IS(f, "message_stop")) {
+        finish_chunk(s, NULL);
+        s->stopped = true;
+        return true;
+    }
+    return false;
+}
+
 static void on_event(void *data, const char *value, size_t len)
 {
     struct anth_stream *s = data;
     if (s->sse.skipped > 0) /* a line before this one was over line_max: stop where it was */
         fail(s, LINE_TOO_LONG);
-    if (s->failed || s->stopped || fast_delta(s, value, len))
+    if (s->failed || s->stopped)
         return;
+    if (!s->reference && (fast_delta(s, value, len) || fast_frame(s, value, len))) {
+        s->fast_events++;
+        return;
+    }
     json_object *ev = NULL;
     char msg[8];
     if (ibex_json_parse(value, len, &ev, msg, sizeof(msg)) != 0 ||
@@ -1342,3 +1614,22 @@ const struct ibex_provider_ops ibex_provider_anthropic = {
     .stream_feed = stream_feed,
     .stream_end = stream_end,
 };
+
+/* ---- testing hooks (anthropic.h) ---- */
+
+struct ibex_provider_stream *
+ibex_anthropic_stream_open_reference(const struct ibex_provider *p,
+                                     const struct ibex_chat_request *chat, struct ibex_arena *arena,
+                                     const struct ibex_provider_stream *twin)
+{
+    struct anth_stream *s = (struct anth_stream *)stream_open(p, chat, arena);
+    s->reference = true;
+    if (twin)
+        s->created = ((const struct anth_stream *)twin)->created;
+    return &s->h;
+}
+
+uint64_t ibex_anthropic_stream_fast_events(const struct ibex_provider_stream *s)
+{
+    return ((const struct anth_stream *)s)->fast_events;
+}

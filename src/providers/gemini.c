@@ -1411,130 +1411,43 @@ struct fast_event {
     bool cand;                         /* the candidate came */
 };
 
-struct scan {
-    const char *s;
-    size_t len, at;
-};
-
-/* Whitespace, then c: read. */
-static inline bool scan_ch(struct scan *c, char ch)
+/* A count as count() reads it: clamped. */
+static bool scan_count(struct ibex_json_cursor *c, int64_t *n)
 {
-    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
-    if (c->at >= c->len || c->s[c->at] != ch)
+    if (!ibex_json_cur_count(c, n))
         return false;
-    c->at++;
-    return true;
-}
-
-static inline bool scan_str(struct scan *c, struct ibex_str *v, bool *escaped)
-{
-    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
-    size_t end = ibex_json_scan_str(c->s, c->len, c->at, escaped);
-    if (end == 0)
-        return false;
-    *v = (struct ibex_str){c->s + c->at + 1, end - c->at - 2};
-    c->at = end;
-    return true;
-}
-
-static bool scan_skip(struct scan *c)
-{
-    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
-    c->at = ibex_json_skip_value(c->s, c->len, c->at, FAST_SKIP_DEPTH);
-    return c->at != 0;
-}
-
-/* The next member of the object being read (*first: right after its '{'): 1 with its key in
- * *k and the ':' read, 0 at the end of the object ('}' read), -1 for anything else (an escaped
- * key could spell a known one: declined). */
-static int scan_member(struct scan *c, bool *first, struct ibex_str *k)
-{
-    if (scan_ch(c, '}'))
-        return 0;
-    if (!*first && !scan_ch(c, ','))
-        return -1;
-    *first = false;
-    bool escaped;
-    if (!scan_str(c, k, &escaped) || escaped || !scan_ch(c, ':'))
-        return -1;
-    return 1;
-}
-
-/* The next element of the array being read, as scan_member: 1 (its value follows), 0 at the
- * end (']' read), -1. */
-static int scan_element(struct scan *c, bool *first)
-{
-    if (scan_ch(c, ']'))
-        return 0;
-    if (!*first && !scan_ch(c, ','))
-        return -1;
-    *first = false;
-    return 1;
-}
-
-static bool key_is(struct ibex_str k, const char *lit, size_t n)
-{
-    return k.len == n && memcmp(k.p, lit, n) == 0;
-}
-#define KEY_IS(k, lit) key_is((k), (lit), sizeof(lit) - 1)
-
-/* Sets bit in *seen; false when it was set: a repeated member (json-c keeps the last). */
-static bool once(unsigned *seen, unsigned bit)
-{
-    if (*seen & bit)
-        return false;
-    *seen |= bit;
-    return true;
-}
-
-static bool is_digit(const struct scan *c, size_t i)
-{
-    return i < c->len && c->s[i] >= '0' && c->s[i] <= '9';
-}
-
-/* An integer count() reads as it is: at most 18 digits (no sign, fraction or exponent, which
- * make another type or a negative count), clamped like count(). */
-static bool scan_count(struct scan *c, int64_t *n)
-{
-    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
-    size_t i = c->at;
-    int64_t v = 0;
-    while (is_digit(c, i) && i - c->at < 18)
-        v = v * 10 + (c->s[i++] - '0');
-    if (i == c->at || (c->s[c->at] == '0' && i - c->at > 1) || is_digit(c, i) ||
-        (i < c->len && (c->s[i] == '.' || c->s[i] == 'e' || c->s[i] == 'E')))
-        return false;
-    c->at = i;
-    *n = v > IBEX_TOKENS_MAX ? IBEX_TOKENS_MAX : v;
+    if (*n > IBEX_TOKENS_MAX)
+        *n = IBEX_TOKENS_MAX;
     return true;
 }
 
 /* "index": 0, the only one first_candidate takes as it is. */
-static bool scan_zero(struct scan *c)
+static bool scan_zero(struct ibex_json_cursor *c)
 {
     int64_t n;
     size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
     return at < c->len && c->s[at] == '0' && scan_count(c, &n);
 }
 
-static bool scan_usage(struct scan *c, struct usage *u)
+static bool scan_usage(struct ibex_json_cursor *c, struct usage *u)
 {
     static const char *const keys[] = {"promptTokenCount", "candidatesTokenCount",
                                        "thoughtsTokenCount", "cachedContentTokenCount",
                                        "totalTokenCount"};
     int64_t *counts[] = {&u->prompt, &u->candidates, &u->thoughts, &u->cached, &u->total};
     *u = (struct usage){0};
-    if (!scan_ch(c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
     unsigned seen = 0;
     bool first = true;
     struct ibex_str k;
     int r;
-    while ((r = scan_member(c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         size_t i = 0;
         while (i < 5 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
             i++;
-        if (i < 5 ? !once(&seen, 1u << i) || !scan_count(c, counts[i]) : !scan_skip(c))
+        if (i < 5 ? !ibex_json_once(&seen, 1u << i) || !scan_count(c, counts[i])
+                  : !ibex_json_cur_skip(c, FAST_SKIP_DEPTH))
             return false;
     }
     u->have = true;
@@ -1542,19 +1455,19 @@ static bool scan_usage(struct scan *c, struct usage *u)
     return r == 0;
 }
 
-static bool scan_part(struct scan *c, struct fast_event *ev)
+static bool scan_part(struct ibex_json_cursor *c, struct fast_event *ev)
 {
     unsigned seen = 0;
     bool first = true;
     struct ibex_str k;
     int r;
-    if (!scan_ch(c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = scan_member(c, &first, &k)) == 1) {
-        if (KEY_IS(k, "text")) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "text")) {
             struct ibex_str t;
             bool escaped;
-            if (!once(&seen, 1) || !scan_str(c, &t, &escaped))
+            if (!ibex_json_once(&seen, 1) || !ibex_json_cur_str(c, &t, &escaped))
                 return false;
             if (t.len == 0) /* answer_text skips it */
                 continue;
@@ -1562,37 +1475,38 @@ static bool scan_part(struct scan *c, struct fast_event *ev)
                 return false;
             ev->escaped[ev->ntext] = escaped;
             ev->text[ev->ntext++] = t;
-        } else if (KEY_IS(k, "thought") || KEY_IS(k, "functionCall")) {
+        } else if (IBEX_JSON_KEY_IS(k, "thought") || IBEX_JSON_KEY_IS(k, "functionCall")) {
             return false;
-        } else if (!scan_skip(c)) {
+        } else if (!ibex_json_cur_skip(c, FAST_SKIP_DEPTH)) {
             return false;
         }
     }
     return r == 0;
 }
 
-static bool scan_parts(struct scan *c, struct fast_event *ev)
+static bool scan_parts(struct ibex_json_cursor *c, struct fast_event *ev)
 {
     bool first = true;
     int r;
-    if (!scan_ch(c, '['))
+    if (!ibex_json_cur_ch(c, '['))
         return false;
-    while ((r = scan_element(c, &first)) == 1)
+    while ((r = ibex_json_cur_element(c, &first)) == 1)
         if (!scan_part(c, ev))
             return false;
     return r == 0;
 }
 
-static bool scan_content(struct scan *c, struct fast_event *ev)
+static bool scan_content(struct ibex_json_cursor *c, struct fast_event *ev)
 {
     unsigned seen = 0;
     bool first = true;
     struct ibex_str k;
     int r;
-    if (!scan_ch(c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = scan_member(c, &first, &k)) == 1) {
-        bool ok = KEY_IS(k, "parts") ? once(&seen, 1) && scan_parts(c, ev) : scan_skip(c);
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
+        bool ok = IBEX_JSON_KEY_IS(k, "parts") ? ibex_json_once(&seen, 1) && scan_parts(c, ev)
+                                               : ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
         if (!ok)
             return false;
     }
@@ -1600,45 +1514,46 @@ static bool scan_content(struct scan *c, struct fast_event *ev)
 }
 
 /* "candidates": one candidate, its index 0 or absent. */
-static bool scan_candidates(struct scan *c, struct fast_event *ev)
+static bool scan_candidates(struct ibex_json_cursor *c, struct fast_event *ev)
 {
     unsigned seen = 0;
     bool first = true, escaped;
     struct ibex_str k;
     int r;
-    if (!scan_ch(c, '[') || !scan_ch(c, '{'))
+    if (!ibex_json_cur_ch(c, '[') || !ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = scan_member(c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         bool ok;
-        if (KEY_IS(k, "content"))
-            ok = once(&seen, 1) && scan_content(c, ev);
-        else if (KEY_IS(k, "finishReason"))
-            ok = once(&seen, 2) && scan_str(c, &ev->reason, &escaped) && !escaped;
-        else if (KEY_IS(k, "index"))
-            ok = once(&seen, 4) && scan_zero(c);
-        else if (KEY_IS(k, "logprobsResult"))
+        if (IBEX_JSON_KEY_IS(k, "content"))
+            ok = ibex_json_once(&seen, 1) && scan_content(c, ev);
+        else if (IBEX_JSON_KEY_IS(k, "finishReason"))
+            ok =
+                ibex_json_once(&seen, 2) && ibex_json_cur_str(c, &ev->reason, &escaped) && !escaped;
+        else if (IBEX_JSON_KEY_IS(k, "index"))
+            ok = ibex_json_once(&seen, 4) && scan_zero(c);
+        else if (IBEX_JSON_KEY_IS(k, "logprobsResult"))
             ok = false;
         else
-            ok = scan_skip(c);
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
         if (!ok)
             return false;
     }
     ev->cand = true;
-    return r == 0 && scan_ch(c, ']'); /* one candidate only */
+    return r == 0 && ibex_json_cur_ch(c, ']'); /* one candidate only */
 }
 
 /* responseId, modelVersion: only the first event's are read (unescaped, as take_names needs). */
-static bool scan_name(struct scan *c, bool started, struct ibex_str *v)
+static bool scan_name(struct ibex_json_cursor *c, bool started, struct ibex_str *v)
 {
     bool escaped;
-    return scan_str(c, v, &escaped) && (started || !escaped);
+    return ibex_json_cur_str(c, v, &escaped) && (started || !escaped);
 }
 
 /* Reads the event s[0..len) into *ev when it has the common shape; false, having written
  * nothing, for anything else. */
 static bool fast_scan(const char *s, size_t len, bool started, struct fast_event *ev)
 {
-    struct scan c = {s, len, 0};
+    struct ibex_json_cursor c = {s, len, 0};
     unsigned seen = 0;
     bool first = true, ok;
     struct ibex_str k;
@@ -1647,25 +1562,25 @@ static bool fast_scan(const char *s, size_t len, bool started, struct fast_event
     ev->reason = ev->id = ev->model = IBEX_STR_NULL;
     ev->usage.have = false;
     ev->cand = false;
-    if (!scan_ch(&c, '{'))
+    if (!ibex_json_cur_ch(&c, '{'))
         return false;
-    while ((r = scan_member(&c, &first, &k)) == 1) {
-        if (KEY_IS(k, "candidates"))
-            ok = once(&seen, 1) && scan_candidates(&c, ev);
-        else if (KEY_IS(k, "usageMetadata"))
-            ok = once(&seen, 2) && scan_usage(&c, &ev->usage);
-        else if (KEY_IS(k, "responseId"))
-            ok = once(&seen, 4) && scan_name(&c, started, &ev->id);
-        else if (KEY_IS(k, "modelVersion"))
-            ok = once(&seen, 8) && scan_name(&c, started, &ev->model);
-        else if (KEY_IS(k, "error") || KEY_IS(k, "promptFeedback"))
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "candidates"))
+            ok = ibex_json_once(&seen, 1) && scan_candidates(&c, ev);
+        else if (IBEX_JSON_KEY_IS(k, "usageMetadata"))
+            ok = ibex_json_once(&seen, 2) && scan_usage(&c, &ev->usage);
+        else if (IBEX_JSON_KEY_IS(k, "responseId"))
+            ok = ibex_json_once(&seen, 4) && scan_name(&c, started, &ev->id);
+        else if (IBEX_JSON_KEY_IS(k, "modelVersion"))
+            ok = ibex_json_once(&seen, 8) && scan_name(&c, started, &ev->model);
+        else if (IBEX_JSON_KEY_IS(k, "error") || IBEX_JSON_KEY_IS(k, "promptFeedback"))
             ok = false;
         else
-            ok = scan_skip(&c);
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
         if (!ok)
             return false;
     }
-    return r == 0 && ibex_json_skip_ws(s, len, c.at) == len;
+    return r == 0 && ibex_json_cur_end(&c);
 }
 
 /* What slow_event writes for such an event. Text without escapes is written as it came

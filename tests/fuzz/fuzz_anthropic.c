@@ -5,7 +5,8 @@
  * - as a Messages answer: a translation is one JSON object the answer collector accepts;
  * - as an Anthropic event stream, fed whole, in three pieces and (when short) a byte at a time:
  *   the same chunks every time (created aside), each one "data: <JSON object>\n\n", "[DONE]"
- *   only last and only after a clean end, read by the answer collector without a skipped line.
+ *   only last and only after a clean end, read by the answer collector without a skipped line;
+ *   and whole through the json-c-only twin (anthropic.h): the same bytes, tokens and result.
  * Everything is freed leak-free (arena hooks included). */
 #include <assert.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 
 #include "../../src/core/arena.h"
 #include "../../src/gateway/answer.h"
+#include "../../src/providers/anthropic.h"
 #include "../../src/providers/provider.h"
 
 static struct ibex_provider_config cfg = {
@@ -103,11 +105,14 @@ struct run {
     int64_t prompt, completion;
 };
 
+/* reference: the json-c-only twin (anthropic.h) instead of the decoder. */
 static struct run run_stream(const struct ibex_chat_request *chat, const char *p, size_t n,
-                             const size_t *cuts, size_t ncuts, struct ibex_buf *out)
+                             const size_t *cuts, size_t ncuts, bool reference, struct ibex_buf *out)
 {
     struct ibex_arena *arena = ibex_arena_new(512);
-    struct ibex_provider_stream *s = prov.ops->stream_open(&prov, chat, arena);
+    struct ibex_provider_stream *s =
+        reference ? ibex_anthropic_stream_open_reference(&prov, chat, arena, NULL)
+                  : prov.ops->stream_open(&prov, chat, arena);
     int rc = 0;
     size_t at = 0;
     for (size_t i = 0; i <= ncuts && rc == 0; i++) {
@@ -162,19 +167,22 @@ static void check_stream(const struct ibex_chat_request *chat, const uint8_t *da
     struct ibex_buf whole, pieces;
     ibex_buf_init(&whole);
     ibex_buf_init(&pieces);
-    struct run rw = run_stream(chat, p, n, NULL, 0, &whole);
+    struct run rw = run_stream(chat, p, n, NULL, 0, false, &whole);
     check_chunks(&whole, rw.rc);
+    struct run rr = run_stream(chat, p, n, NULL, 0, true, &pieces);
+    same(&whole, rw, &pieces, rr);
+    ibex_buf_reset(&pieces);
     size_t cuts[2];
     cuts[0] = data[1] % (n + 1);
     cuts[1] = cuts[0] + data[2] % (n - cuts[0] + 1);
-    struct run rp = run_stream(chat, p, n, cuts, 2, &pieces);
+    struct run rp = run_stream(chat, p, n, cuts, 2, false, &pieces);
     same(&whole, rw, &pieces, rp);
     if (n <= 512) {
         size_t every[512];
         for (size_t i = 0; i < n; i++)
             every[i] = i;
         ibex_buf_reset(&pieces);
-        rp = run_stream(chat, p, n, every, n, &pieces);
+        rp = run_stream(chat, p, n, every, n, false, &pieces);
         same(&whole, rw, &pieces, rp);
     }
     ibex_buf_dispose(&whole);

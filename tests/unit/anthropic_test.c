@@ -18,6 +18,7 @@
 #include "../../src/config/config.h"
 #include "../../src/core/arena.h"
 #include "../../src/gateway/answer.h"
+#include "../../src/providers/anthropic.h"
 #include "../../src/providers/provider.h"
 #include "testutil.h"
 
@@ -722,6 +723,7 @@ struct run {
     int feed_rc, end_rc;
     const char *error;
     int64_t prompt, completion;
+    uint64_t fast; /* events read in place */
 };
 
 /* Runs the decoder over text cut at the given points (sorted, ncuts of them); out gets the
@@ -734,7 +736,7 @@ static struct run run_stream(const struct ibex_chat_request *chat, const char *t
     assert_non_null(s);
     assert_int_equal(s->prompt_tokens, -1);
     assert_null(s->error);
-    struct run r = {0, 0, NULL, 0, 0};
+    struct run r = {0};
     ibex_buf_reset(out);
     size_t at = 0;
     for (size_t i = 0; i <= ncuts && r.feed_rc == 0; i++) {
@@ -746,6 +748,7 @@ static struct run run_stream(const struct ibex_chat_request *chat, const char *t
     r.error = s->error;
     r.prompt = s->prompt_tokens;
     r.completion = s->completion_tokens;
+    r.fast = ibex_anthropic_stream_fast_events(s);
     ibex_arena_free(arena);
     normalise(out);
     return r;
@@ -1085,8 +1088,8 @@ static void test_stream_errors(void **state)
     ibex_buf_dispose(&out);
 }
 
-/* Compact deltas are read without json-c, their escapes copied; other forms go through json-c.
- * Both give the collector the same answer; what either path cannot accept breaks the stream. */
+/* Compact deltas are read without json-c, other forms go through json-c; both write the same
+ * bytes. What either path cannot accept breaks the stream. */
 static void test_stream_fast_and_general(void **state)
 {
     /* the same deltas, compact (fast path) and spaced (general path) */
@@ -1099,6 +1102,7 @@ static void test_stream_fast_and_general(void **state)
     struct ibex_buf fast, general;
     ibex_buf_init(&fast);
     ibex_buf_init(&general);
+    uint64_t in_place[2];
     for (int spaced = 0; spaced < 2; spaced++) {
         const char *lines[64];
         char *owned[16];
@@ -1135,10 +1139,16 @@ static void test_stream_fast_and_general(void **state)
         lines[n++] = "data: {'type':'message_stop'}";
         struct run r = run_lines(lines, n, spaced ? &general : &fast);
         assert_int_equal(r.end_rc, 0);
+        in_place[spaced] = r.fast;
         for (size_t i = 0; i < nowned; i++)
             free(owned[i]);
     }
-    assert_true(fast.len != general.len || memcmp(fast.p, general.p, fast.len) != 0);
+    /* compact: message_start, the text block's start, 6 of the 8 deltas (not the \u ones),
+     * message_stop; spaced: the same but no delta */
+    assert_int_equal(in_place[0], 9);
+    assert_int_equal(in_place[1], 3);
+    assert_int_equal(fast.len, general.len);
+    assert_memory_equal(fast.p, general.p, fast.len);
     struct ibex_answer a, b;
     collect(&fast, &a);
     collect(&general, &b);
@@ -1180,6 +1190,199 @@ static void test_stream_fast_and_general(void **state)
     ibex_buf_dispose(&general);
 }
 
+/* The decoder and its json-c-only twin (anthropic.h) over the same stream: the same bytes, the
+ * same result. Returns how many events the decoder read in place. */
+static uint64_t twin_run(const char *const *lines, size_t n)
+{
+    struct ibex_chat_request chat;
+    parse_chat(STREAM_REQ(",\"stream_options\":{\"include_usage\":true}"), &chat);
+    struct ibex_buf text, out[2];
+    ibex_buf_init(&text);
+    stream_text(&text, lines, n, "\n");
+    struct ibex_arena *arena = ibex_arena_new(1024);
+    struct ibex_provider_stream *s[2];
+    s[0] = claude->ops->stream_open(claude, &chat, arena);
+    s[1] = ibex_anthropic_stream_open_reference(claude, &chat, arena, s[0]);
+    int rc[2];
+    for (int i = 0; i < 2; i++) {
+        ibex_buf_init(&out[i]);
+        rc[i] = claude->ops->stream_feed(s[i], text.p, text.len, &out[i]);
+        if (rc[i] == 0)
+            rc[i] = claude->ops->stream_end(s[i], &out[i]);
+    }
+    if (out[0].len != out[1].len || (out[0].len && memcmp(out[0].p, out[1].p, out[0].len) != 0))
+        fail_msg("in place and json-c differ for\n%s\n--- in place:\n%.*s\n--- json-c:\n%.*s",
+                 text.p, (int)out[0].len, out[0].p, (int)out[1].len, out[1].p);
+    assert_int_equal(rc[0], rc[1]);
+    assert_true(s[0]->error == s[1]->error ||
+                (s[0]->error && s[1]->error && strcmp(s[0]->error, s[1]->error) == 0));
+    assert_int_equal(s[0]->prompt_tokens, s[1]->prompt_tokens);
+    assert_int_equal(s[0]->completion_tokens, s[1]->completion_tokens);
+    assert_int_equal(ibex_anthropic_stream_fast_events(s[1]), 0);
+    uint64_t fast = ibex_anthropic_stream_fast_events(s[0]);
+    ibex_arena_free(arena);
+    for (int i = 0; i < 2; i++)
+        ibex_buf_dispose(&out[i]);
+    ibex_buf_dispose(&text);
+    ibex_chat_request_dispose(&chat);
+    return fast;
+}
+
+#define T_START                                                                                    \
+    "data: {'type':'message_start','message':{'id':'msg_1','type':'message','role':'assistant',"   \
+    "'model':'claude-x','content':[],'stop_reason':null,'stop_sequence':null,'usage':{"            \
+    "'input_tokens':12,'cache_read_input_tokens':3,'output_tokens':1}}}"
+#define T_TEXT                                                                                     \
+    "data: {'type':'content_block_start','index':0,'content_block':{'type':'text','text':''}}"
+#define T_DELTA                                                                                    \
+    "data: {'type':'content_block_delta','index':0,'delta':{'type':'text_delta','text':'hi'}}"
+#define T_STOP0 "data: {'type':'content_block_stop','index':0}"
+#define T_MDELTA                                                                                   \
+    "data: {'type':'message_delta','delta':{'stop_reason':'end_turn','stop_sequence':null},"       \
+    "'usage':{'output_tokens':15}}"
+#define T_END "data: {'type':'message_stop'}"
+
+/* The framing events and the compact deltas are read in place, and what that writes is what
+ * json-c's path writes, for the common shapes and for every odd one it must decline or get
+ * right (keys in another order, spaces, escapes, nulls, repeats, big counts, blocks not open). */
+static void test_stream_in_place_matches_json_c(void **state)
+{
+    /* the shape Anthropic (and fakellm) writes: every event in place */
+    const char *common[] = {"event: message_start",
+                            T_START,
+                            "",
+                            "data: {'type': 'ping'}",
+                            "",
+                            T_TEXT,
+                            "",
+                            T_DELTA,
+                            "",
+                            T_DELTA,
+                            "",
+                            T_STOP0,
+                            "",
+                            T_MDELTA,
+                            "",
+                            T_END,
+                            ""};
+    assert_int_equal(twin_run(common, sizeof(common) / sizeof(common[0])), 8);
+
+    /* one event replaced in the common stream, at position at; fast: whether it is read in
+     * place */
+    static const struct {
+        size_t at;
+        const char *line;
+        bool fast;
+    } odd[] = {
+        {1,
+         "data: { 'message' : "
+         "{'usage':{'output_tokens':1,'input_tokens':2},'model':'m2','id':'i2'} , 'type' : "
+         "'message_start' }",
+         true},
+        {1, "data: {'type':'message_start','message':{'id':'m\\u0041','model':'c'}}", false},
+        {1, "data: {'type':'message_start','message':{'id':7,'model':'c'}}", false},
+        {1, "data: {'type':'message_start','message':{'model':'c'}}", true},
+        {1, "data: {'type':'message_start'}", false},
+        {1, "data: {'type':'message_start','message':null}", false},
+        {1, "data: {'type':'message_start','message':{'usage':null}}", false},
+        {1,
+         "data: {'type':'message_start','message':{'usage':{'input_tokens':999999999999999999}}}",
+         true},
+        {1,
+         "data: {'type':'message_start','message':{'usage':{'input_tokens':9999999999999999999}}}",
+         false},
+        {1, "data: {'type':'message_start','message':{'usage':{'input_tokens':-1}}}", false},
+        {1, "data: {'type':'message_start','message':{'usage':{'input_tokens':1.5}}}", false},
+        {1,
+         "data: {'type':'message_start','message':{'usage':{'input_tokens':1,'input_tokens':2}}}",
+         false},
+        {1, "data: {'type':'message_start','type':'message_start','message':{}}", false},
+        {1,
+         "data: {'type':'message_start','message':{'id':'"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "'}}",
+         true},
+        {1, "data: {'type':'message_start','message':{'x':[[[[[[[[[[1]]]]]]]]]]}}", false},
+        {1, "data: {'type':'message_start','message':{}} x", false},
+        {3, "data: {'type':'ping','extra':{'a':[1,2]}}", true},
+        {3, "data: {'type':'message_start','message':{'id':'again'}}", true},
+        {3, "data: {'type':'what_is_this'}", false},
+        {5,
+         "data: {'index':0,'content_block':{'text':'','type':'text'},'type':'content_block_start'}",
+         true},
+        {5, "data: {'type':'content_block_start','index':0,'content_block':{'type':'text'}}", true},
+        {5,
+         "data: "
+         "{'type':'content_block_start','index':0,'content_block':{'type':'text','text':'pre'}}",
+         false},
+        {5,
+         "data: "
+         "{'type':'content_block_start','index':0,'content_block':{'type':'thinking','thinking':''}"
+         "}",
+         false},
+        {5,
+         "data: "
+         "{'type':'content_block_start','index':0,'content_block':{'type':'te\\u0078t','text':''}}",
+         false},
+        {5, "data: {'type':'content_block_start','index':-1,'content_block':{'type':'text'}}",
+         false},
+        {5, "data: {'type':'content_block_start','index':'0','content_block':{'type':'text'}}",
+         false},
+        {5, "data: {'type':'content_block_start','index':0}", false},
+        {7, "data: {'type':'content_block_start','index':0,'content_block':{'type':'text'}}",
+         false},
+        {11, "data: {'type':'content_block_stop','index':1}", false},
+        {11, "data: {'type':'content_block_stop'}", false},
+        {11, "data: {'index' : 0 , 'type':'content_block_stop'}", true},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':null}}", true},
+        {13,
+         "data: {'type':'message_delta','delta':{'stop_reason':''},'usage':{'output_tokens':2}}",
+         true},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':'max_tokens'}}", true},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':'tool_use'}}", true},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':'end\\u005fturn'}}", false},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':nul}}", false},
+        {13, "data: {'type':'message_delta','delta':{'stop_reason':7}}", false},
+        {13,
+         "data: "
+         "{'type':'message_delta','usage':{'output_tokens':3,'cache_creation_input_tokens':4}}",
+         true},
+        {13, "data: {'type':'message_delta','usage':{'output_tokens':null}}", false},
+        {13, "data: {'type':'message_delta','delta':'x'}", false},
+        {13,
+         "data: {'type':'message_delta','delta':{'stop_reason':'"
+         "a_stop_reason_longer_than_the_buffer_holds"
+         "'}}",
+         false},
+        {15,
+         "data: {'type':'message_stop','amazon-bedrock-invocationMetrics':{'inputTokenCount':1}}",
+         true},
+    };
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        const char *lines[sizeof(common) / sizeof(common[0])];
+        memcpy(lines, common, sizeof(common));
+        lines[odd[i].at] = odd[i].line;
+        uint64_t fast = twin_run(lines, sizeof(common) / sizeof(common[0]));
+        if ((fast == 8) != odd[i].fast)
+            fail_msg("case %zu (%s): %llu events in place", i, odd[i].line,
+                     (unsigned long long)fast);
+    }
+
+    /* a tool_use block: its start goes through json-c, its stop in place ("{}" when no input) */
+    const char *tool[] = {T_START,
+                          "data: "
+                          "{'type':'content_block_start','index':0,'content_block':{'type':'tool_"
+                          "use','id':'toolu_1','name':'f','input':{}}}",
+                          "data: {'type':'content_block_stop','index':0}", T_MDELTA, T_END};
+    assert_int_equal(twin_run(tool, 5), 4);
+    /* framing events before message_start: json-c says what they are */
+    const char *early[] = {"data: {'type':'ping'}", T_TEXT, T_START, T_END};
+    assert_int_equal(twin_run(early, 4), 1);
+    const char *early_stop[] = {T_STOP0, T_START, T_END};
+    assert_int_equal(twin_run(early_stop, 3), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1198,6 +1401,7 @@ int main(void)
         cmocka_unit_test(test_stream_text_only),
         cmocka_unit_test(test_stream_errors),
         cmocka_unit_test(test_stream_fast_and_general),
+        cmocka_unit_test(test_stream_in_place_matches_json_c),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -235,12 +235,88 @@ static void test_skip_agrees_with_json_c(void **state)
     assert_int_equal(skip_at("[[[[[[[[[]]]]]]]]]", 8), 0); /* nine deep */
 }
 
+/* The cursor: counts as json-c reads them into an int64 (or declined), null, members and
+ * elements with their separators, escaped keys declined. */
+static void test_cursor(void **state)
+{
+    static const struct {
+        const char *text;
+        bool ok;
+        int64_t n;
+    } counts[] = {
+        {"0", true, 0},
+        {" 42,", true, 42},
+        {"999999999999999999", true, 999999999999999999},
+        {"9999999999999999999", false, 0}, /* 19 digits: declined */
+        {"01", false, 0},
+        {"-1", false, 0},
+        {"1.0", false, 0},
+        {"1e2", false, 0},
+        {"\"1\"", false, 0},
+        {"", false, 0},
+    };
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        struct ibex_json_cursor c = {counts[i].text, strlen(counts[i].text), 0};
+        int64_t n = -7;
+        if (ibex_json_cur_count(&c, &n) != counts[i].ok)
+            fail_msg("count %s", counts[i].text);
+        if (counts[i].ok)
+            assert_int_equal(n, counts[i].n);
+    }
+    struct ibex_json_cursor c = {" null", 5, 0};
+    assert_true(ibex_json_cur_null(&c));
+    assert_true(ibex_json_cur_end(&c));
+    c = (struct ibex_json_cursor){"nul", 3, 0};
+    assert_false(ibex_json_cur_null(&c));
+
+    const char *obj = "{ \"a\" : [1, {\"b\":2}], \"c\":\"x\\ny\" , \"d\" :null}  ";
+    c = (struct ibex_json_cursor){obj, strlen(obj), 0};
+    bool first = true, escaped = false, efirst = true;
+    struct ibex_str k, v;
+    assert_true(ibex_json_cur_ch(&c, '{'));
+    assert_int_equal(ibex_json_cur_member(&c, &first, &k), 1);
+    assert_true(IBEX_JSON_KEY_IS(k, "a"));
+    assert_true(ibex_json_cur_ch(&c, '['));
+    assert_int_equal(ibex_json_cur_element(&c, &efirst), 1);
+    assert_true(ibex_json_cur_skip(&c, 1));
+    assert_int_equal(ibex_json_cur_element(&c, &efirst), 1);
+    assert_false(ibex_json_cur_skip(&(struct ibex_json_cursor){c.s, c.len, c.at}, 0)); /* depth */
+    assert_true(ibex_json_cur_skip(&c, 1));
+    assert_int_equal(ibex_json_cur_element(&c, &efirst), 0);
+    assert_int_equal(ibex_json_cur_member(&c, &first, &k), 1);
+    assert_true(IBEX_JSON_KEY_IS(k, "c"));
+    assert_true(ibex_json_cur_str(&c, &v, &escaped));
+    assert_true(escaped);
+    assert_int_equal(v.len, 4);
+    assert_int_equal(ibex_json_cur_member(&c, &first, &k), 1);
+    assert_true(IBEX_JSON_KEY_IS(k, "d"));
+    assert_true(ibex_json_cur_null(&c));
+    assert_int_equal(ibex_json_cur_member(&c, &first, &k), 0);
+    assert_true(ibex_json_cur_end(&c));
+
+    const char *bad[] = {"{\"a\" 1}", "{\"a\":1 \"b\":2}", "{\"\\u0061\":1}", "{1:2}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c = (struct ibex_json_cursor){bad[i], strlen(bad[i]), 0};
+        first = true;
+        assert_true(ibex_json_cur_ch(&c, '{'));
+        int r = ibex_json_cur_member(&c, &first, &k);
+        if (r == 1 && ibex_json_cur_skip(&c, 1))
+            r = ibex_json_cur_member(&c, &first, &k);
+        if (r != -1)
+            fail_msg("%s: member read %d", bad[i], r);
+    }
+    unsigned seen = 0;
+    assert_true(ibex_json_once(&seen, 4));
+    assert_false(ibex_json_once(&seen, 4));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_skip_ws),          cmocka_unit_test(test_scan_str),
         cmocka_unit_test(test_skip_value),       cmocka_unit_test(test_canonical_matches_json_c),
         cmocka_unit_test(test_canonical_random), cmocka_unit_test(test_skip_agrees_with_json_c),
+        cmocka_unit_test(test_cursor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
