@@ -722,8 +722,11 @@ static int check_fields(struct req *r, json_object *root)
         if (val == NULL) /* null: as if absent */
             continue;
         size_t k = 0, nf = sizeof(fields) / sizeof(fields[0]);
-        while (k < nf && strcmp(fields[k].name, key) != 0)
+        while (k < nf && (fields[k].name[0] != key[0] || strcmp(fields[k].name, key) != 0))
             k++;
+        if (k < nf && (fields[k].use == F_USED || fields[k].use == F_DROP ||
+                       (fields[k].use == F_IF_NEUTRAL && neutral(key, val))))
+            continue;
         char field[96];
         snprintf(field, sizeof(field), "%s", key[0] ? key : "\"\""); /* name even "" */
         if (k == nf)
@@ -732,14 +735,12 @@ static int check_fields(struct req *r, json_object *root)
                           "cannot translate");
         if (fields[k].use == F_REJECT)
             return unsupported(r, field);
-        if (fields[k].use == F_IF_NEUTRAL && !neutral(key, val)) {
-            char msg[128];
-            snprintf(msg, sizeof(msg),
-                     "not supported by the anthropic provider (Anthropic has no equivalent): "
-                     "omit it or send %s",
-                     fields[k].neutral);
-            return reject(r, field, msg);
-        }
+        char msg[128]; /* F_IF_NEUTRAL at a value that changes the answer */
+        snprintf(msg, sizeof(msg),
+                 "not supported by the anthropic provider (Anthropic has no equivalent): "
+                 "omit it or send %s",
+                 fields[k].neutral);
+        return reject(r, field, msg);
     }
     return 0;
 }

@@ -828,7 +828,7 @@ static int put_options(struct req *r, json_object *root)
             continue; /* a JSON null is an absent field */
         enum field f = F_REFUSE;
         for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-            if (strcmp(fields[i].name, key) == 0) {
+            if (fields[i].name[0] == key[0] && strcmp(fields[i].name, key) == 0) {
                 f = fields[i].f;
                 break;
             }

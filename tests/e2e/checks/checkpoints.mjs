@@ -10,13 +10,12 @@
 // shared ibex (SQLite) and, in checkpoints.{postgres,postgres-redis,sqlite-redis}, on a dedicated
 // ibex with that store. Every check works in tenants of its own.
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import fs from 'node:fs';
 import { assertErrorResponse } from '../lib/expect.mjs';
 import { streamChat } from '../lib/chat.mjs';
 import { expectedText, knobs } from '../lib/fakellm.mjs';
 import { IbexAdmin, bearer, freshTenant, nowSec, randomUuid, sameAnswerForm, uniqueName } from '../lib/ibexadmin.mjs';
-import { SkipError, now, randomToken, sleep, truncate } from '../lib/util.mjs';
+import { gateway, storeGateway, storeOf } from '../lib/stores.mjs';
+import { now, randomToken, sleep, truncate } from '../lib/util.mjs';
 import { MODEL } from './chat.mjs';
 import { assertSession, createSession, putSession, sessionLifecycle } from './sessions.mjs';
 import { waitTrace } from './traces.mjs';
@@ -37,31 +36,6 @@ const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
 const body = (messages, extra = {}) => ({ model: MODEL, messages, ...extra });
 const userTurn = (text) => [{ role: 'user', content: text }];
 const traceIds = (list) => list.map((c) => c.trace_id);
-
-// A gateway the scenarios run on: the shared ibex, or a dedicated one (proc) with another store.
-function gateway(ctx, proc = null, label = 'sqlite') {
-    const target = proc ? proc.target : ctx.target;
-    return { label, target, baseUrl: proc ? proc.url : ctx.baseUrl, root: new IbexAdmin(target, ctx.apiKey) };
-}
-
-function pgUrl() {
-    const url = process.env.IBEX_TEST_PG_URL;
-    if (!url) throw new SkipError('IBEX_TEST_PG_URL is not set (make e2e exports it; or: export IBEX_TEST_PG_URL=$(scripts/pg.sh start))');
-    return url;
-}
-
-function redisUrl() {
-    const url = process.env.IBEX_TEST_REDIS_URL;
-    if (!url) throw new SkipError('IBEX_TEST_REDIS_URL is not set (make e2e exports it; or: export IBEX_TEST_REDIS_URL=$(scripts/redis.sh start))');
-    return url;
-}
-
-// A new SQLite file in the log directory, as a store URL.
-function sqliteUrl(ctx, label) {
-    const file = path.join(ctx.h.logDir, `${label}-${process.pid}.db`);
-    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
-    return `sqlite://${file}`;
-}
 
 // The X-IBEX-Trace-ID and X-IBEX-Session-ID of a response (headers: a plain object with lowercase
 // names, or a fetch Headers); the trace id asserted a UUID, the session id a UUID when present.
@@ -403,16 +377,15 @@ export async function sessionHeaderScenario(ctx, gw) {
     assert.equal(all.total, 4, L(`A's sessions after the refused turns: ${truncate(JSON.stringify(all.sessions.map((s) => [s.agent_role, s.state])), 400)}`));
 }
 
-// On a dedicated ibex with the given store (and settings): the session lifecycle, the turns and
-// the header cases.
-async function onStore(ctx, { label, storeUrl, settings = {} }) {
-    const ibex = await ctx.ibex({ name: `checkpoints-${label}`, workers: 2, settings, env: { IBEX_STORE_URL: storeUrl } });
-    const gw = gateway(ctx, ibex, label);
-    const { tenant, admin } = await freshTenant(gw.root, `cp-life-${label}`);
+// On a dedicated ibex with the store of variant (lib/stores.mjs): the session lifecycle, the
+// turns and the header cases.
+async function onStore(ctx, variant) {
+    const gw = await storeGateway(ctx, storeOf(ctx, variant, 'checkpoints'));
+    const { tenant, admin } = await freshTenant(gw.root, `cp-life-${gw.label}`);
     await sessionLifecycle(admin, tenant);
     const t = await turnsScenario(ctx, gw);
     await sessionHeaderScenario(ctx, gw);
-    ctx.note(`${label}: lifecycle, ${t.turns} turns with their checkpoints, the X-IBEX-Session-ID cases`);
+    ctx.note(`${gw.label}: lifecycle, ${t.turns} turns with their checkpoints, the X-IBEX-Session-ID cases`);
 }
 
 export default [
@@ -581,7 +554,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            await onStore(ctx, { label: 'postgres', storeUrl: pgUrl() });
+            await onStore(ctx, 'postgres');
         },
     },
     {
@@ -591,7 +564,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            await onStore(ctx, { label: 'postgres-redis', storeUrl: pgUrl(), settings: { redis_url: redisUrl() } });
+            await onStore(ctx, 'postgres-redis');
         },
     },
     {
@@ -601,7 +574,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            await onStore(ctx, { label: 'sqlite-redis', storeUrl: sqliteUrl(ctx, 'checkpoints-redis'), settings: { redis_url: redisUrl() } });
+            await onStore(ctx, 'sqlite-redis');
         },
     },
 ];

@@ -6,35 +6,16 @@
 // replay and mismatch assertions also run on a dedicated ibex with Postgres and one with Redis
 // (where the entry must be the Redis key idempotency:<tenant>:<key>).
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import fs from 'node:fs';
 import net from 'node:net';
 import { assertErrorResponse } from '../lib/expect.mjs';
 import { chatBody, streamChat } from '../lib/chat.mjs';
 import { knobs } from '../lib/fakellm.mjs';
 import { IbexAdmin, freshTenant, uniqueName } from '../lib/ibexadmin.mjs';
+import { storeGateway, storeOf } from '../lib/stores.mjs';
 import { SkipError, randomToken, truncate } from '../lib/util.mjs';
 
 const dev = (ctx) => new IbexAdmin(ctx.target, ctx.apiKey);
 const CHAT = '/v1/chat/completions';
-
-function pgUrl() {
-    const url = process.env.IBEX_TEST_PG_URL;
-    if (!url) throw new SkipError('IBEX_TEST_PG_URL is not set (make e2e exports it; or: export IBEX_TEST_PG_URL=$(scripts/pg.sh start))');
-    return url;
-}
-
-function redisUrl() {
-    const url = process.env.IBEX_TEST_REDIS_URL;
-    if (!url) throw new SkipError('IBEX_TEST_REDIS_URL is not set (make e2e exports it; or: export IBEX_TEST_REDIS_URL=$(scripts/redis.sh start))');
-    return url;
-}
-
-function sqliteUrl(ctx, label) {
-    const file = path.join(ctx.h.logDir, `idempotency-${label}-${process.pid}.db`);
-    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
-    return `sqlite://${file}`;
-}
 
 const newKey = () => randomToken('idem');
 
@@ -253,7 +234,7 @@ function redisCommands(url, commands) {
         };
         sock.on('error', (e) => {
             clearTimeout(timer);
-            reject(new SkipError(`Redis at ${u.hostname}:${u.port} is not available (${e.code || e.message})`));
+            reject(new Error(`redis ${u.hostname}:${u.port}: ${e.code || e.message} (IBEX_TEST_REDIS_URL is set: a Redis that cannot be reached fails the check)`));
         });
         sock.on('data', (d) => {
             buf = Buffer.concat([buf, d]);
@@ -275,10 +256,11 @@ function redisCommands(url, commands) {
     });
 }
 
-async function onBackend(ctx, { label, storeUrl, settings = {} }) {
-    const ibex = await ctx.ibex({ name: `idempotency-${label}`, workers: 2, settings, env: { IBEX_STORE_URL: storeUrl } });
-    const T = await freshTenant(new IbexAdmin(ibex.target, ctx.apiKey), `idem-${label}`);
-    const { key } = await replayAndMismatch(ctx, T.admin, label);
+// The replay and mismatch cases on a dedicated ibex on store; returns the key and the tenant.
+async function onBackend(ctx, store) {
+    const gw = await storeGateway(ctx, store);
+    const T = await freshTenant(gw.root, `idem-${store.label}`);
+    const { key } = await replayAndMismatch(ctx, T.admin, store.label);
     return { key, tenant: T.tenant };
 }
 
@@ -304,22 +286,30 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            const pg = process.env.IBEX_TEST_PG_URL;
-            const redis = process.env.IBEX_TEST_REDIS_URL;
-            if (!pg && !redis) {
-                pgUrl();
-                redisUrl();
-            }
-            if (pg) await onBackend(ctx, { label: 'postgres', storeUrl: pg });
-            else ctx.note('Postgres variant skipped: IBEX_TEST_PG_URL is not set');
-            if (!redis) throw new SkipError('IBEX_TEST_REDIS_URL is not set (the Postgres variant passed)');
-            const { key, tenant } = await onBackend(ctx, { label: 'redis', storeUrl: sqliteUrl(ctx, 'redis'), settings: { redis_url: redis } });
+            // each variant whose server is given; SKIP (after running the others) when one is not
+            const unset = [];
+            const resolve = (variant) => {
+                try {
+                    return storeOf(ctx, variant, 'idempotency');
+                } catch (e) {
+                    if (!(e instanceof SkipError)) throw e;
+                    unset.push(e.reason);
+                    return null;
+                }
+            };
+            const pg = resolve('postgres');
+            const withRedis = resolve('sqlite-redis');
+            if (pg) await onBackend(ctx, pg);
+            if (!withRedis) throw new SkipError(`${unset.join('; ')}${pg ? ' (the Postgres variant passed)' : ''}`);
+            const redis = withRedis.settings.redis_url;
+            const { key, tenant } = await onBackend(ctx, withRedis);
             const name = `idempotency:${tenant.id}:${key}`;
             const [exists, ttl, found] = await redisCommands(redis, [['EXISTS', name], ['TTL', name], ['KEYS', `idempotency:*${key}*`]]);
             assert.equal(exists, 1, `redis: EXISTS ${name} answered ${exists}; keys holding the idempotency key: ${JSON.stringify(found)}`);
             assert.ok(ttl > 0, `redis: ${name} has TTL ${ttl}; entries must expire on Redis' clock`);
             assert.deepEqual(found, [name], `redis: keys holding the idempotency key ${key}`);
             ctx.note(`redis: ${name} TTL ${ttl} s`);
+            if (unset.length) throw new SkipError(`${unset.join('; ')} (the Redis variant passed)`);
         },
     },
 ];

@@ -14,6 +14,7 @@ import sessions from './sessions.mjs';
 import traces from './traces.mjs';
 import checkpoints from './checkpoints.mjs';
 import tasks from './tasks.mjs';
+import state from './state.mjs';
 import credentials from './credentials.mjs';
 import idempotency from './idempotency.mjs';
 import ops from './ops.mjs';
@@ -23,5 +24,5 @@ import messages from './messages.mjs';
 import drain from './drain.mjs';
 
 export function allChecks() {
-    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...credentials, ...idempotency, ...routing, ...providers, ...messages, ...ops, ...drain];
+    return [...chat, ...stream, ...fakellmFormats, ...models, ...errors, ...auth, ...identity, ...jwt, ...revocation, ...hostile, ...sessions, ...traces, ...checkpoints, ...tasks, ...state, ...credentials, ...idempotency, ...routing, ...providers, ...messages, ...ops, ...drain];
 }

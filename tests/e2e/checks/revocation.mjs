@@ -5,31 +5,12 @@
 // measured). Both caches are warm before each revocation, so B cannot learn it from a cache miss.
 // The measured delays go into the check's notes.
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import fs from 'node:fs';
 import { assertErrorResponse } from '../lib/expect.mjs';
 import { IbexAdmin, adminKeyOf, freshTenant, uniqueName } from '../lib/ibexadmin.mjs';
-import { SkipError, now, pollUntil } from '../lib/util.mjs';
+import { assertOnStore, gateway, storeIbex, storeOf } from '../lib/stores.mjs';
+import { now, pollUntil } from '../lib/util.mjs';
 
 const PROPAGATION_MS = 5000;
-
-function pgUrl() {
-    const url = process.env.IBEX_TEST_PG_URL;
-    if (!url) throw new SkipError('IBEX_TEST_PG_URL is not set (make e2e exports it; or: export IBEX_TEST_PG_URL=$(scripts/pg.sh start))');
-    return url;
-}
-
-function redisUrl() {
-    const url = process.env.IBEX_TEST_REDIS_URL;
-    if (!url) throw new SkipError('IBEX_TEST_REDIS_URL is not set (make e2e exports it; or: export IBEX_TEST_REDIS_URL=$(scripts/redis.sh start))');
-    return url;
-}
-
-function sqliteUrl(ctx, label) {
-    const file = path.join(ctx.h.logDir, `revocation-${label}-${process.pid}.db`);
-    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
-    return `sqlite://${file}`;
-}
 
 // Repeats req until it answers `status` (every 100 ms, at most PROPAGATION_MS); returns
 // {ms, res} with the time since t0, or {ms: null, res} when it never did.
@@ -42,16 +23,22 @@ async function waitFor(req, status, t0) {
     return { ms: ok ? now() - t0 : null, res };
 }
 
-async function twoInstances(ctx, { label, storeUrl, settings }) {
-    const opts = (n) => ({ name: `${label}-${n}`, upstream: null, workers: 2, settings, env: { IBEX_STORE_URL: storeUrl } });
+// Two ibex on store (storeOf), both checked to run on it, with the extra settings.
+async function twoInstances(ctx, label, store, settings) {
+    const start = async (n) => {
+        const p = await storeIbex(ctx, store, { name: `${label}-${n}`, upstream: null, settings });
+        await assertOnStore(gateway(ctx, p, `${label} ${n}`), store);
+        return p;
+    };
     // one after the other: the first applies the migrations
-    const a = await ctx.ibex(opts('a'));
-    const b = await ctx.ibex(opts('b'));
+    const a = await start('a');
+    const b = await start('b');
     return { a, b };
 }
 
-async function revocationAcross(ctx, { label, storeUrl, settings }) {
-    const { a, b } = await twoInstances(ctx, { label, storeUrl, settings });
+// label: the check's (poll-sqlite, ...); settings: the revocation settings on top of the store's.
+async function revocationAcross(ctx, label, store, settings) {
+    const { a, b } = await twoInstances(ctx, label, store, settings);
     const T = await freshTenant(new IbexAdmin(a.target, ctx.apiKey), `revocation-${label}`);
     const onA = T.admin;
     const onB = new IbexAdmin(b.target, T.key);
@@ -108,7 +95,7 @@ async function revocationAcross(ctx, { label, storeUrl, settings }) {
     assert.equal((await onB.chat()).status, 200, "B: the tenant's admin key after the revocations");
     assert.equal((await onA.chat()).status, 200, "A: the tenant's admin key after the revocations");
     // no secret of the run in either log: keys, and the passwords of the store and Redis URLs
-    const passwords = [storeUrl, settings.redis_url].filter(Boolean).map((u) => decodeURIComponent(new URL(u).password || '')).filter((p) => p.length >= 4);
+    const passwords = [store.storeUrl, store.settings.redis_url].filter(Boolean).map((u) => decodeURIComponent(new URL(u).password || '')).filter((p) => p.length >= 4);
     for (const p of [a, b])
         for (const s of [key.key, childKey, T.key, ...passwords]) assert.ok(!p.stderrText().includes(s), `${p.name}: a secret (${s.slice(0, 6)}...) in stderr (${p.stderrPath})`);
 }
@@ -121,7 +108,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            await revocationAcross(ctx, { label: 'poll-sqlite', storeUrl: sqliteUrl(ctx, 'poll'), settings: { revocation_poll_interval: '1s' } });
+            await revocationAcross(ctx, 'poll-sqlite', storeOf(ctx, 'sqlite', 'revocation-poll'), { revocation_poll_interval: '1s' });
         },
     },
     {
@@ -131,7 +118,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            await revocationAcross(ctx, { label: 'poll-postgres', storeUrl: pgUrl(), settings: { revocation_poll_interval: '1s' } });
+            await revocationAcross(ctx, 'poll-postgres', storeOf(ctx, 'postgres', 'revocation-poll'), { revocation_poll_interval: '1s' });
         },
     },
     {
@@ -141,8 +128,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            const settings = { redis_url: redisUrl(), revocation_poll_interval: '60s' };
-            await revocationAcross(ctx, { label: 'pubsub-sqlite', storeUrl: sqliteUrl(ctx, 'pubsub'), settings });
+            await revocationAcross(ctx, 'pubsub-sqlite', storeOf(ctx, 'sqlite-redis', 'revocation-pubsub'), { revocation_poll_interval: '60s' });
         },
     },
     {
@@ -152,8 +138,7 @@ export default [
         shared: false,
         timeoutMs: 60000,
         async run(ctx) {
-            const settings = { redis_url: redisUrl(), revocation_poll_interval: '60s' };
-            await revocationAcross(ctx, { label: 'pubsub-postgres', storeUrl: pgUrl(), settings });
+            await revocationAcross(ctx, 'pubsub-postgres', storeOf(ctx, 'postgres-redis', 'revocation-pubsub'), { revocation_poll_interval: '60s' });
         },
     },
 ];

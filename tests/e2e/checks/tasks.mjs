@@ -4,13 +4,15 @@
 // it waits), decided once by a credential with approvals:decide, audited without the reason's
 // text; tenant isolation (another tenant's task or approval answers exactly like an id that does
 // not exist, changes nothing, never shows in lists, and routing never picks its agents). Every
-// check works in tenants of its own.
+// check works in tenants of its own. The three scenarios are functions of a gateway
+// (lib/stores.mjs): here on the shared ibex (SQLite), in state.* on Postgres, Postgres with Redis
+// and SQLite with Redis.
 import assert from 'node:assert/strict';
 import { assertErrorResponse } from '../lib/expect.mjs';
-import { IbexAdmin, auditUntil, freshTenant, nowSec, randomUuid, sameAnswerForm, uniqueName } from '../lib/ibexadmin.mjs';
+import { auditUntil, freshTenant, nowSec, randomUuid, sameAnswerForm, uniqueName } from '../lib/ibexadmin.mjs';
+import { gateway } from '../lib/stores.mjs';
 import { sleep, truncate } from '../lib/util.mjs';
 
-const dev = (ctx) => new IbexAdmin(ctx.target, ctx.apiKey);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 const TASK_KEYS = ['id', 'object', 'tenant_id', 'name', 'state', 'agent_role', 'agent_id', 'session_id', 'phases', 'phase', 'checkpoint', 'checkpoint_at', 'input', 'metadata', 'error', 'approval_id', 'created_at', 'updated_at'];
@@ -119,8 +121,10 @@ async function refusedPut(admin, id, body, status, code, what) {
     return e;
 }
 
-async function tasksLifecycle(ctx) {
-    const { tenant, admin } = await freshTenant(dev(ctx), 'task-life');
+// On gw: create, route, phases, checkpoint, completion; refused changes harmless; validation;
+// list pages and filters.
+export async function tasksLifecycle(ctx, gw = gateway(ctx)) {
+    const { tenant, admin } = await freshTenant(gw.root, 'task-life');
     const role = `builder ${uniqueName('r')}`; // a space: agent_role filters are percent-decoded
     const agents = [];
     for (let i = 0; i < 3; i++) agents.push(await admin.createAgent({ name: uniqueName(`task-agent${i}`), role }));
@@ -252,8 +256,9 @@ async function tasksLifecycle(ctx) {
         assertErrorResponse(await admin.call('GET', `/v1/tasks?${q}`), { status: 400, code: 'VALIDATION_ERROR', what: `GET /v1/tasks?${q}` });
 }
 
-async function tasksApprovals(ctx) {
-    const { tenant, admin } = await freshTenant(dev(ctx), 'task-appr');
+// On gw: an approval holds its task until decided once (approvals:decide); audited without text.
+export async function tasksApprovals(ctx, gw = gateway(ctx)) {
+    const { tenant, admin } = await freshTenant(gw.root, 'task-appr');
     const writer = admin.as((await admin.createKey({ name: uniqueName('writer'), scopes: ['sessions:write', 'sessions:read'] })).key);
     const deciderKey = await admin.createKey({ name: uniqueName('decider'), scopes: ['approvals:decide'] });
     const decider = admin.as(deciderKey.key);
@@ -330,8 +335,9 @@ async function tasksApprovals(ctx) {
     for (const s of [okReason, noReason, action]) assert.ok(!text.includes(s), `audit: the trail carries the text ${JSON.stringify(s)} (${show})`);
 }
 
-async function tasksIsolation(ctx) {
-    const root = dev(ctx);
+// On gw: another tenant's tasks, approvals, agents and sessions answer like unknown ids.
+export async function tasksIsolation(ctx, gw = gateway(ctx)) {
+    const root = gw.root;
     const A = await freshTenant(root, 'task-iso-a');
     const B = await freshTenant(root, 'task-iso-b');
     const role = 'iso-role';
