@@ -3,7 +3,9 @@
 # to CPU 1) behind wrk -c50 (pinned to CPU 0) for each `recording` mode, CPU microseconds per
 # request of each ibex thread (the worker, the store writer), from /proc/<pid>/task/*/stat
 # around the run. Modes alternate ROUNDS times so drift shows as spread, not as a difference.
-#   MODES (default "off traces checkpoints"), ROUNDS (2), SECONDS_PER_RUN (5)
+#   MODES (default "off traces checkpoints"), ROUNDS (2), SECONDS_PER_RUN (5), STORE_URL (default:
+#   a fresh SQLite file per run; e.g. STORE_URL=$(scripts/pg.sh url) measures the Postgres store,
+#   whose inserts then run in the Postgres server, outside ibex's CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODES=${MODES:-"off traces checkpoints"}
@@ -30,7 +32,7 @@ for round in $(seq "$ROUNDS"); do
   for mode in $MODES; do
     port=$((FK_PORT + 1 + RANDOM % 1000))
     OPENAI_BASE_URL="http://127.0.0.1:$FK_PORT/v1" OPENAI_API_KEY=x IBEX_DEV_TOKEN=$KEY \
-      taskset -c 1 "$IBEX" serve --dev --store-url "sqlite://$WORK/$mode-$round.db" \
+      taskset -c 1 "$IBEX" serve --dev --store-url "${STORE_URL:-sqlite://$WORK/$mode-$round.db}" \
       --listen "127.0.0.1:$port" --workers 1 --access-log false --recording "$mode" \
       >"$WORK/ibex-$mode-$round.log" 2>&1 &
     pid=$!
