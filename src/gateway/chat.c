@@ -661,6 +661,19 @@ static void prepare_attempt(struct chat *c)
 /* ---- the provider credential of an attempt (docs/credentials.md) ---- */
 
 static void call_upstream(struct chat *c, const struct ibex_provider *p);
+
+/* A store job's done callback, first: the client-abort hook goes, and when the client left
+ * while the job ran, the request is finished here (true: nothing more to do). */
+static bool store_job_aborted(struct chat *c)
+{
+    c->req->on_abort = NULL;
+    if (!c->aborted)
+        return false;
+    c->info.code = "CLIENT_CLOSED";
+    ibex_res_stream_end(c->req);
+    return true;
+}
+
 static void on_store_abort(struct ibex_req *req);
 
 /* Calls upstream with the key ibex was configured with: the deployment's own, else the
@@ -723,12 +736,8 @@ static int resolve_run(struct ibex_store_job *job, struct ibex_store *s)
 static void resolve_done(struct ibex_store_job *job, int rc)
 {
     struct chat *c = job->data;
-    c->req->on_abort = NULL;
-    if (c->aborted) {
-        c->info.code = "CLIENT_CLOSED";
-        ibex_res_stream_end(c->req);
+    if (store_job_aborted(c))
         return;
-    }
     bool unreadable = c->cred_rc == IBEX_EVAULT_NOKEY || c->cred_rc == IBEX_EVAULT_AUTH ||
                       c->cred_rc == IBEX_EVAULT_CRYPTO;
     if (rc || (c->cred_rc != 0 && !unreadable)) {
@@ -880,12 +889,8 @@ static void join_done(struct ibex_store_job *job, int rc)
 {
     struct chat *c = job->data;
     struct ibex_api_result *r = &c->join_result;
-    c->req->on_abort = NULL;
-    if (c->aborted) {
-        c->info.code = "CLIENT_CLOSED";
-        ibex_res_stream_end(c->req);
+    if (store_job_aborted(c))
         return;
-    }
     if (rc) {
         fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
         return;
@@ -966,12 +971,8 @@ static int claim_run(struct ibex_store_job *job, struct ibex_store *s)
 static void claim_done(struct ibex_store_job *job, int rc)
 {
     struct chat *c = job->data;
-    c->req->on_abort = NULL;
-    if (c->aborted) {
-        c->info.code = "CLIENT_CLOSED";
-        ibex_res_stream_end(c->req);
+    if (store_job_aborted(c))
         return;
-    }
     if (rc) {
         fail(c, 503, "STORE_UNAVAILABLE", "the store is unavailable", "Retry-After: 1\r\n");
         return;
