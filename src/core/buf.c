@@ -20,7 +20,7 @@ void ibex_buf_dispose(struct ibex_buf *b)
     ibex_buf_init(b);
 }
 
-void ibex_buf_reserve(struct ibex_buf *b, size_t extra)
+void ibex_buf_grow(struct ibex_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
@@ -30,20 +30,6 @@ void ibex_buf_reserve(struct ibex_buf *b, size_t extra)
         cap *= 2;
     b->p = ibex_xrealloc(b->p, cap);
     b->cap = cap;
-}
-
-void ibex_buf_append(struct ibex_buf *b, const void *data, size_t len)
-{
-    ibex_buf_reserve(b, len);
-    if (len)
-        memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-}
-
-void ibex_buf_append_cstr(struct ibex_buf *b, const char *s)
-{
-    ibex_buf_append(b, s, strlen(s));
 }
 
 void ibex_buf_append_str(struct ibex_buf *b, struct ibex_str s)
@@ -108,17 +94,15 @@ void ibex_buf_append_json_inner(struct ibex_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *u = (const unsigned char *)s;
-    ibex_buf_reserve(b, len);
     size_t i = 0;
     while (i < len) {
-        unsigned char c = u[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
-            size_t start = i;
-            while (i < len && u[i] >= 0x20 && u[i] != '"' && u[i] != '\\' && u[i] < 0x80)
-                i++;
-            ibex_buf_append(b, s + start, i - start);
+        size_t run = ibex_json_plain_len(s + i, len - i);
+        if (run > 0) {
+            ibex_buf_append(b, s + i, run);
+            i += run;
             continue;
         }
+        unsigned char c = u[i];
         if (c >= 0x80) {
             size_t n = ibex_utf8_seq_len(u + i, len - i);
             if (n == 0) {

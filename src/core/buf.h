@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "str.h"
 
@@ -18,9 +19,31 @@ struct ibex_buf {
 
 void ibex_buf_init(struct ibex_buf *b);
 void ibex_buf_dispose(struct ibex_buf *b);
-void ibex_buf_reserve(struct ibex_buf *b, size_t extra);
-void ibex_buf_append(struct ibex_buf *b, const void *data, size_t len);
-void ibex_buf_append_cstr(struct ibex_buf *b, const char *s);
+/* Makes room for extra more bytes (and the NUL); ibex_buf_reserve's slow path. */
+void ibex_buf_grow(struct ibex_buf *b, size_t extra);
+
+/* Reserve and append are inline: a translator appends many short pieces, most of them literals
+ * whose length the compiler then knows. */
+static inline void ibex_buf_reserve(struct ibex_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap)
+        ibex_buf_grow(b, extra);
+}
+
+static inline void ibex_buf_append(struct ibex_buf *b, const void *data, size_t len)
+{
+    ibex_buf_reserve(b, len);
+    if (len)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+}
+
+static inline void ibex_buf_append_cstr(struct ibex_buf *b, const char *s)
+{
+    ibex_buf_append(b, s, strlen(s));
+}
+
 void ibex_buf_append_str(struct ibex_buf *b, struct ibex_str s);
 void ibex_buf_appendf(struct ibex_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -102,11 +102,6 @@ static size_t escape_at(const char *s, size_t len, size_t at, unsigned long *cp)
     return 12;
 }
 
-/* The bytes that end a run of plain string text: controls, the quote, the backslash, and the
- * first byte of a UTF-8 sequence to check (0x80 and up). */
-static const bool stops[256] = {
-    [0x00 ... 0x1f] = true, ['"'] = true, ['\\'] = true, [0x80 ... 0xff] = true};
-
 size_t ibex_json_scan_str(const char *s, size_t len, size_t at, bool *escaped)
 {
     if (at >= len || s[at] != '"')
@@ -114,8 +109,7 @@ size_t ibex_json_scan_str(const char *s, size_t len, size_t at, bool *escaped)
     bool esc = false;
     size_t i = at + 1;
     while (i < len) {
-        while (i < len && !stops[(unsigned char)s[i]])
-            i++;
+        i += ibex_json_plain_len(s + i, len - i);
         if (i == len)
             break;
         unsigned char c = (unsigned char)s[i];
@@ -252,13 +246,22 @@ static size_t utf8(unsigned long cp, unsigned char b[4])
     return 4;
 }
 
-void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t len)
+static void append_raw(struct ibex_buf *out, const char *s, size_t len)
 {
+    ibex_buf_append(out, s, len);
+}
+
+/* The text the inside of a string literal stands for, appended raw or, when escape, escaped
+ * again the one way ibex escapes. */
+static void append_unescaped(struct ibex_buf *out, const char *inner, size_t len, bool escape)
+{
+    void (*put)(struct ibex_buf *, const char *, size_t) =
+        escape ? ibex_buf_append_json_inner : append_raw;
     size_t i = 0;
     while (i < len) {
         const char *bs = memchr(inner + i, '\\', len - i);
         size_t run = bs ? (size_t)(bs - inner) - i : len - i;
-        ibex_buf_append_json_inner(out, inner + i, run);
+        put(out, inner + i, run);
         i += run;
         if (i == len)
             break;
@@ -266,13 +269,23 @@ void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t 
         size_t n = escape_at(inner, len, i, &cp);
         unsigned char b[4];
         if (n == 0) { /* not from ibex_json_scan_str: the backslash as text, never a misread */
-            ibex_buf_append_json_inner(out, "\\", 1);
+            put(out, "\\", 1);
             i++;
             continue;
         }
-        ibex_buf_append_json_inner(out, (const char *)b, utf8(cp, b));
+        put(out, (const char *)b, utf8(cp, b));
         i += n;
     }
+}
+
+void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t len)
+{
+    append_unescaped(out, inner, len, true);
+}
+
+void ibex_json_append_decoded(struct ibex_buf *out, const char *inner, size_t len)
+{
+    append_unescaped(out, inner, len, false);
 }
 
 /* ---- the cursor ---- */

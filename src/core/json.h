@@ -60,6 +60,8 @@ size_t ibex_json_skip_value(const char *s, size_t len, size_t at, unsigned depth
  * to, escaped again the one way ibex escapes ("\/" becomes "/", "\u00e9" "é", "\b"
  * "\u0008"), so a fast path writes what its json-c path would. */
 void ibex_json_append_canonical(struct ibex_buf *out, const char *inner, size_t len);
+/* The same, unescaped: the bytes json-c would decode the literal to. */
+void ibex_json_append_decoded(struct ibex_buf *out, const char *inner, size_t len);
 
 /* A read position in JSON text s[0..len), for walking one value token by token: the fast paths
  * read the members they know and step over the rest. Every read steps over whitespace first;

@@ -84,6 +84,25 @@ bool ibex_str_glob_prefix(struct ibex_str s, const char *pattern)
     return ibex_str_caseeq_cstr(s, pattern);
 }
 
+/* Word-at-a-time byte tests on 8 bytes at once: the classic "has a zero byte" and "has a byte
+ * less than n" expressions, exact as a yes or no for the whole word. */
+#define BYTES(x) (0x0101010101010101ULL * (x))
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ibex_json_plain_len reads words as little-endian"
+#endif
+
+static inline uint64_t zero_byte(uint64_t w)
+{
+    return (w - BYTES(1)) & ~w & BYTES(0x80);
+}
+
+/* Nonzero when some byte of w is below 0x20 or 0x80 and up. */
+static inline uint64_t control_or_high(uint64_t w)
+{
+    return (w | ((w - BYTES(0x20)) & ~w)) & BYTES(0x80);
+}
+
 size_t ibex_utf8_seq_len(const unsigned char *s, size_t left)
 {
     unsigned char c = s[0];
@@ -121,12 +140,11 @@ size_t ibex_json_text_invalid_at(const char *s, size_t len)
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
-        /* Eight printable ASCII bytes at a time: no byte has its top bit set and none is
-         * below 0x20 (the classic "has a byte less than n" test). */
+        /* Eight printable ASCII bytes at a time. */
         if (len - i >= 8) {
             uint64_t w;
             memcpy(&w, u + i, 8);
-            if (((w | ((w - 0x2020202020202020ull) & ~w)) & 0x8080808080808080ull) == 0) {
+            if (control_or_high(w) == 0) {
                 i += 8;
                 continue;
             }
@@ -146,4 +164,21 @@ size_t ibex_json_text_invalid_at(const char *s, size_t len)
         }
     }
     return len;
+}
+
+size_t ibex_json_plain_len(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    for (uint64_t w; len - i >= 8; i += 8) {
+        memcpy(&w, u + i, 8);
+        uint64_t m = control_or_high(w) | zero_byte(w ^ BYTES('"')) | zero_byte(w ^ BYTES('\\'));
+        /* A borrow can flag a byte above a flagged one, never below: the lowest flag is the
+         * first byte to stop at (little-endian: the lowest byte comes first). */
+        if (m != 0)
+            return i + (size_t)__builtin_ctzll(m) / 8;
+    }
+    while (i < len && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+        i++;
+    return i;
 }

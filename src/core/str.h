@@ -34,5 +34,9 @@ size_t ibex_utf8_seq_len(const unsigned char *s, size_t left);
  * control character other than tab, LF and CR (which JSON allows only as whitespace); len when
  * there is none. */
 size_t ibex_json_text_invalid_at(const char *s, size_t len);
+/* How many bytes from s on are plain JSON string text, the same written as they are: up to the
+ * first control character, '"', '\\' or byte 0x80 and up (where escaping or UTF-8 checking
+ * starts), or len. Eight bytes at a time. */
+size_t ibex_json_plain_len(const char *s, size_t len);
 
 #endif

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../core/alloc.h"
+#include "../core/json.h"
 #include "chat_request.h"
 
 /* The text of one call: HEAD id SEP_TYPE type SEP_NAME name SEP_ARGS arguments TAIL. */
@@ -326,8 +327,220 @@ static void take(struct ibex_answer *a, json_object *root, const char *msgkey, b
     }
 }
 
+/* ---- the fast path ----
+ * Nearly every answer and stream chunk is text: one choice with its content, a finish reason,
+ * the model, the usage. fast_take reads that shape in place with the JSON cursor (core/json.h),
+ * keys in any order, members it has no use for stepped over, and applies what take() would.
+ * Anything else (tool calls, an escaped model or finish reason, a repeated member it reads, a
+ * member it reads holding another type, counts that are not small integers, more index-0
+ * choices than it keeps) is declined before anything changes, and json-c takes the bytes. The
+ * differential checks in tests/unit/answer_test.c and tests/fuzz/fuzz_answer.c run both paths
+ * (json_c_only) on the same bytes and compare the answers. */
+
+#define FAST_TEXTS 4
+#define FAST_SKIP_DEPTH 8 /* nesting of a member stepped over (json-c allows 64 in all) */
+
+struct fast_text {
+    struct ibex_str s; /* as written in the JSON text */
+    bool escaped;
+};
+
+struct fast_answer {
+    struct ibex_str model, reason; /* {NULL, 0}: absent or empty (take() skips those) */
+    int64_t usage[3];              /* prompt, completion, total; -1: absent */
+    bool have_choices;
+    struct fast_text text[FAST_TEXTS];
+    size_t ntext;
+};
+
+/* A count, or null (which take() ignores, as it ignores an absent member): -1. */
+static bool fast_count(struct ibex_json_cursor *c, int64_t *n)
+{
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (at < c->len && c->s[at] == 'n') {
+        *n = -1;
+        return ibex_json_cur_null(c);
+    }
+    return ibex_json_cur_count(c, n);
+}
+
+/* An unescaped string, or null: {NULL, 0} for null and for "". */
+static bool fast_name(struct ibex_json_cursor *c, struct ibex_str *v)
+{
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    bool escaped;
+    *v = IBEX_STR_NULL;
+    if (at < c->len && c->s[at] == 'n')
+        return ibex_json_cur_null(c);
+    if (!ibex_json_cur_str(c, v, &escaped) || escaped)
+        return false;
+    if (v->len == 0)
+        *v = IBEX_STR_NULL;
+    return true;
+}
+
+static bool fast_usage(struct ibex_json_cursor *c, int64_t usage[3])
+{
+    static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (at < c->len && c->s[at] == 'n')
+        return ibex_json_cur_null(c);
+    if (!ibex_json_cur_ch(c, '{'))
+        return false;
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
+        size_t i = 0;
+        while (i < 3 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
+            i++;
+        if (i < 3 ? !ibex_json_once(&seen, 1u << i) || !fast_count(c, &usage[i])
+                  : !ibex_json_cur_skip(c, FAST_SKIP_DEPTH))
+            return false;
+    }
+    return r == 0;
+}
+
+/* The message (or delta) of a choice: its content; null or an object without tool calls. */
+static bool fast_message(struct ibex_json_cursor *c, struct fast_text *t)
+{
+    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
+    if (at < c->len && c->s[at] == 'n')
+        return ibex_json_cur_null(c);
+    if (!ibex_json_cur_ch(c, '{'))
+        return false;
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k;
+    int r;
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
+        bool ok;
+        if (IBEX_JSON_KEY_IS(k, "content")) {
+            at = ibex_json_skip_ws(c->s, c->len, c->at);
+            ok = ibex_json_once(&seen, 1) &&
+                 (at < c->len && c->s[at] == 'n' ? ibex_json_cur_null(c)
+                                                 : ibex_json_cur_str(c, &t->s, &t->escaped));
+        } else if (IBEX_JSON_KEY_IS(k, "tool_calls")) {
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_null(c);
+        } else {
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
+        }
+        if (!ok)
+            return false;
+    }
+    return r == 0;
+}
+
+/* One element of "choices" (the pos-th); what take() reads of it when its index is 0. */
+static bool fast_choice(struct ibex_json_cursor *c, const char *msgkey, size_t pos,
+                        struct fast_answer *f)
+{
+    if (!ibex_json_cur_ch(c, '{'))
+        return false;
+    unsigned seen = 0;
+    bool first = true;
+    struct ibex_str k, reason = IBEX_STR_NULL;
+    struct fast_text t = {IBEX_STR_NULL, false};
+    int64_t index = -1;
+    int r;
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
+        bool ok;
+        if (IBEX_JSON_KEY_IS(k, "index"))
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_count(c, &index);
+        else if (k.len == strlen(msgkey) && memcmp(k.p, msgkey, k.len) == 0)
+            ok = ibex_json_once(&seen, 2) && fast_message(c, &t);
+        else if (IBEX_JSON_KEY_IS(k, "finish_reason"))
+            ok = ibex_json_once(&seen, 4) && fast_name(c, &reason);
+        else
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
+        if (!ok)
+            return false;
+    }
+    if (r != 0)
+        return false;
+    if ((seen & 1 ? index : (int64_t)pos) != 0)
+        return true;
+    if (t.s.len > 0) {
+        if (f->ntext == FAST_TEXTS)
+            return false;
+        f->text[f->ntext++] = t;
+    }
+    if (reason.p)
+        f->reason = reason;
+    return true;
+}
+
+static bool fast_choices(struct ibex_json_cursor *c, const char *msgkey, struct fast_answer *f)
+{
+    bool first = true;
+    int r;
+    if (!ibex_json_cur_ch(c, '['))
+        return false;
+    for (size_t pos = 0; (r = ibex_json_cur_element(c, &first)) == 1; pos++)
+        if (!fast_choice(c, msgkey, pos, f))
+            return false;
+    f->have_choices = true;
+    return r == 0;
+}
+
+/* Reads s[0..len) into *f when it has the common shape; false for anything else. */
+static bool fast_scan(const char *s, size_t len, const char *msgkey, struct fast_answer *f)
+{
+    struct ibex_json_cursor c = {s, len, 0};
+    unsigned seen = 0;
+    bool first = true, ok;
+    struct ibex_str k;
+    int r;
+    *f = (struct fast_answer){.usage = {-1, -1, -1}};
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "model"))
+            ok = ibex_json_once(&seen, 1) && fast_name(&c, &f->model);
+        else if (IBEX_JSON_KEY_IS(k, "usage"))
+            ok = ibex_json_once(&seen, 2) && fast_usage(&c, f->usage);
+        else if (IBEX_JSON_KEY_IS(k, "choices"))
+            ok = ibex_json_once(&seen, 4) && fast_choices(&c, msgkey, f);
+        else
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        if (!ok)
+            return false;
+    }
+    return r == 0 && ibex_json_cur_end(&c);
+}
+
+/* What take() does with the same event. */
+static void fast_apply(struct ibex_answer *a, const struct fast_answer *f)
+{
+    if (a->model[0] == '\0' && f->model.p)
+        copy_field(a->model, sizeof(a->model), f->model.p, f->model.len);
+    int64_t *dst[] = {&a->prompt_tokens, &a->completion_tokens, &a->total_tokens};
+    for (size_t i = 0; i < 3; i++)
+        if (f->usage[i] >= 0)
+            *dst[i] = f->usage[i];
+    for (size_t i = 0; i < f->ntext; i++) {
+        const struct fast_text *t = &f->text[i];
+        if (!t->escaped) {
+            append_content(a, t->s.p, t->s.len);
+            continue;
+        }
+        ibex_buf_reset(&a->scratch);
+        ibex_json_append_decoded(&a->scratch, t->s.p, t->s.len);
+        append_content(a, a->scratch.p, a->scratch.len);
+    }
+    if (f->reason.p)
+        copy_field(a->finish_reason, sizeof(a->finish_reason), f->reason.p, f->reason.len);
+}
+
 int ibex_answer_from_json(struct ibex_answer *a, const char *body, size_t len)
 {
+    struct fast_answer f;
+    if (!a->json_c_only && fast_scan(body, len, "message", &f) && f.have_choices) {
+        a->fast_events++;
+        fast_apply(a, &f);
+        return 0;
+    }
     json_object *root;
     char msg[8];
     if (ibex_json_parse(body, len, &root, msg, sizeof(msg)) != 0)
@@ -347,6 +560,12 @@ static void on_data(void *data, const char *s, size_t len)
     struct ibex_answer *a = data;
     if (len == 6 && memcmp(s, "[DONE]", 6) == 0) {
         a->done = true;
+        return;
+    }
+    struct fast_answer f;
+    if (!a->json_c_only && fast_scan(s, len, "delta", &f)) {
+        a->fast_events++;
+        fast_apply(a, &f);
         return;
     }
     json_object *root;

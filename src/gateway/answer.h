@@ -36,6 +36,11 @@ struct ibex_answer {
     size_t max_bytes;    /* cap of content.len + tool_calls.len */
     struct ibex_sse sse; /* the stream's lines: sse.line_max bounds one, sse.skipped counts
                             those over it */
+    /* The common shapes (a text answer or chunk) are read in place; json_c_only (set after
+     * init, for the differential tests) sends everything through json-c instead.
+     * fast_events counts the bodies and data lines read in place. */
+    bool json_c_only;
+    uint64_t fast_events;
     /* private */
     struct ibex_buf scratch; /* escaped text on its way into tool_calls */
     struct ibex_answer_call *calls;

@@ -1,8 +1,9 @@
 /* libFuzzer target: chat completion answers (src/gateway/answer.c). The first four bytes choose
  * max_bytes, line_max and two split points; the rest is fed as SSE in three pieces, in one
  * piece and (when short) a byte at a time, which must all give the same answer, and is parsed
- * as a response body. Every answer stays within max_bytes, keeps tool_calls a valid JSON array
- * and is freed leak-free. */
+ * as a response body. Both, the stream and the body, also go through json-c alone
+ * (json_c_only), which must give the same answer as the in-place path. Every answer stays
+ * within max_bytes, keeps tool_calls a valid JSON array and is freed leak-free. */
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -79,16 +80,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         same(&bytes, &whole);
         ibex_answer_dispose(&bytes);
     }
+    struct ibex_answer twin;
+    start(&twin, data);
+    twin.json_c_only = true;
+    ibex_answer_feed_sse(&twin, p, n);
+    same(&twin, &whole);
+    ibex_answer_dispose(&twin);
     ibex_answer_dispose(&pieces);
     ibex_answer_dispose(&whole);
 
     struct ibex_answer body;
     start(&body, data);
-    if (ibex_answer_from_json(&body, p, n) != 0) {
+    int rc = ibex_answer_from_json(&body, p, n);
+    if (rc != 0) {
         assert(body.content.len == 0 && body.tool_calls.len == 0 && body.model[0] == '\0' &&
                body.finish_reason[0] == '\0' && body.prompt_tokens == -1 && !body.truncated);
     }
     check(&body);
+    start(&twin, data);
+    twin.json_c_only = true;
+    assert(ibex_answer_from_json(&twin, p, n) == rc);
+    same(&twin, &body);
+    ibex_answer_dispose(&twin);
     ibex_answer_dispose(&body);
     return 0;
 }

@@ -784,6 +784,160 @@ static void test_model_and_finish_bounds(void **state)
     ibex_buf_dispose(&s);
 }
 
+/* ---- the in-place path against json-c ---- */
+
+/* Each body goes through ibex_answer_from_json, and as one data line through
+ * ibex_answer_feed_sse (with "message" renamed "delta"), on both paths; the answers must be the
+ * same, and fast says whether the in-place path must have taken it (1), declined it (0). */
+static const struct {
+    const char *body;
+    int fast;
+} shapes[] = {
+    {"{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hi\"},"
+     "\"finish_reason\":\"stop\"}],\"model\":\"m-1\",\"usage\":{\"prompt_tokens\":3,"
+     "\"completion_tokens\":1,\"total_tokens\":4,\"prompt_tokens_details\":{\"cached_tokens\":0}}}",
+     1},
+    /* escapes decoded the way json-c decodes them */
+    {"{\"choices\":[{\"message\":{\"content\":\"a\\nb\\\"c\\\\d\\/e\\u00e9\\ud83d\\ude00\\u0000f"
+     "\\t\"}}]}",
+     1},
+    {"  {\"model\":\"\",\"choices\":[]}\r\n", 1},
+    {"{\"model\":null,\"usage\":null,\"choices\":[{\"message\":null,\"finish_reason\":null}]}", 1},
+    {"{\"choices\":[{\"message\":{\"content\":null,\"tool_calls\":null}}],\"usage\":"
+     "{\"prompt_tokens\":null,\"total_tokens\":7}}",
+     1},
+    /* only index 0 counts, by position when the index is absent */
+    {"{\"choices\":[{\"index\":1,\"message\":{\"content\":\"no\"},\"finish_reason\":\"length\"},"
+     "{\"message\":{\"content\":\"not by position\"}},{\"message\":{\"content\":\"x\"},"
+     "\"index\":0,\"finish_reason\":\"stop\"}]}",
+     1},
+    {"{\"choices\":[{\"message\":{\"content\":\"one\"}},{\"index\":0,\"message\":{\"content\":"
+     "\"two\"},\"finish_reason\":\"\"}]}",
+     1},
+    /* members stepped over, whatever they hold */
+    {"{\"id\":\"x\",\"created\":1e3,\"obj\":{\"a\":[1,{\"b\":[true,false,null]}]},\"choices\":"
+     "[{\"logprobs\":{\"content\":[]},\"message\":{\"refusal\":null,\"annotations\":[],"
+     "\"content\":\"t\"}}]}",
+     1},
+    /* declined: json-c decides */
+    {"{\"choices\":[{\"message\":{\"content\":\"a\",\"tool_calls\":[{\"index\":0,\"id\":\"c\","
+     "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]}}]}",
+     0},
+    {"{\"model\":\"m\\u0031\",\"choices\":[]}", 0},
+    {"{\"choices\":[{\"message\":{\"content\":\"a\"},\"finish_reason\":\"st\\u006fp\"}]}", 0},
+    {"{\"model\":\"a\",\"model\":\"b\",\"choices\":[]}", 0},
+    {"{\"choices\":[{\"message\":{\"content\":\"a\",\"content\":\"b\"}}]}", 0},
+    {"{\"choices\":[{\"message\":{\"content\":7}}]}", 0},
+    {"{\"choices\":[{\"index\":0.0,\"message\":{\"content\":\"a\"}}]}", 0},
+    {"{\"choices\":[{\"index\":-1,\"message\":{\"content\":\"a\"}}]}", 0},
+    {"{\"usage\":{\"prompt_tokens\":-1},\"choices\":[]}", 0},
+    {"{\"usage\":{\"prompt_tokens\":12345678901234567890},\"choices\":[]}", 0},
+    {"{\"usage\":{\"total_tokens\":2.0},\"choices\":[]}", 0},
+    {"{\"choices\":[7]}", 0},
+    {"{\"choices\":{}}", 0},
+    {"{\"choices\":[{\"message\":\"text\"}]}", 0},
+    {"{\"choices\":[{\"message\":{\"content\":\"a\"}},{\"message\":{\"content\":\"b\"},\"index\":0}"
+     ","
+     "{\"message\":{\"content\":\"c\"},\"index\":0},{\"message\":{\"content\":\"d\"},\"index\":0},"
+     "{\"message\":{\"content\":\"e\"},\"index\":0}]}",
+     0},
+    {"{\"choices\":[{\"message\":{\"content\":\"\\ud800\"}}]}", 0},
+    {"{\"choices\":[{\"message\":{\"\\u0063ontent\":\"a\"}}]}", 0},
+    {"{\"choices\":[],\"x\":[[[[[[[[[[1]]]]]]]]]]}", 0},
+    /* not answers at all: both paths refuse or skip */
+    {"{\"choices\":[]} x", 0},
+    {"{\"choices\":[{\"message\":{\"content\":\"a\x01\"}}]}", 0},
+    {"[1]", 0},
+    {"{\"model\":\"m\"}", 0},
+};
+
+/* Replaces every "message" key with "delta", into out. */
+static void as_delta(const char *body, struct ibex_buf *out)
+{
+    ibex_buf_reset(out);
+    for (const char *p = body; *p;) {
+        if (strncmp(p, "\"message\"", 9) == 0) {
+            ibex_buf_append_cstr(out, "\"delta\"");
+            p += 9;
+        } else {
+            ibex_buf_append(out, p++, 1);
+        }
+    }
+}
+
+static void test_in_place_matches_json_c(void **state)
+{
+    struct ibex_buf line;
+    ibex_buf_init(&line);
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        const char *body = shapes[i].body;
+        struct ibex_answer fast, ref;
+        ibex_answer_init(&fast, MiB);
+        ibex_answer_init(&ref, MiB);
+        ref.json_c_only = true;
+        int rf = ibex_answer_from_json(&fast, body, strlen(body));
+        int rr = ibex_answer_from_json(&ref, body, strlen(body));
+        if (rf != rr)
+            fail_msg("shape %zu: from_json %d, json-c %d", i, rf, rr);
+        assert_same(&fast, &ref, body);
+        if (fast.fast_events != (uint64_t)shapes[i].fast)
+            fail_msg("shape %zu: read in place %llu times, want %d", i,
+                     (unsigned long long)fast.fast_events, shapes[i].fast);
+        ibex_answer_dispose(&fast);
+        ibex_answer_dispose(&ref);
+
+        /* the same as a stream: a data line, then a second one appending to the first */
+        as_delta(body, &line);
+        ibex_buf_append_cstr(&line, "\n\n");
+        ibex_answer_init(&fast, MiB);
+        ibex_answer_init(&ref, MiB);
+        ref.json_c_only = true;
+        for (int k = 0; k < 2; k++) {
+            feed_str(&fast, "data: ");
+            ibex_answer_feed_sse(&fast, line.p, line.len);
+            feed_str(&ref, "data: ");
+            ibex_answer_feed_sse(&ref, line.p, line.len);
+        }
+        assert_same(&fast, &ref, line.p);
+        assert_true(ref.fast_events == 0);
+        if (shapes[i].fast && fast.fast_events != 2)
+            fail_msg("shape %zu: stream read in place %llu times, want 2", i,
+                     (unsigned long long)fast.fast_events);
+        ibex_answer_dispose(&fast);
+        ibex_answer_dispose(&ref);
+    }
+    ibex_buf_dispose(&line);
+
+    /* the decoded text itself, not only the two paths' agreement */
+    struct ibex_answer a;
+    ibex_answer_init(&a, MiB);
+    assert_int_equal(ibex_answer_from_json(&a, shapes[1].body, strlen(shapes[1].body)), 0);
+    assert_int_equal(a.fast_events, 1);
+    static const char want[] = "a\nb\"c\\d/e\xc3\xa9\xf0\x9f\x98\x80\0f\t";
+    assert_int_equal(a.content.len, sizeof(want) - 1);
+    assert_memory_equal(a.content.p, want, sizeof(want) - 1);
+    ibex_answer_dispose(&a);
+}
+
+/* Truncation at max_bytes falls at the same byte on both paths, escapes included. */
+static void test_in_place_truncates_like_json_c(void **state)
+{
+    static const char body[] =
+        "{\"choices\":[{\"message\":{\"content\":\"ab\\u00e9cd\\nef\"}}],\"model\":\"m\"}";
+    for (size_t max = 0; max < 12; max++) {
+        struct ibex_answer fast, ref;
+        ibex_answer_init(&fast, max);
+        ibex_answer_init(&ref, max);
+        ref.json_c_only = true;
+        assert_int_equal(ibex_answer_from_json(&fast, body, sizeof(body) - 1), 0);
+        assert_int_equal(ibex_answer_from_json(&ref, body, sizeof(body) - 1), 0);
+        assert_int_equal(fast.fast_events, 1);
+        assert_same(&fast, &ref, "truncated");
+        ibex_answer_dispose(&fast);
+        ibex_answer_dispose(&ref);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -808,6 +962,8 @@ int main(void)
         cmocka_unit_test(test_truncation_tool_calls),
         cmocka_unit_test(test_utf8_split_across_feeds),
         cmocka_unit_test(test_model_and_finish_bounds),
+        cmocka_unit_test(test_in_place_matches_json_c),
+        cmocka_unit_test(test_in_place_truncates_like_json_c),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

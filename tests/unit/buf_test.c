@@ -253,6 +253,61 @@ static void test_json_str_replaces_invalid_utf8(void **state)
     assert_replaced("\xC3\xA9\xFF\xC3\xA9", 5, "\xC3\xA9" FFFD "\xC3\xA9");
 }
 
+/* What the escaper must write for the lone byte c between ASCII letters. */
+static void expected_escape(unsigned char c, struct ibex_buf *want)
+{
+    char tmp[8];
+    if (c >= 0x80)
+        ibex_buf_append_cstr(want, FFFD); /* alone, never valid UTF-8 */
+    else if (c == '"' || c == '\\')
+        ibex_buf_append(want, (char[]){'\\', (char)c}, 2);
+    else if (c == '\n' || c == '\r' || c == '\t')
+        ibex_buf_append(want, (char[]){'\\', c == '\n' ? 'n' : c == '\r' ? 'r' : 't'}, 2);
+    else if (c < 0x20)
+        ibex_buf_append(want, tmp, (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", c));
+    else
+        ibex_buf_append(want, &c, 1);
+}
+
+/* The escaper reads 8 bytes at a time: every byte value, at every offset in and around two
+ * words and in strings of every length up to three words, must be seen and written as
+ * expected_escape says, with the plain bytes around it untouched. */
+static void test_json_inner_every_byte_at_every_offset(void **state)
+{
+    char in[24];
+    struct ibex_buf got, want;
+    ibex_buf_init(&got);
+    ibex_buf_init(&want);
+    for (unsigned int c = 0; c < 256; c++) {
+        for (size_t len = 1; len <= sizeof(in); len++) {
+            for (size_t at = 0; at < len; at++) {
+                memset(in, 'a' + (int)(len % 26), len);
+                in[at] = (char)c;
+                ibex_buf_reset(&got);
+                ibex_buf_reset(&want);
+                ibex_buf_append_json_inner(&got, in, len);
+                ibex_buf_append(&want, in, at);
+                expected_escape((unsigned char)c, &want);
+                ibex_buf_append(&want, in + at + 1, len - at - 1);
+                assert_int_equal(got.len, want.len);
+                assert_memory_equal(got.p, want.p, want.len);
+                assert_terminated(&got);
+            }
+        }
+    }
+    /* A valid sequence across a word boundary is kept whole. */
+    for (size_t at = 4; at < 12; at++) {
+        memset(in, 'x', sizeof(in));
+        memcpy(in + at, "\xF0\x9F\x98\x80", 4);
+        ibex_buf_reset(&got);
+        ibex_buf_append_json_inner(&got, in, sizeof(in));
+        assert_int_equal(got.len, sizeof(in));
+        assert_memory_equal(got.p, in, sizeof(in));
+    }
+    ibex_buf_dispose(&got);
+    ibex_buf_dispose(&want);
+}
+
 static void test_consume(void **state)
 {
     struct ibex_buf b;
@@ -330,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_json_str_appends_after_existing),
         cmocka_unit_test(test_json_str_keeps_valid_utf8),
         cmocka_unit_test(test_json_str_replaces_invalid_utf8),
+        cmocka_unit_test(test_json_inner_every_byte_at_every_offset),
         cmocka_unit_test(test_consume),
         cmocka_unit_test(test_reset_keeps_capacity),
         cmocka_unit_test(test_steal),
