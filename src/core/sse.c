@@ -32,12 +32,17 @@ static void on_line(const char *s, size_t len, ibex_sse_data_fn *on_data, void *
         on_data(data, s + off, len - off);
 }
 
-/* The first CR or LF in [p, end), or end. */
-static const char *line_end(const char *p, const char *end)
+/* The first CR or LF in [p, end), or end. *cr is the first CR at or after some point before
+ * p (NULL: none up to end), moved on when p has passed it: a stream whose lines end with LF
+ * alone looks for a CR once per feed, not once per line. */
+static const char *line_end(const char *p, const char *end, const char **cr)
 {
+    if (*cr != NULL && *cr < p)
+        *cr = memchr(p, '\r', (size_t)(end - p));
     const char *lf = memchr(p, '\n', (size_t)(end - p));
-    const char *cr = memchr(p, '\r', (size_t)((lf ? lf : end) - p));
-    return cr ? cr : lf ? lf : end;
+    if (*cr != NULL && (lf == NULL || *cr < lf))
+        return *cr;
+    return lf ? lf : end;
 }
 
 void ibex_sse_feed(struct ibex_sse *s, const char *p, size_t len, ibex_sse_data_fn *on_data,
@@ -46,11 +51,12 @@ void ibex_sse_feed(struct ibex_sse *s, const char *p, size_t len, ibex_sse_data_
     if (len == 0)
         return;
     const char *end = p + len;
+    const char *cr = memchr(p, '\r', len);
     /* CR, LF and CRLF all end a line: treating CR and LF each as a line end turns CRLF into a
      * line and an empty one, and empty lines (event boundaries) report nothing, so a CRLF split
      * across feeds needs no state. */
     while (p < end) {
-        const char *eol = line_end(p, end);
+        const char *eol = line_end(p, end, &cr);
         size_t n = (size_t)(eol - p);
         if (eol == end) {
             if (s->skipping_line)
