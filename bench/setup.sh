@@ -20,6 +20,7 @@ have_cmd unshare    || missing+=(util-linux)
 have_cmd ip         || missing+=(iproute2)
 have_cmd ps         || missing+=(procps)
 have_cmd node       || missing+=(nodejs)
+have_cmd valgrind   || missing+=(valgrind)   # bench/translation_instructions.sh
 have_pkg libuv1-dev || missing+=(libuv1-dev)
 [[ -f /usr/share/llhttp/llhttp.c && -f /usr/share/include/llhttp/llhttp.h ]] || missing+=(node-llhttp)
 

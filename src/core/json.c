@@ -315,10 +315,17 @@ int ibex_json_cur_member(struct ibex_json_cursor *c, bool *first, struct ibex_st
     if (!*first && !ibex_json_cur_ch(c, ','))
         return -1;
     *first = false;
-    bool escaped;
-    if (!ibex_json_cur_str(c, k, &escaped) || escaped || !ibex_json_cur_ch(c, ':'))
+    /* Keys are short: read byte by byte, without ibex_json_scan_str's word loop. */
+    if (!ibex_json_cur_ch(c, '"'))
         return -1;
-    return 1;
+    size_t i = c->at;
+    while (i < c->len && ibex_json_plain_byte[(unsigned char)c->s[i]])
+        i++;
+    if (i >= c->len || c->s[i] != '"')
+        return -1;
+    *k = (struct ibex_str){c->s + c->at, i - c->at};
+    c->at = i + 1;
+    return ibex_json_cur_ch(c, ':') ? 1 : -1;
 }
 
 int ibex_json_cur_element(struct ibex_json_cursor *c, bool *first)

@@ -86,8 +86,8 @@ bool ibex_json_cur_str(struct ibex_json_cursor *c, struct ibex_str *v, bool *esc
 /* Steps over one value with at most depth arrays and objects nested in it. */
 bool ibex_json_cur_skip(struct ibex_json_cursor *c, unsigned depth);
 /* The next member of the object being read (*first: right after its '{'): 1 with its key in
- * *k and the ':' read, 0 at the end of the object ('}' read), -1 for anything else, an escaped
- * key included (it could spell a known one). */
+ * *k and the ':' read, 0 at the end of the object ('}' read), -1 for anything else, a key with
+ * an escape (it could spell a known one) or a byte outside printable ASCII included. */
 int ibex_json_cur_member(struct ibex_json_cursor *c, bool *first, struct ibex_str *k);
 /* The next element of the array being read, as ibex_json_cur_member: 1 (its value follows), 0
  * at the end (']' read), -1. */

@@ -166,6 +166,9 @@ size_t ibex_json_text_invalid_at(const char *s, size_t len)
     return len;
 }
 
+const bool ibex_json_plain_byte[256] = {
+    [0x20 ... '"' - 1] = true, ['"' + 1 ... '\\' - 1] = true, ['\\' + 1 ... 0x7f] = true};
+
 size_t ibex_json_plain_len(const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -178,7 +181,7 @@ size_t ibex_json_plain_len(const char *s, size_t len)
         if (m != 0)
             return i + (size_t)__builtin_ctzll(m) / 8;
     }
-    while (i < len && u[i] >= 0x20 && u[i] < 0x80 && u[i] != '"' && u[i] != '\\')
+    while (i < len && ibex_json_plain_byte[u[i]])
         i++;
     return i;
 }

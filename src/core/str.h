@@ -38,5 +38,7 @@ size_t ibex_json_text_invalid_at(const char *s, size_t len);
  * first control character, '"', '\\' or byte 0x80 and up (where escaping or UTF-8 checking
  * starts), or len. Eight bytes at a time. */
 size_t ibex_json_plain_len(const char *s, size_t len);
+/* The bytes ibex_json_plain_len counts: printable ASCII other than '"' and '\\'. */
+extern const bool ibex_json_plain_byte[256];
 
 #endif

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# bench/translation_instructions.sh - issue 5's translation cost as a count of instructions, the
+# figure this VM's noise cannot move: ibex (one worker, --recording off) runs under valgrind's
+# callgrind twice per provider type (openai, anthropic, gemini; one fakellm), once with WARM
+# requests and once with WARM + REQUESTS, and the difference over REQUESTS is the user-space
+# instructions per request (every ibex thread, start-up cancelled out). The translated types'
+# excess over openai (the pass-through) is the translation's cost. Kernel time (the sockets)
+# is not counted, so set the ratio beside bench/translation.sh's CPU figures, not for them.
+# Knobs: MODE (stream | non-stream), REQUESTS (200), WARM (20), RATE (req/s under valgrind, 40),
+# STREAM_CHUNKS (20). Prints a table; exit 1 when a request failed, 2 when it could not run.
+set -uo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$BENCH_DIR/.." && pwd)"
+cd "$REPO" || exit 2
+MODE=${MODE:-stream}
+REQUESTS=${REQUESTS:-200}
+WARM=${WARM:-20}
+RATE=${RATE:-40}
+STREAM_CHUNKS=${STREAM_CHUNKS:-20}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18481}
+IBEX_PORT=${IBEX_PORT:-18482}
+IBEX_BIN=${IBEX_BIN:-$REPO/ibex}
+FAKELLM_BIN=${FAKELLM_BIN:-$REPO/tools/fakellm/fakellm}
+CLIENT_KEY=ibex_sk_benchKey000000000000000000000000000
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 2; }
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
+WORK=$(mktemp -d)
+trap 'cleanup; rm -rf "$WORK"' EXIT
+
+"$BENCH_DIR/setup.sh" || die "bench/setup.sh failed"
+command -v valgrind >/dev/null || die "valgrind is not installed (bench/setup.sh installs it)"
+make -s -C "$REPO" all >&2 || die "make failed"
+case "$MODE" in
+  stream) body=bench/load/chat_stream.json ;;
+  non-stream) body=bench/load/chat.json ;;
+  *) die "MODE is stream or non-stream" ;;
+esac
+
+UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
+"$FAKELLM_BIN" --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/fakellm.log" 2>&1 &
+PIDS+=($!)
+wait_health fakellm "$UPSTREAM/health" "${PIDS[-1]}" || die "fakellm did not start"
+cat >"$WORK/ibex.yaml" <<EOF
+providers:
+  - {name: fake-openai, type: openai, base_url: "$UPSTREAM/v1", api_key: bench}
+  - {name: fake-anthropic, type: anthropic, base_url: "$UPSTREAM", api_key: bench}
+  - {name: fake-gemini, type: gemini, base_url: "$UPSTREAM", api_key: bench}
+models:
+  - {name: fakellm-openai, provider: fake-openai}
+  - {name: fakellm-anthropic, provider: fake-anthropic}
+  - {name: fakellm-gemini, provider: fake-gemini}
+EOF
+
+# One callgrind run of N requests of type T; "thread instructions" lines in $WORK/cg-T-N.count.
+run() {
+  local t=$1 n=$2 out="$WORK/cg-$1-$2" pid
+  jq -c --arg m "fakellm-$t" '.model = $m' "$body" >"$WORK/body-$t.json"
+  rm -f "$WORK"/ibex.db*
+  env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY IBEX_DEV_TOKEN="$CLIENT_KEY" \
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" "$IBEX_BIN" serve \
+    --config "$WORK/ibex.yaml" --listen "127.0.0.1:$IBEX_PORT" --workers 1 --recording off \
+    --dev --store-url "sqlite://$WORK/ibex.db" --forward-headers 'x-fakellm-*' \
+    >"$out.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  READY_TIMEOUT=60 wait_health ibex "http://127.0.0.1:$IBEX_PORT/health" "$pid" ||
+    die "ibex did not start under valgrind (see $out.log)"
+  "$BENCH_DIR/loadgen/loadgen" --url "http://127.0.0.1:$IBEX_PORT/v1/chat/completions" \
+    --body "$WORK/body-$t.json" -H "Authorization: Bearer $CLIENT_KEY" \
+    -H "x-fakellm-chunks: $STREAM_CHUNKS" --rate "$RATE" \
+    --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN { printf "%.3f", n / r }')" --timeout 60 \
+    --label "$t" >"$out.json" 2>"$out.err"
+  stop_pid "$pid"
+  [[ "$(jq -r '.errors' "$out.json")" == 0 ]] || { log "$t: failed requests (see $out.json)"; return 1; }
+  for f in "$out.cg"-*; do awk -v f="${f##*-}" '/^summary:/ { print f, $2 }' "$f"; done |
+    sort >"$out.count"
+}
+
+# Per request, from the two runs' counts: all threads, and the busiest thread (the worker).
+per_request() {
+  join "$1" "$2" | awk -v n="$REQUESTS" '
+    { d = $3 - $2; all += d; if (d > top) top = d }
+    END { printf "%d %d\n", all / n, top / n }'
+}
+
+declare -A all worker
+status=0
+for t in openai anthropic gemini; do
+  log "$t: $WARM and $((WARM + REQUESTS)) $MODE requests under callgrind"
+  run "$t" "$WARM" && run "$t" "$((WARM + REQUESTS))" || { status=1; continue; }
+  read -r "all[$t]" "worker[$t]" < <(per_request "$WORK/cg-$t-$WARM.count" \
+    "$WORK/cg-$t-$((WARM + REQUESTS)).count")
+done
+((status == 0)) || exit 1
+printf '| %s (%s chunks) | instructions per request, all threads | over openai | worker thread | over openai | ratio to openai (worker) |\n' \
+  "$MODE" "$STREAM_CHUNKS"
+printf '|---|---|---|---|---|---|\n'
+for t in openai anthropic gemini; do
+  awk -v t="$t" -v a="${all[$t]}" -v oa="${all[openai]}" -v w="${worker[$t]}" -v ow="${worker[openai]}" \
+    'BEGIN { printf "| %s | %d | %+d | %d | %+d | %.2f |\n", t, a, a - oa, w, w - ow, w / ow }'
+done
