@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/lib.sh - what the bench scripts share (run.sh, translation.sh, providers.sh): processes
 # started and stopped by PID, a process's CPU (/proc/<pid>/stat ticks and schedstat ns), RSS, the
-# CPU used by processes outside the bench, and waiting for a server's health check.
+# CPU used by processes outside the bench, waiting for a server's health check, and the
+# three-provider config of the translation benchmarks.
 # Sourced, not run. The caller defines log() (one line to the console) and may set
 # READY_TIMEOUT (s, default 20), QUIET_WAIT (s, default 30) and QUIET_MAX_PCT (default 15);
 # wait_quiet sets PREFLIGHT_PCT. PIDS holds what cleanup() stops (the caller traps EXIT to it).
@@ -119,4 +120,21 @@ wait_health() {   # NAME URL PID
   done
   log "$1: $2 not 200 after ${READY_TIMEOUT:-20}s"
   return 1
+}
+
+# The config of bench/translation.sh and bench/translation_instructions.sh: three providers of
+# the three types at the same fakellm ($1, its base URL). Each alias is the upstream model's
+# own name, so that no request is serialised again for a new model name (a true pass-through
+# for openai).
+three_providers_yaml() {
+  cat <<EOF
+providers:
+  - {name: fake-openai, type: openai, base_url: "$1/v1", api_key: bench}
+  - {name: fake-anthropic, type: anthropic, base_url: "$1", api_key: bench}
+  - {name: fake-gemini, type: gemini, base_url: "$1", api_key: bench}
+models:
+  - {name: fakellm-openai, provider: fake-openai}
+  - {name: fakellm-anthropic, provider: fake-anthropic}
+  - {name: fakellm-gemini, provider: fake-gemini}
+EOF
 }

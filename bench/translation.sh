@@ -117,18 +117,7 @@ FAKELLM_PID=$!
 PIDS+=("$FAKELLM_PID")
 wait_health fakellm "$UPSTREAM/health" "$FAKELLM_PID" || die "fakellm did not start (see $RUN/fakellm.log)"
 
-cat >"$RUN/ibex.yaml" <<EOF
-# Three providers of the three types at the same fakellm. Each alias is the upstream model's
-# own name, so that no request is serialised again for a new model name (a true pass-through).
-providers:
-  - {name: fake-openai, type: openai, base_url: "$UPSTREAM/v1", api_key: bench}
-  - {name: fake-anthropic, type: anthropic, base_url: "$UPSTREAM", api_key: bench}
-  - {name: fake-gemini, type: gemini, base_url: "$UPSTREAM", api_key: bench}
-models:
-  - {name: fakellm-openai, provider: fake-openai}
-  - {name: fakellm-anthropic, provider: fake-anthropic}
-  - {name: fakellm-gemini, provider: fake-gemini}
-EOF
+three_providers_yaml "$UPSTREAM" >"$RUN/ibex.yaml"
 # shellcheck disable=SC2206  # IBEX_EXTRA_ARGS is a word list on purpose
 IBEX_CMD=("$IBEX_BIN" serve --config "$RUN/ibex.yaml" --listen "127.0.0.1:$IBEX_PORT" --workers 1
           --recording off --dev --store-url "sqlite://$RUN/ibex.db" --forward-headers 'x-fakellm-*'

@@ -44,16 +44,7 @@ UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
 "$FAKELLM_BIN" --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/fakellm.log" 2>&1 &
 PIDS+=($!)
 wait_health fakellm "$UPSTREAM/health" "${PIDS[-1]}" || die "fakellm did not start"
-cat >"$WORK/ibex.yaml" <<EOF
-providers:
-  - {name: fake-openai, type: openai, base_url: "$UPSTREAM/v1", api_key: bench}
-  - {name: fake-anthropic, type: anthropic, base_url: "$UPSTREAM", api_key: bench}
-  - {name: fake-gemini, type: gemini, base_url: "$UPSTREAM", api_key: bench}
-models:
-  - {name: fakellm-openai, provider: fake-openai}
-  - {name: fakellm-anthropic, provider: fake-anthropic}
-  - {name: fakellm-gemini, provider: fake-gemini}
-EOF
+three_providers_yaml "$UPSTREAM" >"$WORK/ibex.yaml"
 
 # One callgrind run of N requests of type T; "thread instructions" lines in $WORK/cg-T-N.count.
 run() {
@@ -91,7 +82,10 @@ declare -A all worker
 status=0
 for t in openai anthropic gemini; do
   log "$t: $WARM and $((WARM + REQUESTS)) $MODE requests under callgrind"
-  run "$t" "$WARM" && run "$t" "$((WARM + REQUESTS))" || { status=1; continue; }
+  if ! run "$t" "$WARM" || ! run "$t" "$((WARM + REQUESTS))"; then
+    status=1
+    continue
+  fi
   read -r "all[$t]" "worker[$t]" < <(per_request "$WORK/cg-$t-$WARM.count" \
     "$WORK/cg-$t-$((WARM + REQUESTS)).count")
 done

@@ -328,6 +328,14 @@ int ibex_json_cur_member(struct ibex_json_cursor *c, bool *first, struct ibex_st
     return ibex_json_cur_ch(c, ':') ? 1 : -1;
 }
 
+size_t ibex_json_key_index(struct ibex_str k, const char *const *keys, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
+        i++;
+    return i;
+}
+
 int ibex_json_cur_element(struct ibex_json_cursor *c, bool *first)
 {
     if (ibex_json_cur_ch(c, ']'))

@@ -80,6 +80,12 @@ static inline bool ibex_json_cur_ch(struct ibex_json_cursor *c, char ch)
     c->at++;
     return true;
 }
+/* Whitespace, then the next byte, not read ('\0' at the end): which kind of value comes. */
+static inline char ibex_json_cur_peek(struct ibex_json_cursor *c)
+{
+    c->at = ibex_json_skip_ws(c->s, c->len, c->at);
+    return c->at < c->len ? c->s[c->at] : '\0';
+}
 /* A string literal: *v is its inside, as it is written (escapes kept; *escaped says whether it
  * holds one). */
 bool ibex_json_cur_str(struct ibex_json_cursor *c, struct ibex_str *v, bool *escaped);
@@ -108,6 +114,8 @@ static inline bool ibex_json_once(unsigned *seen, unsigned bit)
     *seen |= bit;
     return true;
 }
+/* The index of the key k (as ibex_json_cur_member gives it) in keys[0..n), or n. */
+size_t ibex_json_key_index(struct ibex_str k, const char *const *keys, size_t n);
 /* Whether the key k (as ibex_json_cur_member gives it) is the literal lit. */
 #define IBEX_JSON_KEY_IS(k, lit) ((k).len == sizeof(lit) - 1 && memcmp((k).p, lit, (k).len) == 0)
 

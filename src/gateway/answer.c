@@ -356,8 +356,7 @@ struct fast_answer {
 /* A count, or null (which take() ignores, as it ignores an absent member): -1. */
 static bool fast_count(struct ibex_json_cursor *c, int64_t *n)
 {
-    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
-    if (at < c->len && c->s[at] == 'n') {
+    if (ibex_json_cur_peek(c) == 'n') {
         *n = -1;
         return ibex_json_cur_null(c);
     }
@@ -367,10 +366,9 @@ static bool fast_count(struct ibex_json_cursor *c, int64_t *n)
 /* An unescaped string, or null: {NULL, 0} for null and for "". */
 static bool fast_name(struct ibex_json_cursor *c, struct ibex_str *v)
 {
-    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
     bool escaped;
     *v = IBEX_STR_NULL;
-    if (at < c->len && c->s[at] == 'n')
+    if (ibex_json_cur_peek(c) == 'n')
         return ibex_json_cur_null(c);
     if (!ibex_json_cur_str(c, v, &escaped) || escaped)
         return false;
@@ -382,8 +380,7 @@ static bool fast_name(struct ibex_json_cursor *c, struct ibex_str *v)
 static bool fast_usage(struct ibex_json_cursor *c, int64_t usage[3])
 {
     static const char *const keys[] = {"prompt_tokens", "completion_tokens", "total_tokens"};
-    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
-    if (at < c->len && c->s[at] == 'n')
+    if (ibex_json_cur_peek(c) == 'n')
         return ibex_json_cur_null(c);
     if (!ibex_json_cur_ch(c, '{'))
         return false;
@@ -392,9 +389,7 @@ static bool fast_usage(struct ibex_json_cursor *c, int64_t usage[3])
     struct ibex_str k;
     int r;
     while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
-        size_t i = 0;
-        while (i < 3 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
-            i++;
+        size_t i = ibex_json_key_index(k, keys, 3);
         if (i < 3 ? !ibex_json_once(&seen, 1u << i) || !fast_count(c, &usage[i])
                   : !ibex_json_cur_skip(c, FAST_SKIP_DEPTH))
             return false;
@@ -405,8 +400,7 @@ static bool fast_usage(struct ibex_json_cursor *c, int64_t usage[3])
 /* The message (or delta) of a choice: its content; null or an object without tool calls. */
 static bool fast_message(struct ibex_json_cursor *c, struct fast_text *t)
 {
-    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
-    if (at < c->len && c->s[at] == 'n')
+    if (ibex_json_cur_peek(c) == 'n')
         return ibex_json_cur_null(c);
     if (!ibex_json_cur_ch(c, '{'))
         return false;
@@ -417,10 +411,9 @@ static bool fast_message(struct ibex_json_cursor *c, struct fast_text *t)
     while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         bool ok;
         if (IBEX_JSON_KEY_IS(k, "content")) {
-            at = ibex_json_skip_ws(c->s, c->len, c->at);
             ok = ibex_json_once(&seen, 1) &&
-                 (at < c->len && c->s[at] == 'n' ? ibex_json_cur_null(c)
-                                                 : ibex_json_cur_str(c, &t->s, &t->escaped));
+                 (ibex_json_cur_peek(c) == 'n' ? ibex_json_cur_null(c)
+                                               : ibex_json_cur_str(c, &t->s, &t->escaped));
         } else if (IBEX_JSON_KEY_IS(k, "tool_calls")) {
             ok = ibex_json_once(&seen, 2) && ibex_json_cur_null(c);
         } else {

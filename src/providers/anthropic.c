@@ -1367,9 +1367,7 @@ static bool scan_usage(const char *v, size_t len, size_t at, struct usage *u)
     if (!ibex_json_cur_ch(&c, '{'))
         return false;
     while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
-        size_t i = 0;
-        while (i < 4 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
-            i++;
+        size_t i = ibex_json_key_index(k, keys, 4);
         if (i == 4) {
             if (!ibex_json_cur_skip(&c, FAST_SKIP_DEPTH))
                 return false;

@@ -1425,8 +1425,7 @@ static bool scan_count(struct ibex_json_cursor *c, int64_t *n)
 static bool scan_zero(struct ibex_json_cursor *c)
 {
     int64_t n;
-    size_t at = ibex_json_skip_ws(c->s, c->len, c->at);
-    return at < c->len && c->s[at] == '0' && scan_count(c, &n);
+    return ibex_json_cur_peek(c) == '0' && scan_count(c, &n);
 }
 
 static bool scan_usage(struct ibex_json_cursor *c, struct usage *u)
@@ -1443,9 +1442,7 @@ static bool scan_usage(struct ibex_json_cursor *c, struct usage *u)
     struct ibex_str k;
     int r;
     while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
-        size_t i = 0;
-        while (i < 5 && !(k.len == strlen(keys[i]) && memcmp(k.p, keys[i], k.len) == 0))
-            i++;
+        size_t i = ibex_json_key_index(k, keys, 5);
         if (i < 5 ? !ibex_json_once(&seen, 1u << i) || !scan_count(c, counts[i])
                   : !ibex_json_cur_skip(c, FAST_SKIP_DEPTH))
             return false;

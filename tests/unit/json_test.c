@@ -311,6 +311,18 @@ static void test_cursor(void **state)
     unsigned seen = 0;
     assert_true(ibex_json_once(&seen, 4));
     assert_false(ibex_json_once(&seen, 4));
+
+    /* peek: the next byte after whitespace, unread; '\0' at the end */
+    c = (struct ibex_json_cursor){" \n null", 8, 0};
+    assert_int_equal(ibex_json_cur_peek(&c), 'n');
+    assert_true(ibex_json_cur_null(&c));
+    assert_int_equal(ibex_json_cur_peek(&c), '\0');
+
+    static const char *const keys[] = {"total", "total_tokens", "to"};
+    assert_int_equal(ibex_json_key_index((struct ibex_str){"total_tokens", 12}, keys, 3), 1);
+    assert_int_equal(ibex_json_key_index((struct ibex_str){"to", 2}, keys, 3), 2);
+    assert_int_equal(ibex_json_key_index((struct ibex_str){"tot", 3}, keys, 3), 3);
+    assert_int_equal(ibex_json_key_index((struct ibex_str){"total_tokens", 5}, keys, 3), 0);
 }
 
 int main(void)
