@@ -33,6 +33,33 @@ bool ibex_json_is_str(json_object *v, const char *s)
 
 void ibex_json_append(struct ibex_buf *out, json_object *v)
 {
+    /* Scalars, most of what the translators copy, without json-c's print buffer: an integer as
+     * json-c prints it (one past int64 aside, which get_int64 cannot tell), a double the parser
+     * made as the text it was parsed from (json_object_new_double_s keeps that text as its
+     * userdata and its serializer prints it), a boolean. */
+    switch (json_object_get_type(v)) {
+    case json_type_int: {
+        int64_t n = json_object_get_int64(v);
+        if (n == INT64_MAX)
+            break;
+        if (n < 0)
+            ibex_buf_append(out, "-", 1);
+        ibex_buf_append_u64(out, n < 0 ? -(uint64_t)n : (uint64_t)n);
+        return;
+    }
+    case json_type_double: {
+        const char *text = json_object_get_userdata(v);
+        if (text == NULL)
+            break;
+        ibex_buf_append_cstr(out, text);
+        return;
+    }
+    case json_type_boolean:
+        ibex_buf_append_cstr(out, json_object_get_boolean(v) ? "true" : "false");
+        return;
+    default:
+        break;
+    }
     size_t len;
     const char *s = json_object_to_json_string_length(
         v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);

@@ -77,19 +77,6 @@ static int64_t get_tokens(json_object *o, const char *key)
     return v > IBEX_TOKENS_MAX ? IBEX_TOKENS_MAX : v;
 }
 
-static void append_json_value(struct ibex_buf *out, json_object *v)
-{
-    size_t len;
-    const char *s = json_object_to_json_string_length(
-        v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    ibex_buf_append(out, s, len);
-}
-
-static void append_str(struct ibex_buf *out, json_object *s)
-{
-    ibex_buf_append_json_str(out, json_object_get_string(s), (size_t)json_object_get_string_len(s));
-}
-
 /* v's text, cut to max bytes; dflt (cut the same) when v is not a string. */
 static struct ibex_str text_or(json_object *v, struct ibex_str dflt, size_t max)
 {
@@ -163,7 +150,7 @@ static void text_block(struct req *r, enum role role, json_object *text)
         return;
     block_begin(r, role);
     ibex_buf_append_cstr(r->out, "{\"type\":\"text\",\"text\":");
-    append_str(r->out, text);
+    ibex_json_append_str(r->out, text);
     ibex_buf_append_cstr(r->out, "}");
 }
 
@@ -217,7 +204,7 @@ static int image_block(struct req *r, json_object *part, const char *field)
     if (strncasecmp(url, "https://", 8) == 0 || strncasecmp(url, "http://", 7) == 0) {
         block_begin(r, ROLE_USER);
         ibex_buf_append_cstr(r->out, "{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":");
-        append_str(r->out, u);
+        ibex_json_append_str(r->out, u);
         ibex_buf_append_cstr(r->out, "}}");
         return 0;
     }
@@ -326,9 +313,9 @@ static int tool_use_blocks(struct req *r, json_object *calls, size_t i)
         }
         block_begin(r, ROLE_ASSISTANT);
         ibex_buf_append_cstr(r->out, "{\"type\":\"tool_use\",\"id\":");
-        append_str(r->out, id);
+        ibex_json_append_str(r->out, id);
         ibex_buf_append_cstr(r->out, ",\"name\":");
-        append_str(r->out, name);
+        ibex_json_append_str(r->out, name);
         ibex_buf_append_cstr(r->out, ",\"input\":");
         if (len > 0)
             ibex_buf_append(r->out, text, len);
@@ -350,10 +337,10 @@ static int tool_result_block(struct req *r, const struct msg *m, size_t i)
     }
     block_begin(r, ROLE_USER);
     ibex_buf_append_cstr(r->out, "{\"type\":\"tool_result\",\"tool_use_id\":");
-    append_str(r->out, id);
+    ibex_json_append_str(r->out, id);
     if (json_object_is_type(content, json_type_string) && json_object_get_string_len(content)) {
         ibex_buf_append_cstr(r->out, ",\"content\":");
-        append_str(r->out, content);
+        ibex_json_append_str(r->out, content);
     } else if (json_object_is_type(content, json_type_array)) {
         size_t n = json_object_array_length(content), written = 0;
         for (size_t j = 0; j < n; j++) {
@@ -368,7 +355,7 @@ static int tool_result_block(struct req *r, const struct msg *m, size_t i)
                 continue;
             ibex_buf_append_cstr(r->out, written++ ? "," : ",\"content\":[");
             ibex_buf_append_cstr(r->out, "{\"type\":\"text\",\"text\":");
-            append_str(r->out, text);
+            ibex_json_append_str(r->out, text);
             ibex_buf_append_cstr(r->out, "}");
         }
         if (written)
@@ -455,7 +442,7 @@ static int write_system(struct req *r)
                 ibex_buf_append_cstr(r->out, written++
                                                  ? ",{\"type\":\"text\",\"text\":"
                                                  : ",\"system\":[{\"type\":\"text\",\"text\":");
-                append_str(r->out, text);
+                ibex_json_append_str(r->out, text);
                 ibex_buf_append_cstr(r->out, "}");
             }
         }
@@ -463,7 +450,7 @@ static int write_system(struct req *r)
             return 0;
         if (pass == 0 && pieces == 1) {
             ibex_buf_append_cstr(r->out, ",\"system\":");
-            append_str(r->out, only);
+            ibex_json_append_str(r->out, only);
             return 0;
         }
     }
@@ -538,14 +525,14 @@ static int write_tools(struct req *r, json_object *tools)
         if (params != NULL && !json_object_is_type(params, json_type_object))
             return reject(r, field, "function.parameters must be an object");
         ibex_buf_append_cstr(r->out, i ? ",{\"name\":" : "{\"name\":");
-        append_str(r->out, name);
+        ibex_json_append_str(r->out, name);
         if (json_object_is_type(desc, json_type_string)) {
             ibex_buf_append_cstr(r->out, ",\"description\":");
-            append_str(r->out, desc);
+            ibex_json_append_str(r->out, desc);
         }
         ibex_buf_append_cstr(r->out, ",\"input_schema\":");
         if (params)
-            append_json_value(r->out, params);
+            ibex_json_append(r->out, params);
         else /* a function without parameters; Anthropic requires a schema */
             ibex_buf_append_cstr(r->out, "{\"type\":\"object\",\"properties\":{}}");
         if (json_object_is_type(strict, json_type_boolean) && json_object_get_boolean(strict))
@@ -587,7 +574,7 @@ static int write_tool_choice(struct req *r, json_object *choice, bool have_tools
     ibex_buf_append_cstr(r->out, "\"");
     if (name) {
         ibex_buf_append_cstr(r->out, ",\"name\":");
-        append_str(r->out, name);
+        ibex_json_append_str(r->out, name);
     }
     if (serial && strcmp(type, "none") != 0)
         ibex_buf_append_cstr(r->out, ",\"disable_parallel_tool_use\":true");
@@ -599,7 +586,7 @@ static int write_stop(struct req *r, json_object *stop)
 {
     if (json_object_is_type(stop, json_type_string)) {
         ibex_buf_append_cstr(r->out, ",\"stop_sequences\":[");
-        append_str(r->out, stop);
+        ibex_json_append_str(r->out, stop);
         ibex_buf_append_cstr(r->out, "]");
         return 0;
     }
@@ -611,7 +598,7 @@ static int write_stop(struct req *r, json_object *stop)
             return reject(r, "stop", "must be a string or an array of strings");
     if (n > 0) {
         ibex_buf_append_cstr(r->out, ",\"stop_sequences\":");
-        append_json_value(r->out, stop);
+        ibex_json_append(r->out, stop);
     }
     return 0;
 }
@@ -629,7 +616,7 @@ static int write_response_format(struct req *r, json_object *rf)
             return reject(r, "response_format", "json_schema.schema must be an object");
         ibex_buf_append_cstr(
             r->out, ",\"output_config\":{\"format\":{\"type\":\"json_schema\",\"schema\":");
-        append_json_value(r->out, schema);
+        ibex_json_append(r->out, schema);
         ibex_buf_append_cstr(r->out, "}}");
         return 0;
     }
@@ -798,19 +785,19 @@ static int write_body(struct req *r, const struct ibex_chat_request *chat)
         if (!is_number(v) || t < 0 || t > 1)
             return reject(r, "temperature", "must be between 0 and 1 for the anthropic provider");
         ibex_buf_append_cstr(out, ",\"temperature\":");
-        append_json_value(out, v);
+        ibex_json_append(out, v);
     }
     if ((v = get(root, "top_p")) != NULL) {
         if (!is_number(v))
             return reject(r, "top_p", "must be a number");
         ibex_buf_append_cstr(out, ",\"top_p\":");
-        append_json_value(out, v);
+        ibex_json_append(out, v);
     }
     if ((v = get(root, "top_k")) != NULL) {
         if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1)
             return reject(r, "top_k", "must be a positive integer");
         ibex_buf_append_cstr(out, ",\"top_k\":");
-        append_json_value(out, v);
+        ibex_json_append(out, v);
     }
     if ((v = get(root, "stop")) != NULL && write_stop(r, v) != 0)
         return -1;
@@ -821,7 +808,7 @@ static int write_body(struct req *r, const struct ibex_chat_request *chat)
         if (!json_object_is_type(user, json_type_string))
             return reject(r, "user", "must be a string");
         ibex_buf_append_cstr(out, ",\"metadata\":{\"user_id\":");
-        append_str(out, user);
+        ibex_json_append_str(out, user);
         ibex_buf_append_cstr(out, "}");
     }
     if ((v = get(root, "response_format")) != NULL && write_response_format(r, v) != 0)
@@ -916,7 +903,7 @@ static void append_content(struct ibex_buf *out, json_object *content)
         return;
     }
     if (ntext == 1) {
-        append_str(out, first);
+        ibex_json_append_str(out, first);
         return;
     }
     struct ibex_buf joined;
@@ -942,12 +929,12 @@ static void append_tool_calls(struct ibex_buf *out, json_object *content)
         json_object *id = get(b, "id"), *name = get(b, "name"), *input = get(b, "input");
         ibex_buf_append_cstr(out, k++ ? ",{\"id\":" : ",\"tool_calls\":[{\"id\":");
         if (json_object_is_type(id, json_type_string))
-            append_str(out, id);
+            ibex_json_append_str(out, id);
         else
             ibex_buf_append_cstr(out, "\"\"");
         ibex_buf_append_cstr(out, ",\"type\":\"function\",\"function\":{\"name\":");
         if (json_object_is_type(name, json_type_string))
-            append_str(out, name);
+            ibex_json_append_str(out, name);
         else
             ibex_buf_append_cstr(out, "\"\"");
         ibex_buf_append_cstr(out, ",\"arguments\":");
@@ -1186,12 +1173,12 @@ static void on_block_start(struct anth_stream *s, json_object *ev)
         ibex_buf_append_u64(s->out, (uint64_t)b->tool);
         ibex_buf_append_cstr(s->out, ",\"id\":");
         if (json_object_is_type(id, json_type_string))
-            append_str(s->out, id);
+            ibex_json_append_str(s->out, id);
         else
             ibex_buf_append_cstr(s->out, "\"\"");
         ibex_buf_append_cstr(s->out, ",\"type\":\"function\",\"function\":{\"name\":");
         if (json_object_is_type(name, json_type_string))
-            append_str(s->out, name);
+            ibex_json_append_str(s->out, name);
         else
             ibex_buf_append_cstr(s->out, "\"\"");
         ibex_buf_append_cstr(s->out, ",\"arguments\":\"\"}}]");

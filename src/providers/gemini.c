@@ -68,19 +68,6 @@ static bool str_is(json_object *o, const char *s)
     return is(o, json_type_string) && strcmp(json_object_get_string(o), s) == 0;
 }
 
-static void put_str(struct ibex_buf *b, json_object *s)
-{
-    ibex_buf_append_json_str(b, json_object_get_string(s), (size_t)json_object_get_string_len(s));
-}
-
-/* A value as JSON text (numbers keep the text they were parsed from). */
-static void put_json(struct ibex_buf *b, json_object *v)
-{
-    size_t len;
-    const char *s = json_object_to_json_string_length(v, JSON_OUT, &len);
-    ibex_buf_append(b, s, len);
-}
-
 /* A string as a struct ibex_str; {NULL, 0} when v is not a string. */
 static struct ibex_str str_of(json_object *v)
 {
@@ -243,7 +230,7 @@ static int image_part(struct req *r, json_object *img, size_t i, size_t j)
     ibex_buf_append_cstr(r->b, "{\"fileData\":{\"mimeType\":\"");
     ibex_buf_append_cstr(r->b, mime);
     ibex_buf_append_cstr(r->b, "\",\"fileUri\":");
-    put_str(r->b, url);
+    ibex_json_append_str(r->b, url);
     ibex_buf_append_cstr(r->b, "}}");
     return 0;
 }
@@ -395,7 +382,7 @@ static int call_part(struct req *r, json_object *fn, json_object *signature, con
         return invalid(r->e, "must be a non-empty string", "%s.name", field);
     part(r);
     ibex_buf_append_cstr(r->b, "{\"functionCall\":{\"name\":");
-    put_str(r->b, name);
+    ibex_json_append_str(r->b, name);
     ibex_buf_append_cstr(r->b, ",\"args\":");
     snprintf(sub, sizeof(sub), "%s.arguments", field);
     if (put_args(r, get(fn, "arguments"), sub) != 0)
@@ -403,7 +390,7 @@ static int call_part(struct req *r, json_object *fn, json_object *signature, con
     ibex_buf_append_cstr(r->b, "}");
     if (is(signature, json_type_string)) {
         ibex_buf_append_cstr(r->b, ",\"thoughtSignature\":");
-        put_str(r->b, signature);
+        ibex_json_append_str(r->b, signature);
     }
     ibex_buf_append_cstr(r->b, "}");
     return 0;
@@ -509,7 +496,7 @@ static int tool_part(struct req *r, json_object *m, json_object *name, size_t i)
     }
     part(r);
     ibex_buf_append_cstr(r->b, "{\"functionResponse\":{\"name\":");
-    put_str(r->b, name);
+    ibex_json_append_str(r->b, name);
     ibex_buf_append_cstr(r->b, ",\"response\":");
     size_t k = 0;
     while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n' || s[k] == '\r'))
@@ -677,16 +664,16 @@ static int put_tools(struct req *r, json_object *tools)
             return invalid(r->e, "must be a JSON Schema object", "tools[%zu].function.parameters",
                            i);
         ibex_buf_append_cstr(r->b, i ? ",{\"name\":" : "{\"name\":");
-        put_str(r->b, name);
+        ibex_json_append_str(r->b, name);
         if (desc) {
             ibex_buf_append_cstr(r->b, ",\"description\":");
-            put_str(r->b, desc);
+            ibex_json_append_str(r->b, desc);
         }
         if (params) {
             /* JSON Schema as clients write it: parametersJsonSchema takes it whole, where
              * parameters would take only Gemini's OpenAPI subset. */
             ibex_buf_append_cstr(r->b, ",\"parametersJsonSchema\":");
-            put_json(r->b, params);
+            ibex_json_append(r->b, params);
         }
         ibex_buf_append_cstr(r->b, "}");
     }
@@ -725,7 +712,7 @@ static int put_tool_choice(struct req *r, json_object *choice, size_t ntools)
     ibex_buf_append_cstr(r->b, "\"");
     if (name) {
         ibex_buf_append_cstr(r->b, ",\"allowedFunctionNames\":[");
-        put_str(r->b, name);
+        ibex_json_append_str(r->b, name);
         ibex_buf_append_cstr(r->b, "]");
     }
     ibex_buf_append_cstr(r->b, "}}");
@@ -739,7 +726,7 @@ static int put_generation(struct req *r, json_object *const *v)
     json_object *max = v[F_MAX_COMPLETION_TOKENS] ? v[F_MAX_COMPLETION_TOKENS] : v[F_MAX_TOKENS];
     if (max) {
         gen_key(b, &any, "maxOutputTokens");
-        put_json(b, max);
+        ibex_json_append(b, max);
     }
     static const struct {
         enum field f;
@@ -753,14 +740,14 @@ static int put_generation(struct req *r, json_object *const *v)
     for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
         if (v[plain[i].f]) {
             gen_key(b, &any, plain[i].key);
-            put_json(b, v[plain[i].f]);
+            ibex_json_append(b, v[plain[i].f]);
         }
     }
     json_object *stop = v[F_STOP];
     if (is(stop, json_type_string)) {
         gen_key(b, &any, "stopSequences");
         ibex_buf_append_cstr(b, "[");
-        put_str(b, stop);
+        ibex_json_append_str(b, stop);
         ibex_buf_append_cstr(b, "]");
     } else if (is(stop, json_type_array) && json_object_array_length(stop) > 0) {
         gen_key(b, &any, "stopSequences");
@@ -769,7 +756,7 @@ static int put_generation(struct req *r, json_object *const *v)
             if (!is(s, json_type_string))
                 return invalid(r->e, "must be a string", "stop[%zu]", i);
             ibex_buf_append_cstr(b, i ? "," : "[");
-            put_str(b, s);
+            ibex_json_append_str(b, s);
         }
         ibex_buf_append_cstr(b, "]");
     } else if (stop != NULL && !is(stop, json_type_array)) {
@@ -793,7 +780,7 @@ static int put_generation(struct req *r, json_object *const *v)
             ibex_buf_append_cstr(b, "\"application/json\"");
             if (schema) {
                 gen_key(b, &any, "responseJsonSchema");
-                put_json(b, schema);
+                ibex_json_append(b, schema);
             }
         } else if (!str_is(type, "text")) {
             return invalid(r->e, "must be text, json_object or json_schema",
@@ -810,7 +797,7 @@ static int put_generation(struct req *r, json_object *const *v)
         ibex_buf_append_cstr(b, "true");
         if (top) {
             gen_key(b, &any, "logprobs");
-            put_json(b, top);
+            ibex_json_append(b, top);
         }
     }
     if (any)
@@ -1061,7 +1048,7 @@ static void put_call(struct ibex_buf *b, const char *base, int64_t k, json_objec
     ibex_buf_append_cstr(b, ",\"type\":\"function\",\"function\":{\"name\":");
     json_object *name = get(fc, "name"), *args = get(fc, "args");
     if (is(name, json_type_string))
-        put_str(b, name);
+        ibex_json_append_str(b, name);
     else
         ibex_buf_append_cstr(b, "\"\"");
     ibex_buf_append_cstr(b, ",\"arguments\":");
@@ -1076,7 +1063,7 @@ static void put_call(struct ibex_buf *b, const char *base, int64_t k, json_objec
     json_object *sig = get(part, "thoughtSignature");
     if (is(sig, json_type_string)) {
         ibex_buf_append_cstr(b, ",\"extra_content\":{\"google\":{\"thought_signature\":");
-        put_str(b, sig);
+        ibex_json_append_str(b, sig);
         ibex_buf_append_cstr(b, "}}");
     }
     ibex_buf_append_cstr(b, "}");
@@ -1137,7 +1124,7 @@ static void put_token(struct ibex_buf *b, json_object *c)
     ibex_buf_append_json_str(b, s, len);
     ibex_buf_append_cstr(b, ",\"logprob\":");
     if (is_number(lp))
-        put_json(b, lp);
+        ibex_json_append(b, lp);
     else
         ibex_buf_append_cstr(b, "0");
     ibex_buf_append_cstr(b, ",\"bytes\":[");
@@ -1253,9 +1240,13 @@ struct gstream {
     struct ibex_buf *out;     /* during a feed */
     struct names names;
     struct usage usage;
+    struct ibex_buf shape;    /* the last text event read in place, its text cut out (same_shape) */
+    size_t shape_text;        /* where in shape the text's string literal was; 0: no shape yet */
+    struct usage shape_usage; /* that event's usageMetadata */
     int64_t created, ncalls;
-    uint64_t fast_events; /* events the fast scanner read (gemini.h) */
-    char random[17];      /* hex: the base of tool call ids when the responseId cannot be */
+    uint64_t fast_events;  /* events the fast scanner read (gemini.h) */
+    uint64_t shape_events; /* those of them read by their shape alone (gemini.h) */
+    char random[17];       /* hex: the base of tool call ids when the responseId cannot be */
     bool started, finished;
     bool reference; /* every event through json-c (gemini.h) */
 };
@@ -1266,6 +1257,7 @@ static void stream_cleanup(void *data)
     ibex_sse_dispose(&g->sse);
     ibex_buf_dispose(&g->prefix);
     ibex_buf_dispose(&g->logprobs);
+    ibex_buf_dispose(&g->shape);
 }
 
 static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
@@ -1279,6 +1271,7 @@ static struct ibex_provider_stream *stream_open(const struct ibex_provider *p,
     ibex_sse_init(&g->sse);
     ibex_buf_init(&g->prefix);
     ibex_buf_init(&g->logprobs);
+    ibex_buf_init(&g->shape);
     g->created = (int64_t)time(NULL);
     random_hex(g->random, 8); /* drawn here, not at the first event: a reference twin shares it */
     ibex_arena_on_free(arena, stream_cleanup, g);
@@ -1605,18 +1598,68 @@ static void fast_emit(struct gstream *g, const struct fast_event *ev)
         finish(g, finish_of(ev->reason, g->ncalls > 0));
 }
 
+/* ---- streams: an event read by its shape ----
+ * Within a stream, the text events differ only in their text: Google repeats every other member
+ * (role, index, modelVersion, responseId, and on some endpoints usageMetadata, createTime) byte
+ * for byte, in whatever order and spacing it writes them. So once fast_scan has read an event
+ * with one text part and no finishReason, its bytes before and after that text's string literal
+ * are kept as the stream's shape. An event holding the same bytes around one string literal
+ * means what that event meant with the new text: fast_scan would walk the same bytes to the
+ * same results, and the literal is checked as fast_scan checks it (ibex_json_scan_str). Such an
+ * event is read with two memcmps and one string scan; any other goes to fast_scan, which keeps
+ * its shape when it has one. The shape was read once started, or under fast_scan's stricter
+ * rules for the first event, so it reads alike on every later event. */
+
+static void keep_shape(struct gstream *g, const char *s, size_t len, const struct fast_event *ev)
+{
+    if (ev->ntext != 1 || !ev->cand || ev->reason.p != NULL)
+        return;
+    size_t open = (size_t)(ev->text[0].p - s) - 1, close = open + 1 + ev->text[0].len;
+    ibex_buf_reset(&g->shape);
+    ibex_buf_append(&g->shape, s, open);
+    ibex_buf_append(&g->shape, s + close + 1, len - close - 1);
+    g->shape_text = open;
+    g->shape_usage = ev->usage;
+}
+
+static bool same_shape(const struct gstream *g, const char *s, size_t len, struct fast_event *ev)
+{
+    size_t head = g->shape_text, tail = g->shape.len - head;
+    bool escaped;
+    if (head == 0 || len < head + 2 + tail || memcmp(s, g->shape.p, head) != 0 ||
+        memcmp(s + len - tail, g->shape.p + head, tail) != 0 ||
+        ibex_json_scan_str(s, len - tail, head, &escaped) != len - tail)
+        return false;
+    struct ibex_str text = {s + head + 1, len - tail - head - 2};
+    ev->ntext = text.len > 0; /* an empty text is no part, as in scan_part */
+    ev->text[0] = text;
+    ev->escaped[0] = escaped;
+    ev->reason = ev->id = ev->model = IBEX_STR_NULL;
+    ev->usage = g->shape_usage;
+    ev->cand = true;
+    return true;
+}
+
 static void on_event(void *data, const char *p, size_t len)
 {
     struct gstream *g = data;
     if (g->s.error)
         return;
     struct fast_event ev;
-    if (!g->reference && fast_scan(p, len, g->started, &ev)) {
-        g->fast_events++;
-        fast_emit(g, &ev);
+    if (g->reference) {
+        slow_event(g, p, len);
         return;
     }
-    slow_event(g, p, len);
+    if (same_shape(g, p, len, &ev)) {
+        g->shape_events++;
+    } else if (fast_scan(p, len, g->started, &ev)) {
+        keep_shape(g, p, len, &ev);
+    } else {
+        slow_event(g, p, len);
+        return;
+    }
+    g->fast_events++;
+    fast_emit(g, &ev);
 }
 
 static int check(struct gstream *g)
@@ -1688,6 +1731,11 @@ ibex_gemini_stream_open_reference(const struct ibex_provider *p,
 uint64_t ibex_gemini_stream_fast_events(const struct ibex_provider_stream *s)
 {
     return ((const struct gstream *)s)->fast_events;
+}
+
+uint64_t ibex_gemini_stream_shape_events(const struct ibex_provider_stream *s)
+{
+    return ((const struct gstream *)s)->shape_events;
 }
 
 static bool buf_eq(const struct ibex_buf *a, const struct ibex_buf *b)

@@ -21,6 +21,8 @@ ibex_gemini_stream_open_reference(const struct ibex_provider *p,
                                   const struct ibex_provider_stream *twin);
 /* How many events the decoder s read with the fast scanner. */
 uint64_t ibex_gemini_stream_fast_events(const struct ibex_provider_stream *s);
+/* How many of those it read by the shape of an earlier event, without walking their JSON. */
+uint64_t ibex_gemini_stream_shape_events(const struct ibex_provider_stream *s);
 /* Whether the Gemini stream decoders a and b are in the same state: given the same bytes next,
  * they write the same. */
 bool ibex_gemini_stream_same(const struct ibex_provider_stream *a,

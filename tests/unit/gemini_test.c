@@ -1307,6 +1307,101 @@ static void check_lines(const struct line_case *cases, size_t n)
     fx_free(f);
 }
 
+/* The events of a stream fed whole to a decoder: how many it read by an earlier event's shape. */
+static uint64_t shape_events(struct fx *f, const char *req, const char *p, size_t len)
+{
+    struct ibex_chat_request chat;
+    parse_chat(req, &chat);
+    const struct ibex_provider *pv = prov(f, "gem");
+    struct ibex_arena *arena = ibex_arena_new(1024);
+    struct ibex_provider_stream *s = pv->ops->stream_open(pv, &chat, arena);
+    struct ibex_buf out;
+    ibex_buf_init(&out);
+    if (pv->ops->stream_feed(s, p, len, &out) == 0)
+        pv->ops->stream_end(s, &out);
+    uint64_t n = ibex_gemini_stream_shape_events(s);
+    ibex_buf_dispose(&out);
+    ibex_arena_free(arena);
+    ibex_chat_request_dispose(&chat);
+    return n;
+}
+
+/* Text events that repeat an earlier event's bytes around a new text literal are read by that
+ * shape, and still come out as json-c reads them; any other difference takes fast_scan (or
+ * json-c), and a literal that does not end where the shape's tail begins never passes. */
+static void test_same_shape(void **state)
+{
+    static const char *const forms[][2] = {
+        /* around the text's literal: compact (fakellm), Google AI's spacing, Vertex's order */
+        {"{\"candidates\":[{\"content\":{\"parts\":[{\"text\":",
+         "}],\"role\":\"model\"},\"index\":0}],\"modelVersion\":\"m\",\"responseId\":\"r\"}"},
+        {"{\"candidates\": [{\"content\": {\"parts\": [{\"text\": ",
+         "}],\"role\": \"model\"},\"index\": 0}],\"modelVersion\": \"m\",\"responseId\": \"r\"}"},
+        {"{\"candidates\": [{\"content\": {\"role\": \"model\",\"parts\": [{\"text\": ",
+         "}]}}],\"usageMetadata\": {\"trafficType\": \"ON_DEMAND\"},\"modelVersion\": \"m\","
+         "\"createTime\": \"2026-03-10T14:54:45.066123Z\",\"responseId\": \"r\"}"},
+    };
+    static const struct {
+        const char *literal; /* what goes between the form's two halves */
+        bool by_shape;
+    } texts[] = {
+        {"\"first\"", false}, /* fast_scan reads it and keeps its shape */
+        {"\"plain words \"", true},
+        {"\"\"", true}, /* empty: no chunk, as fast_scan */
+        {"\"a\\nb\\\"c\\\\\"", true},
+        {"\"\\u00e9\\ud83d\\ude00 \\/ caf\xc3\xa9\"", true},
+        {"\"x\" ", false},                       /* a space after the literal: a new shape... */
+        {"\"y\" ", true},                        /* ...that the next event has */
+        {"\"two\"},{\"text\":\"parts\"", false}, /* fast_scan; the shape stays */
+        {"\"after two\" ", true},
+    };
+    static const char *const broken[] = {
+        "\"ab\"c\"",    /* a quote inside */
+        "\"ab\\\"",     /* the closing quote escaped: the literal runs into the tail */
+        "\"ctl\x01\"",  /* a control byte */
+        "\"bad \\x\"",  /* an unknown escape */
+        "\"cut \xc3\"", /* a truncated UTF-8 sequence */
+    };
+    const char *req = STREAM_REQ(",\"stream_options\":{\"include_usage\":true}");
+    struct fx *f = fx_new();
+    struct ibex_buf s;
+    ibex_buf_init(&s);
+    for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+        ibex_buf_reset(&s);
+        uint64_t want = 0;
+        for (size_t j = 0; j < sizeof(texts) / sizeof(texts[0]); j++) {
+            ibex_buf_appendf(&s, "data: %s%s%s\r\n\r\n", forms[i][0], texts[j].literal,
+                             forms[i][1]);
+            want += texts[j].by_shape;
+        }
+        ibex_buf_append_cstr(&s, "data: " FINAL "\r\n\r\n");
+        assert_int_equal(differential(f, req, s.p, s.len, NULL),
+                         sizeof(texts) / sizeof(texts[0]) + 1);
+        assert_int_equal(shape_events(f, req, s.p, s.len), want);
+        for (size_t j = 0; j < sizeof(broken) / sizeof(broken[0]); j++) {
+            ibex_buf_reset(&s);
+            ibex_buf_appendf(&s,
+                             "data: %s\"ok\"%s\r\n\r\ndata: %s%s%s\r\n\r\ndata: " FINAL "\r\n\r\n",
+                             forms[i][0], forms[i][1], forms[i][0], broken[j], forms[i][1]);
+            assert_int_equal(differential(f, req, s.p, s.len, NULL), 1);
+            assert_int_equal(shape_events(f, req, s.p, s.len), 0);
+        }
+    }
+    /* the shape's usage comes back with it after an event with other counts */
+    static const char counts[] =
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"a\"}]}}],"
+        "\"usageMetadata\": {\"promptTokenCount\": 3}}\r\n\r\n"
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"b\"},{\"text\": "
+        "\"c\"}]}}],\"usageMetadata\": {\"promptTokenCount\": 9}}\r\n\r\n"
+        "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"d\"}]}}],"
+        "\"usageMetadata\": {\"promptTokenCount\": 3}}\r\n\r\n"
+        "data: {\"candidates\": [{\"finishReason\": \"STOP\"}]}\r\n\r\n";
+    assert_int_equal(differential(f, req, counts, sizeof(counts) - 1, NULL), 4);
+    assert_int_equal(shape_events(f, req, counts, sizeof(counts) - 1), 1);
+    ibex_buf_dispose(&s);
+    fx_free(f);
+}
+
 #define CAND(parts) "{\"candidates\": [{\"content\": {\"parts\": [" parts "]},\"index\": 0}]}"
 
 static void test_fast_shapes(void **state)
@@ -1497,6 +1592,7 @@ int main(void)
         cmocka_unit_test(test_stream_blocked_and_filtered),
         cmocka_unit_test(test_stream_logprobs_and_calls_across_events),
         cmocka_unit_test(test_fast_recorded),
+        cmocka_unit_test(test_same_shape),
         cmocka_unit_test(test_fast_shapes),
         cmocka_unit_test(test_fast_text_and_counts),
     };

@@ -235,6 +235,58 @@ static void test_skip_agrees_with_json_c(void **state)
     assert_int_equal(skip_at("[[[[[[[[[]]]]]]]]]", 8), 0); /* nine deep */
 }
 
+/* ibex_json_append writes what json-c's plain serializer writes, for values as ibex_json_parse
+ * makes them (numbers keep their text; the scalars take a path of their own) and as ibex code
+ * builds them. */
+static void test_append_matches_json_c(void **state)
+{
+    static const char *const values[] = {
+        "0",
+        "-0",
+        "7",
+        "-42",
+        "9223372036854775806",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "18446744073709551615",
+        "99999999999999999999",
+        "0.10",
+        "-0.0",
+        "1e2",
+        "2.5E-3",
+        "1E+400",
+        "0.2",
+        "true",
+        "false",
+        "null",
+        "\"a/b \\u00e9\\n\"",
+        "[1, 0.50, {\"k\": false}]",
+        "{\"a\": -1.0, \"b\": [], \"c\": \"/\"}",
+    };
+    json_object *built[] = {json_object_new_double(0.5), json_object_new_double(1.0 / 3),
+                            json_object_new_int64(INT64_MIN), json_object_new_uint64(UINT64_MAX),
+                            json_object_new_boolean(1)};
+    struct ibex_buf got;
+    ibex_buf_init(&got);
+    const size_t nvalues = sizeof(values) / sizeof(values[0]);
+    for (size_t i = 0; i < nvalues + sizeof(built) / sizeof(built[0]); i++) {
+        json_object *o = NULL;
+        if (i < nvalues)
+            assert_true(json_c_takes(values[i], strlen(values[i]), &o));
+        else
+            o = built[i - nvalues];
+        ibex_buf_reset(&got);
+        ibex_buf_append_cstr(&got, "<");
+        ibex_json_append(&got, o);
+        const char *want = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (strlen(want) != got.len - 1 || memcmp(want, got.p + 1, got.len - 1) != 0)
+            fail_msg("value %zu: json-c %s, ibex_json_append %s", i, want, got.p + 1);
+        json_object_put(o);
+    }
+    ibex_buf_dispose(&got);
+}
+
 /* The cursor: counts as json-c reads them into an int64 (or declined), null, members and
  * elements with their separators, escaped keys declined. */
 static void test_cursor(void **state)
@@ -331,7 +383,7 @@ int main(void)
         cmocka_unit_test(test_skip_ws),          cmocka_unit_test(test_scan_str),
         cmocka_unit_test(test_skip_value),       cmocka_unit_test(test_canonical_matches_json_c),
         cmocka_unit_test(test_canonical_random), cmocka_unit_test(test_skip_agrees_with_json_c),
-        cmocka_unit_test(test_cursor),
+        cmocka_unit_test(test_cursor),           cmocka_unit_test(test_append_matches_json_c),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
