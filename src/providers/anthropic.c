@@ -1283,84 +1283,51 @@ static bool fast_delta(struct anth_stream *s, const char *v, size_t len)
 /* ---- streams: the framing events, read in place ----
  * Besides its deltas (fast_delta), a message's stream has a handful of events that frame it:
  * message_start, content_block_start, ping, content_block_stop, message_delta, message_stop.
- * fast_frame reads those in place (keys in any order, members it has no use for stepped over)
- * and does what on_event's json-c path does. It declines, having changed nothing, whatever it
- * is not sure of: an escaped string it needs, a member of another type or null, a count that
- * is not a small integer, a repeated member, a start text that is not empty, a block that is
- * not text, a block index not open (or open already), any event but ping and message_start
- * before message_start. The json-c path then takes the event and decides. tests/unit/
- * anthropic_test.c and tests/fuzz/fuzz_anthropic.c run a json-c-only twin (anthropic.h) on the
- * same bytes and compare. */
+ * fast_frame reads those in place in one pass and does what on_event's json-c path does. Keys
+ * may come in any order, except that "type" must come before the members whose reading depends
+ * on it ("message", "content_block", "delta", "usage"), as Anthropic writes it; members it has
+ * no use for are stepped over. It declines, having changed nothing, whatever it is not sure of:
+ * a type after those members, an escaped string it needs, a member of another type or null, a
+ * count that is not a small integer, a repeated member, a start text that is not empty, a block
+ * that is not text, a block index not open (or open already), any event but ping and
+ * message_start before message_start. The json-c path then takes the event and decides.
+ * tests/unit/anthropic_test.c and tests/fuzz/fuzz_anthropic.c run a json-c-only twin
+ * (anthropic.h) on the same bytes and compare. */
 
 #define FAST_SKIP_DEPTH 8 /* nesting of a member stepped over (json-c allows 64 in all) */
 #define FAST_STOP_MAX 32  /* a stop_reason read in place, NUL included */
 
 struct frame {
     struct ibex_str type;
-    int64_t index;                       /* -1: absent */
-    size_t message, block, delta, usage; /* where those members' values start; 0: absent */
+    int64_t index;             /* -1: absent */
+    bool message, block;       /* message_start's message, content_block_start's block: read */
+    struct ibex_str id, model; /* the message's; left as set when absent */
+    struct usage usage;        /* the message's usage, or message_delta's; -1s when absent */
+    char stop[FAST_STOP_MAX];  /* message_delta's stop_reason, when have_stop */
+    bool have_stop;
 };
 
-/* The value of the member being read starts at *at; stepped over. */
-static bool member_at(struct ibex_json_cursor *c, size_t *at)
-{
-    *at = ibex_json_skip_ws(c->s, c->len, c->at);
-    return ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
-}
-
-static bool scan_frame(const char *v, size_t len, struct frame *f)
-{
-    struct ibex_json_cursor c = {v, len, 0};
-    unsigned seen = 0;
-    bool first = true, escaped = false, ok;
-    struct ibex_str k;
-    int r;
-    *f = (struct frame){.index = -1};
-    if (!ibex_json_cur_ch(&c, '{'))
-        return false;
-    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
-        if (IBEX_JSON_KEY_IS(k, "type"))
-            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, &f->type, &escaped) && !escaped;
-        else if (IBEX_JSON_KEY_IS(k, "index"))
-            ok = ibex_json_once(&seen, 2) && ibex_json_cur_count(&c, &f->index);
-        else if (IBEX_JSON_KEY_IS(k, "message"))
-            ok = ibex_json_once(&seen, 4) && member_at(&c, &f->message);
-        else if (IBEX_JSON_KEY_IS(k, "content_block"))
-            ok = ibex_json_once(&seen, 8) && member_at(&c, &f->block);
-        else if (IBEX_JSON_KEY_IS(k, "delta"))
-            ok = ibex_json_once(&seen, 16) && member_at(&c, &f->delta);
-        else if (IBEX_JSON_KEY_IS(k, "usage"))
-            ok = ibex_json_once(&seen, 32) && member_at(&c, &f->usage);
-        else
-            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
-        if (!ok)
-            return false;
-    }
-    return r == 0 && ibex_json_cur_end(&c) && f->type.p != NULL;
-}
-
-/* The usage object at offset at into *u (which the caller set to -1s): take_usage's counts,
- * clamped like get_tokens. */
-static bool scan_usage(const char *v, size_t len, size_t at, struct usage *u)
+/* A usage object into *u (which the caller set to -1s): take_usage's counts, clamped like
+ * get_tokens. */
+static bool scan_usage(struct ibex_json_cursor *c, struct usage *u)
 {
     static const char *const keys[] = {"input_tokens", "cache_read_input_tokens",
                                        "cache_creation_input_tokens", "output_tokens"};
     int64_t *counts[] = {&u->input, &u->cache_read, &u->cache_creation, &u->output};
-    struct ibex_json_cursor c = {v, len, at};
     unsigned seen = 0;
     bool first = true;
     struct ibex_str k;
     int r;
-    if (!ibex_json_cur_ch(&c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         size_t i = ibex_json_key_index(k, keys, 4);
         if (i == 4) {
-            if (!ibex_json_cur_skip(&c, FAST_SKIP_DEPTH))
+            if (!ibex_json_cur_skip(c, FAST_SKIP_DEPTH))
                 return false;
             continue;
         }
-        if (!ibex_json_once(&seen, 1u << i) || !ibex_json_cur_count(&c, counts[i]))
+        if (!ibex_json_once(&seen, 1u << i) || !ibex_json_cur_count(c, counts[i]))
             return false;
         if (*counts[i] > IBEX_TOKENS_MAX)
             *counts[i] = IBEX_TOKENS_MAX;
@@ -1368,52 +1335,48 @@ static bool scan_usage(const char *v, size_t len, size_t at, struct usage *u)
     return r == 0;
 }
 
-/* message_start's message at offset at: id and model (unescaped strings, else declined; absent:
- * left as they are) and the usage. */
-static bool scan_message(const char *v, size_t len, size_t at, struct ibex_str *id,
-                         struct ibex_str *model, struct usage *u)
+/* message_start's message: id and model (unescaped strings, else declined; absent: left as
+ * they are) and the usage. */
+static bool scan_message(struct ibex_json_cursor *c, struct frame *f)
 {
-    struct ibex_json_cursor c = {v, len, at};
     unsigned seen = 0;
     bool first = true, escaped = false, ok;
     struct ibex_str k;
-    size_t usage = 0;
     int r;
-    if (!ibex_json_cur_ch(&c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         if (IBEX_JSON_KEY_IS(k, "id"))
-            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, id, &escaped) && !escaped;
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(c, &f->id, &escaped) && !escaped;
         else if (IBEX_JSON_KEY_IS(k, "model"))
-            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(&c, model, &escaped) && !escaped;
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(c, &f->model, &escaped) && !escaped;
         else if (IBEX_JSON_KEY_IS(k, "usage"))
-            ok = ibex_json_once(&seen, 4) && member_at(&c, &usage);
+            ok = ibex_json_once(&seen, 4) && scan_usage(c, &f->usage);
         else
-            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
         if (!ok)
             return false;
     }
-    return r == 0 && (usage == 0 || scan_usage(v, len, usage, u));
+    return r == 0;
 }
 
-/* content_block_start's block at offset at: a text block with no text, or an empty one. */
-static bool scan_empty_text_block(const char *v, size_t len, size_t at)
+/* content_block_start's block: a text block with no text, or an empty one. */
+static bool scan_empty_text_block(struct ibex_json_cursor *c)
 {
-    struct ibex_json_cursor c = {v, len, at};
     unsigned seen = 0;
     bool first = true, escaped = false, ok, text = false;
     struct ibex_str k, t;
     int r;
-    if (!ibex_json_cur_ch(&c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         if (IBEX_JSON_KEY_IS(k, "type")) {
-            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, &t, &escaped) && !escaped;
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(c, &t, &escaped) && !escaped;
             text = ok && IBEX_JSON_KEY_IS(t, "text");
         } else if (IBEX_JSON_KEY_IS(k, "text")) {
-            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(&c, &t, &escaped) && t.len == 0;
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_str(c, &t, &escaped) && t.len == 0;
         } else {
-            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
         }
         if (!ok)
             return false;
@@ -1421,30 +1384,29 @@ static bool scan_empty_text_block(const char *v, size_t len, size_t at)
     return r == 0 && text;
 }
 
-/* message_delta's delta at offset at: its stop_reason, a string copied NUL-terminated into
- * stop (*have set), or null or absent. */
-static bool scan_stop(const char *v, size_t len, size_t at, char stop[FAST_STOP_MAX], bool *have)
+/* message_delta's delta: its stop_reason, a string copied NUL-terminated into f->stop
+ * (f->have_stop set), or null or absent. */
+static bool scan_stop(struct ibex_json_cursor *c, struct frame *f)
 {
-    struct ibex_json_cursor c = {v, len, at};
     unsigned seen = 0;
     bool first = true, escaped = false, ok;
     struct ibex_str k, t;
     int r;
-    if (!ibex_json_cur_ch(&c, '{'))
+    if (!ibex_json_cur_ch(c, '{'))
         return false;
-    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+    while ((r = ibex_json_cur_member(c, &first, &k)) == 1) {
         if (!IBEX_JSON_KEY_IS(k, "stop_reason")) {
-            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+            ok = ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
         } else if (!ibex_json_once(&seen, 1)) {
             ok = false;
-        } else if (ibex_json_cur_null(&c)) {
+        } else if (ibex_json_cur_null(c)) {
             ok = true;
         } else {
-            ok = ibex_json_cur_str(&c, &t, &escaped) && !escaped && t.len < FAST_STOP_MAX;
+            ok = ibex_json_cur_str(c, &t, &escaped) && !escaped && t.len < FAST_STOP_MAX;
             if (ok) {
-                memcpy(stop, t.p, t.len);
-                stop[t.len] = '\0';
-                *have = true;
+                memcpy(f->stop, t.p, t.len);
+                f->stop[t.len] = '\0';
+                f->have_stop = true;
             }
         }
         if (!ok)
@@ -1455,29 +1417,72 @@ static bool scan_stop(const char *v, size_t len, size_t at, char stop[FAST_STOP_
 
 #define TYPE_IS(f, lit) IBEX_JSON_KEY_IS((f).type, lit)
 
+/* The members whose reading depends on the event's type, in scan_frame's order. */
+static const char *const typed_keys[] = {"message", "content_block", "delta", "usage"};
+
+/* The member typed_keys[i] of an event of f's type: read when that type has a use for it,
+ * stepped over otherwise. */
+static bool typed_member(struct ibex_json_cursor *c, struct frame *f, size_t i)
+{
+    if (i == 0 && TYPE_IS(*f, "message_start"))
+        return f->message = scan_message(c, f);
+    if (i == 1 && TYPE_IS(*f, "content_block_start"))
+        return f->block = scan_empty_text_block(c);
+    if (i == 2 && TYPE_IS(*f, "message_delta"))
+        return scan_stop(c, f);
+    if (i == 3 && TYPE_IS(*f, "message_delta"))
+        return scan_usage(c, &f->usage);
+    return ibex_json_cur_skip(c, FAST_SKIP_DEPTH);
+}
+
+/* One framing event into *f (whose defaults the caller set). */
+static bool scan_frame(const char *v, size_t len, struct frame *f)
+{
+    struct ibex_json_cursor c = {v, len, 0};
+    unsigned seen = 0;
+    bool first = true, escaped = false, ok;
+    struct ibex_str k;
+    size_t i;
+    int r;
+    if (!ibex_json_cur_ch(&c, '{'))
+        return false;
+    while ((r = ibex_json_cur_member(&c, &first, &k)) == 1) {
+        if (IBEX_JSON_KEY_IS(k, "type"))
+            ok = ibex_json_once(&seen, 1) && ibex_json_cur_str(&c, &f->type, &escaped) && !escaped;
+        else if (IBEX_JSON_KEY_IS(k, "index"))
+            ok = ibex_json_once(&seen, 2) && ibex_json_cur_count(&c, &f->index);
+        else if ((i = ibex_json_key_index(k, typed_keys, 4)) < 4)
+            ok = f->type.p != NULL && ibex_json_once(&seen, 4u << i) && typed_member(&c, f, i);
+        else
+            ok = ibex_json_cur_skip(&c, FAST_SKIP_DEPTH);
+        if (!ok)
+            return false;
+    }
+    return r == 0 && ibex_json_cur_end(&c) && f->type.p != NULL;
+}
+
 /* A framing event read in place and done; false, having done nothing, to let json-c take it. */
 static bool fast_frame(struct anth_stream *s, const char *v, size_t len)
 {
-    struct frame f;
+    struct frame f = {.index = -1,
+                      .id = IBEX_STR_LIT("msg"),
+                      .model = chat_model(s->chat),
+                      .usage = {-1, -1, -1, -1}};
     if (!scan_frame(v, len, &f))
         return false;
     if (TYPE_IS(f, "ping"))
         return true;
     if (TYPE_IS(f, "message_start")) {
-        if (s->started)
-            return true;
-        struct ibex_str id = IBEX_STR_LIT("msg"), model = chat_model(s->chat);
-        struct usage u = {-1, -1, -1, -1};
-        if (f.message == 0 || !scan_message(v, len, f.message, &id, &model, &u))
+        if (!s->started && !f.message)
             return false;
-        begin_message(s, id, model, &u);
+        if (!s->started)
+            begin_message(s, f.id, f.model, &f.usage);
         return true;
     }
     if (!s->started)
         return false;
     if (TYPE_IS(f, "content_block_start")) {
-        if (f.index < 0 || block_at(s, f.index) != NULL || s->nopen == OPEN_BLOCKS_MAX ||
-            f.block == 0 || !scan_empty_text_block(v, len, f.block))
+        if (f.index < 0 || block_at(s, f.index) != NULL || s->nopen == OPEN_BLOCKS_MAX || !f.block)
             return false;
         s->open[s->nopen++] = (struct open_block){.index = f.index, .kind = BLOCK_TEXT, .tool = -1};
         return true;
@@ -1490,16 +1495,10 @@ static bool fast_frame(struct anth_stream *s, const char *v, size_t len)
         return true;
     }
     if (TYPE_IS(f, "message_delta")) {
-        struct usage u = {-1, -1, -1, -1};
-        char stop[FAST_STOP_MAX];
-        bool have_stop = false;
-        if ((f.usage && !scan_usage(v, len, f.usage, &u)) ||
-            (f.delta && !scan_stop(v, len, f.delta, stop, &have_stop)))
-            return false;
-        merge_usage(&s->usage, &u);
+        merge_usage(&s->usage, &f.usage);
         publish_usage(s);
-        if (have_stop)
-            finish_chunk(s, stop);
+        if (f.have_stop)
+            finish_chunk(s, f.stop);
         return true;
     }
     if (TYPE_IS(f, "message_stop")) {

@@ -1275,10 +1275,15 @@ static void test_stream_in_place_matches_json_c(void **state)
         bool fast;
     } odd[] = {
         {1,
+         "data: { 'type' : 'message_start', 'message' : "
+         "{'usage':{'output_tokens':1,'input_tokens':2},'model':'m2','id':'i2'} }",
+         true},
+        /* the type after the member it types: json-c's */
+        {1,
          "data: { 'message' : "
          "{'usage':{'output_tokens':1,'input_tokens':2},'model':'m2','id':'i2'} , 'type' : "
          "'message_start' }",
-         true},
+         false},
         {1, "data: {'type':'message_start','message':{'id':'m\\u0041','model':'c'}}", false},
         {1, "data: {'type':'message_start','message':{'id':7,'model':'c'}}", false},
         {1, "data: {'type':'message_start','message':{'model':'c'}}", true},
@@ -1309,8 +1314,11 @@ static void test_stream_in_place_matches_json_c(void **state)
         {3, "data: {'type':'message_start','message':{'id':'again'}}", true},
         {3, "data: {'type':'what_is_this'}", false},
         {5,
-         "data: {'index':0,'content_block':{'text':'','type':'text'},'type':'content_block_start'}",
+         "data: {'index':0,'type':'content_block_start','content_block':{'text':'','type':'text'}}",
          true},
+        {5,
+         "data: {'index':0,'content_block':{'text':'','type':'text'},'type':'content_block_start'}",
+         false},
         {5, "data: {'type':'content_block_start','index':0,'content_block':{'type':'text'}}", true},
         {5,
          "data: "
