@@ -221,11 +221,18 @@ int ibex_store_script(struct ibex_store *store, const char *sql)
     return done(store, store->ops->script(store->conn, sql, store->errmsg, sizeof(store->errmsg)));
 }
 
+/* A transaction's BEGIN, COMMIT or ROLLBACK: one statement, run like any other through exec,
+ * whose statement cache (SQLite) spares parsing and preparing it again on every batch. */
+static int tx(struct ibex_store *store, const char *sql, char *err, size_t errlen)
+{
+    return store->ops->exec(store->conn, sql, NULL, 0, NULL, NULL, err, errlen);
+}
+
 /* Rolls back without overwriting the message of the failure that caused it. */
 static void rollback(struct ibex_store *store)
 {
     char ignored[ERRMSG_MAX];
-    store->ops->script(store->conn, "ROLLBACK", ignored, sizeof(ignored));
+    tx(store, "ROLLBACK", ignored, sizeof(ignored));
 }
 
 int ibex_store_batch(struct ibex_store *store, const struct ibex_store_stmt *stmts, size_t n,
@@ -238,12 +245,12 @@ int ibex_store_batch(struct ibex_store *store, const struct ibex_store_stmt *stm
     if (n == 0)
         return 0;
     const struct ibex_store_ops *ops = store->ops;
-    int rc = ops->script(store->conn, ops->begin_sql, store->errmsg, sizeof(store->errmsg));
+    int rc = tx(store, ops->begin_sql, store->errmsg, sizeof(store->errmsg));
     if (rc)
         return done(store, rc);
     rc = ops->batch(store->conn, stmts, n, failed_at, store->errmsg, sizeof(store->errmsg));
     if (rc == 0) {
-        rc = ops->script(store->conn, "COMMIT", store->errmsg, sizeof(store->errmsg));
+        rc = tx(store, "COMMIT", store->errmsg, sizeof(store->errmsg));
         if (rc)
             *failed_at = n;
     }
@@ -273,12 +280,14 @@ int ibex_store_schema_version(struct ibex_store *store, int64_t *version)
 
 int ibex_store_begin(struct ibex_store *store)
 {
-    return ibex_store_script(store, store->ops->begin_sql);
+    store->errmsg[0] = '\0';
+    return done(store, tx(store, store->ops->begin_sql, store->errmsg, sizeof(store->errmsg)));
 }
 
 int ibex_store_commit(struct ibex_store *store)
 {
-    int rc = ibex_store_script(store, "COMMIT");
+    store->errmsg[0] = '\0';
+    int rc = done(store, tx(store, "COMMIT", store->errmsg, sizeof(store->errmsg)));
     if (rc)
         rollback(store);
     return rc;
