@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/lib.sh - what the bench scripts share (run.sh, translation.sh, providers.sh): processes
 # started and stopped by PID, a process's CPU (/proc/<pid>/stat ticks and schedstat ns), RSS, the
-# CPU used by processes outside the bench, waiting for a server's health check, and the
-# three-provider config of the translation benchmarks.
+# CPU used by processes outside the bench, waiting for a server's health check, the
+# three-provider config of the translation benchmarks, and one callgrind run of ibex for the
+# instruction counts.
 # Sourced, not run. The caller defines log() (one line to the console) and may set
 # READY_TIMEOUT (s, default 20), QUIET_WAIT (s, default 30) and QUIET_MAX_PCT (default 15);
 # wait_quiet sets PREFLIGHT_PCT. PIDS holds what cleanup() stops (the caller traps EXIT to it).
@@ -137,4 +138,35 @@ models:
   - {name: fakellm-anthropic, provider: fake-anthropic}
   - {name: fakellm-gemini, provider: fake-gemini}
 EOF
+}
+
+# One run of ibex under valgrind's callgrind, threads counted apart, for the instruction-count
+# benchmarks (translation_instructions.sh, recording_instructions.sh): callgrind_run OUT N RATE
+# BODY ARGS... starts `$IBEX_BIN serve --listen 127.0.0.1:$IBEX_PORT --workers 1 --dev
+# --store-url sqlite://OUT.db ARGS...`, sends it N copies of BODY at RATE req/s with the
+# loadgen headers in the array CALLGRIND_HEADERS (the bearer token added), keeps its /metrics
+# in OUT.metrics and stops it. Leaves OUT.cg-<thread> (callgrind's files), OUT.json (loadgen's
+# report) and OUT.count: "<thread> <instructions>" lines, sorted. Returns 1 when a request
+# failed; dies when ibex does not start.
+callgrind_run() {
+  local out=$1 n=$2 rate=$3 body=$4 pid f
+  shift 4
+  rm -f "$out".db* "$out".cg*
+  env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY IBEX_DEV_TOKEN="$CLIENT_KEY" \
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" "$IBEX_BIN" \
+    serve --listen "127.0.0.1:$IBEX_PORT" --workers 1 --dev --store-url "sqlite://$out.db" "$@" \
+    >"$out.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  READY_TIMEOUT=90 wait_health ibex "http://127.0.0.1:$IBEX_PORT/health" "$pid" ||
+    die "ibex did not start under valgrind (see $out.log)"
+  "$REPO/bench/loadgen/loadgen" --url "http://127.0.0.1:$IBEX_PORT/v1/chat/completions" \
+    --body "$body" -H "Authorization: Bearer $CLIENT_KEY" "${CALLGRIND_HEADERS[@]}" \
+    --rate "$rate" --duration "$(awk -v n="$n" -v r="$rate" 'BEGIN { printf "%.3f", n / r }')" \
+    --timeout 120 --label callgrind >"$out.json" 2>"$out.err"
+  curl -s -H "Authorization: Bearer $CLIENT_KEY" "http://127.0.0.1:$IBEX_PORT/metrics" >"$out.metrics"
+  stop_pid "$pid"
+  [[ "$(jq -r '.errors' "$out.json")" == 0 ]] || { log "$out: failed requests (see $out.json)"; return 1; }
+  for f in "$out.cg"-*; do awk -v t="${f##*-}" '/^summary:/ { print t, $2 }' "$f"; done |
+    sort >"$out.count"
 }

@@ -46,29 +46,12 @@ PIDS+=($!)
 wait_health fakellm "$UPSTREAM/health" "${PIDS[-1]}" || die "fakellm did not start"
 three_providers_yaml "$UPSTREAM" >"$WORK/ibex.yaml"
 
-# One callgrind run of N requests of type T; "thread instructions" lines in $WORK/cg-T-N.count.
+# One callgrind run of N requests of type T: "thread instructions" lines in $WORK/cg-T-N.count.
+CALLGRIND_HEADERS=(-H "x-fakellm-chunks: $STREAM_CHUNKS")
 run() {
-  local t=$1 n=$2 out="$WORK/cg-$1-$2" pid
-  jq -c --arg m "fakellm-$t" '.model = $m' "$body" >"$WORK/body-$t.json"
-  rm -f "$WORK"/ibex.db*
-  env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY IBEX_DEV_TOKEN="$CLIENT_KEY" \
-    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" "$IBEX_BIN" serve \
-    --config "$WORK/ibex.yaml" --listen "127.0.0.1:$IBEX_PORT" --workers 1 --recording off \
-    --dev --store-url "sqlite://$WORK/ibex.db" --forward-headers 'x-fakellm-*' \
-    >"$out.log" 2>&1 &
-  pid=$!
-  PIDS+=("$pid")
-  READY_TIMEOUT=60 wait_health ibex "http://127.0.0.1:$IBEX_PORT/health" "$pid" ||
-    die "ibex did not start under valgrind (see $out.log)"
-  "$BENCH_DIR/loadgen/loadgen" --url "http://127.0.0.1:$IBEX_PORT/v1/chat/completions" \
-    --body "$WORK/body-$t.json" -H "Authorization: Bearer $CLIENT_KEY" \
-    -H "x-fakellm-chunks: $STREAM_CHUNKS" --rate "$RATE" \
-    --duration "$(awk -v n="$n" -v r="$RATE" 'BEGIN { printf "%.3f", n / r }')" --timeout 60 \
-    --label "$t" >"$out.json" 2>"$out.err"
-  stop_pid "$pid"
-  [[ "$(jq -r '.errors' "$out.json")" == 0 ]] || { log "$t: failed requests (see $out.json)"; return 1; }
-  for f in "$out.cg"-*; do awk -v f="${f##*-}" '/^summary:/ { print f, $2 }' "$f"; done |
-    sort >"$out.count"
+  jq -c --arg m "fakellm-$1" '.model = $m' "$body" >"$WORK/body-$1.json"
+  callgrind_run "$WORK/cg-$1-$2" "$2" "$RATE" "$WORK/body-$1.json" --config "$WORK/ibex.yaml" \
+    --recording off --forward-headers 'x-fakellm-*'
 }
 
 # Per request, from the two runs' counts: all threads, and the busiest thread (the worker).
