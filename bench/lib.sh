@@ -140,8 +140,24 @@ models:
 EOF
 }
 
-# One run of ibex under valgrind's callgrind, threads counted apart, for the instruction-count
-# benchmarks (translation_instructions.sh, recording_instructions.sh): callgrind_run OUT N RATE
+# The instruction-count benchmarks (translation_instructions.sh, recording_instructions.sh).
+# callgrind_setup: a work dir ($WORK, removed on exit), bench/setup.sh, valgrind, a build, a
+# fakellm on 127.0.0.1:$UPSTREAM_PORT and the three-provider config in $WORK/ibex.yaml.
+CALLGRIND_KEY=ibex_sk_benchKey000000000000000000000000000
+callgrind_setup() {
+  WORK=$(mktemp -d)
+  trap 'cleanup; rm -rf "$WORK"' EXIT
+  "$BENCH_DIR/setup.sh" || die "bench/setup.sh failed"
+  command -v valgrind >/dev/null || die "valgrind is not installed (bench/setup.sh installs it)"
+  make -s -C "$REPO" all >&2 || die "make failed"
+  local upstream="http://127.0.0.1:$UPSTREAM_PORT"
+  "$FAKELLM_BIN" --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/fakellm.log" 2>&1 &
+  PIDS+=($!)
+  wait_health fakellm "$upstream/health" "${PIDS[-1]}" || die "fakellm did not start"
+  three_providers_yaml "$upstream" >"$WORK/ibex.yaml"
+}
+
+# One run of ibex under valgrind's callgrind, threads counted apart: callgrind_run OUT N RATE
 # BODY ARGS... starts `$IBEX_BIN serve --listen 127.0.0.1:$IBEX_PORT --workers 1 --dev
 # --store-url sqlite://OUT.db ARGS...`, sends it N copies of BODY at RATE req/s with the
 # loadgen headers in the array CALLGRIND_HEADERS (the bearer token added), keeps its /metrics
@@ -152,7 +168,7 @@ callgrind_run() {
   local out=$1 n=$2 rate=$3 body=$4 pid f
   shift 4
   rm -f "$out".db* "$out".cg*
-  env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY IBEX_DEV_TOKEN="$CLIENT_KEY" \
+  env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u GEMINI_API_KEY IBEX_DEV_TOKEN="$CALLGRIND_KEY" \
     valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out.cg" "$IBEX_BIN" \
     serve --listen "127.0.0.1:$IBEX_PORT" --workers 1 --dev --store-url "sqlite://$out.db" "$@" \
     >"$out.log" 2>&1 &
@@ -161,10 +177,10 @@ callgrind_run() {
   READY_TIMEOUT=90 wait_health ibex "http://127.0.0.1:$IBEX_PORT/health" "$pid" ||
     die "ibex did not start under valgrind (see $out.log)"
   "$REPO/bench/loadgen/loadgen" --url "http://127.0.0.1:$IBEX_PORT/v1/chat/completions" \
-    --body "$body" -H "Authorization: Bearer $CLIENT_KEY" "${CALLGRIND_HEADERS[@]}" \
+    --body "$body" -H "Authorization: Bearer $CALLGRIND_KEY" "${CALLGRIND_HEADERS[@]}" \
     --rate "$rate" --duration "$(awk -v n="$n" -v r="$rate" 'BEGIN { printf "%.3f", n / r }')" \
     --timeout 120 --label callgrind >"$out.json" 2>"$out.err"
-  curl -s -H "Authorization: Bearer $CLIENT_KEY" "http://127.0.0.1:$IBEX_PORT/metrics" >"$out.metrics"
+  curl -s -H "Authorization: Bearer $CALLGRIND_KEY" "http://127.0.0.1:$IBEX_PORT/metrics" >"$out.metrics"
   stop_pid "$pid"
   [[ "$(jq -r '.errors' "$out.json")" == 0 ]] || { log "$out: failed requests (see $out.json)"; return 1; }
   for f in "$out.cg"-*; do awk -v t="${f##*-}" '/^summary:/ { print t, $2 }' "$f"; done |

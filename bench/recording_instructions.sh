@@ -23,24 +23,13 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18491}
 IBEX_PORT=${IBEX_PORT:-18492}
 IBEX_BIN=${IBEX_BIN:-$REPO/ibex}
 FAKELLM_BIN=${FAKELLM_BIN:-$REPO/tools/fakellm/fakellm}
-CLIENT_KEY=ibex_sk_benchKey000000000000000000000000000
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 2; }
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
-WORK=$(mktemp -d)
-trap 'cleanup; rm -rf "$WORK"' EXIT
+callgrind_setup
 
-"$BENCH_DIR/setup.sh" || die "bench/setup.sh failed"
-command -v valgrind >/dev/null || die "valgrind is not installed (bench/setup.sh installs it)"
-make -s -C "$REPO" all >&2 || die "make failed"
-
-UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT"
-"$FAKELLM_BIN" --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/fakellm.log" 2>&1 &
-PIDS+=($!)
-wait_health fakellm "$UPSTREAM/health" "${PIDS[-1]}" || die "fakellm did not start"
-three_providers_yaml "$UPSTREAM" >"$WORK/ibex.yaml"
 jq -c '.model = "fakellm-openai"' bench/load/chat.json >"$WORK/body.json"
 CALLGRIND_HEADERS=()
 
