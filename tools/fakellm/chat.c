@@ -354,7 +354,8 @@ static void step(struct job *j)
                       j->out.len);
         return;
     }
-    ibex_res_stream_start(j->req, 200, "text/event-stream", "Cache-Control: no-cache\r\n");
+    ibex_res_stream_start(j->req, 200, j->g.json_array ? "application/json" : "text/event-stream",
+                          "Cache-Control: no-cache\r\n");
     ibex_res_stream_flush(j->req); /* headers now, like a provider: first-token-ms starts here */
     j->phase = PH_STREAM;
     if (j->aborted)

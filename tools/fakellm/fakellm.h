@@ -85,6 +85,7 @@ struct fakellm_gen {
     char *model;
     size_t model_len;
     bool stream;
+    bool json_array; /* streamed as one JSON array, not SSE (Gemini without alt=sse) */
     bool include_usage;
     uint64_t prompt_tokens;
     uint64_t seq;     /* the n of the response id */

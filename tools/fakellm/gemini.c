@@ -224,11 +224,7 @@ static int parse(const struct ibex_req *req, json_object *body, struct fakellm_g
     if (!split_path(req->path, &model, &g->stream))
         return fakellm_body_invalid(err, "Unknown Gemini method.", NULL);
     alt = query_param(req->query, "alt");
-    if (g->stream && (alt.p == NULL || !ibex_str_eq_cstr(alt, "sse")))
-        return fakellm_body_invalid(err,
-                                    "fakellm answers streamGenerateContent only with alt=sse "
-                                    "(the JSON-array stream is not implemented).",
-                                    "alt");
+    g->json_array = g->stream && (alt.p == NULL || !ibex_str_eq_cstr(alt, "sse"));
     if (!json_object_is_type(body, json_type_object))
         return fakellm_body_invalid(err, "Invalid JSON payload received.", NULL);
     contents = typed(field(body, "contents"), json_type_array);
@@ -357,11 +353,26 @@ static void response(struct ibex_buf *b, const struct fakellm_gen *g)
     candidates_close(b, g, true);
 }
 
-/* Gemini separates its SSE events with CRLF pairs. */
+/* Before a streamed response: with alt=sse a data line (Gemini separates its SSE events with
+ * CRLF pairs); without it, the next element of one JSON array. */
+static void stream_event_open(struct ibex_buf *b, const struct fakellm_gen *g, bool first)
+{
+    if (!g->json_array)
+        ibex_buf_append_cstr(b, "data: ");
+    else
+        ibex_buf_append_cstr(b, first ? "[" : ",\r\n");
+    candidates_open(b);
+}
+
+static void stream_event_close(struct ibex_buf *b, const struct fakellm_gen *g, bool last)
+{
+    candidates_close(b, g, last);
+    ibex_buf_append_cstr(b, !g->json_array ? "\r\n\r\n" : last ? "]" : "");
+}
+
 static void stream_chunk(struct ibex_buf *b, const struct fakellm_gen *g, uint64_t i)
 {
-    ibex_buf_append_cstr(b, "data: ");
-    candidates_open(b);
+    stream_event_open(b, g, i == 0);
     if (g->tool[0] != '\0') {
         function_call(b, g); /* Gemini never splits a call: one event carries all of it */
     } else {
@@ -369,17 +380,14 @@ static void stream_chunk(struct ibex_buf *b, const struct fakellm_gen *g, uint64
         fakellm_chunk_text(b, i, g->chunk_bytes);
         ibex_buf_append_cstr(b, "\"}");
     }
-    candidates_close(b, g, false);
-    ibex_buf_append_cstr(b, "\r\n\r\n");
+    stream_event_close(b, g, false);
 }
 
 static void stream_tail(struct ibex_buf *b, const struct fakellm_gen *g)
 {
-    ibex_buf_append_cstr(b, "data: ");
-    candidates_open(b);
+    stream_event_open(b, g, g->chunks == 0);
     ibex_buf_append_cstr(b, "{\"text\":\"\"}");
-    candidates_close(b, g, true);
-    ibex_buf_append_cstr(b, "\r\n\r\n");
+    stream_event_close(b, g, true);
 }
 
 const struct fakellm_format fakellm_gemini = {

@@ -359,7 +359,7 @@ export default [
     },
     {
         id: 'fakellm.gemini-stream',
-        title: 'Gemini streamGenerateContent?alt=sse: one data event per chunk (CRLF framing), then finishReason STOP with usageMetadata; no alt=sse -> 400',
+        title: 'Gemini streamGenerateContent?alt=sse: one data event per chunk (CRLF framing), then finishReason STOP with usageMetadata; without alt=sse, one JSON array of the same responses',
         needs: ['raw', 'process'],
         shared: false,
         async run(ctx) {
@@ -384,8 +384,14 @@ export default [
             const text = r.events.map((e) => e.json.candidates[0].content.parts.map((p) => p.text ?? '').join('')).join('');
             assert.equal(text, expectedText(3), 'the text of all events');
 
-            const noAlt = await request(fk.target, { method: 'POST', path: geminiPath(GEMINI_MODEL, true), headers: { 'x-goog-api-key': 'k' }, body: geminiBody() });
-            assertGeminiError(noAlt, { status: 400, grpc: 'INVALID_ARGUMENT', what: 'streamGenerateContent without alt=sse' });
+            const arr = await request(fk.target, { method: 'POST', path: geminiPath(GEMINI_MODEL, true), headers: { 'x-goog-api-key': 'k', ...knobs({ chunks: 3 }) }, body: geminiBody() });
+            assert.equal(arr.status, 200, arr.describe());
+            assert.match(arr.headers['content-type'] || '', /^application\/json/);
+            const items = arr.json();
+            assert.ok(Array.isArray(items) && items.length === 4, `one array of four responses: ${arr.describe()}`);
+            assert.equal(new Set(items.map((j) => j.responseId)).size, 1, 'one responseId for the whole stream');
+            const withoutId = ({ responseId, ...rest }) => rest;
+            assert.deepEqual(items.map(withoutId), r.events.map((e) => withoutId(e.json)), 'the same responses as the SSE stream');
         },
     },
     {
