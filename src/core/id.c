@@ -82,6 +82,12 @@ void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1])
     uuid_text(r, 7, out);
 }
 
+/* A hex digit's value (either case). */
+static unsigned hex_value(char c)
+{
+    return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
 int64_t ibex_id_uuid7_ms(const char *s)
 {
     if (!ibex_id_is_uuid(s, strnlen(s, IBEX_UUID_LEN + 1)) || s[14] != '7')
@@ -91,9 +97,18 @@ int64_t ibex_id_uuid7_ms(const char *s)
         char c = s[i];
         if (c == '-')
             continue;
-        ms = ms * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        ms = ms * 16 + hex_value(c);
     }
     return ms;
+}
+
+void ibex_id_uuid_bytes(const char *s, uint8_t out[16])
+{
+    for (size_t i = 0, o = 0; o < 16; i += 2, o++) {
+        if (s[i] == '-')
+            i++;
+        out[o] = (uint8_t)(hex_value(s[i]) << 4 | hex_value(s[i + 1]));
+    }
 }
 
 int ibex_id_is_uuid(const char *s, size_t len)

@@ -17,6 +17,8 @@ void ibex_id_uuid7(uint64_t unix_ms, char out[IBEX_UUID_LEN + 1]);
 /* The unix ms of a UUIDv7 in text form (IBEX_UUID_LEN characters), or -1 for any other
  * string. */
 int64_t ibex_id_uuid7_ms(const char *s);
+/* The 16 bytes of a canonical UUID in text form (ibex_id_is_uuid holds; either case). */
+void ibex_id_uuid_bytes(const char *s, uint8_t out[16]);
 /* 1 when s[0..len) is a canonical UUID (8-4-4-4-12 hex digits), else 0. */
 int ibex_id_is_uuid(const char *s, size_t len);
 

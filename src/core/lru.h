@@ -1,7 +1,9 @@
-/* A bounded LRU map from a 32-byte digest (a SHA-256) to a fixed-size value, with a time to live
+/* A bounded LRU map from a 32-byte key to a fixed-size value, with a time to live
  * and an epoch per entry: an entry older than the epoch the caller passes, or past its expiry,
  * is a miss and is dropped. Entries are allocated as they are first needed, so an idle cache
- * costs only its bucket array; at capacity the least recently used entry is reused.
+ * costs only its bucket array; at capacity the least recently used entry is reused. The map
+ * hashes a key by its first 8 bytes, so those must be uniform: a SHA-256 digest's, or random
+ * bytes.
  *
  * Thread: one owner (a worker's loop); no locks. */
 #ifndef IBEX_CORE_LRU_H

@@ -110,6 +110,27 @@ static void close_retry_timer(struct chat *c)
     }
 }
 
+/* The response headers naming the turn's trace and, when not NULL, its session, in the
+ * request's arena. */
+static const char *ids_header(struct ibex_arena *a, const char *trace_id, const char *session_id)
+{
+    static const char trace_name[] = "X-IBEX-Trace-ID: ", session_name[] = "X-IBEX-Session-ID: ";
+    size_t tl = sizeof(trace_name) - 1, sl = sizeof(session_name) - 1;
+    char *h = ibex_arena_alloc(a, tl + sl + 2 * (IBEX_UUID_LEN + 2) + 1), *p = h;
+    memcpy(p, trace_name, tl);
+    memcpy(p += tl, trace_id, IBEX_UUID_LEN);
+    memcpy(p += IBEX_UUID_LEN, "\r\n", 2);
+    p += 2;
+    if (session_id) {
+        memcpy(p, session_name, sl);
+        memcpy(p += sl, session_id, IBEX_UUID_LEN);
+        memcpy(p += IBEX_UUID_LEN, "\r\n", 2);
+        p += 2;
+    }
+    *p = '\0';
+    return h;
+}
+
 static void chat_cleanup(void *data)
 {
     struct chat *c = data;
@@ -436,8 +457,11 @@ static void note_attempt(struct chat *c, enum attempt_outcome o, int64_t now_ms)
         ibex_buf_append_cstr(b, c->cred_source == IBEX_CREDENTIAL_OWN
                                     ? ",\"credential\":\"own\""
                                     : ",\"credential\":\"tenant\"");
-    ibex_buf_appendf(b, ",\"outcome\":\"%s\",\"status\":%d,\"ms\":", ibex_attempt_outcome_names[o],
-                     c->status);
+    ibex_buf_append_cstr(b, ",\"outcome\":\"");
+    ibex_buf_append_cstr(b, ibex_attempt_outcome_names[o]);
+    ibex_buf_append_cstr(b, "\",\"status\":");
+    ibex_buf_append_u64(b, (uint64_t)c->status); /* 0, or the HTTP status */
+    ibex_buf_append_cstr(b, ",\"ms\":");
     ibex_buf_append_milli(b, (ibex_clock_mono_ns() - c->attempt_start_ns) / 1000);
     ibex_buf_append_cstr(b, "}");
     ibex_metrics_attempt(c->w->metrics, d->index, (int)o);
@@ -839,11 +863,16 @@ static void call_upstream(struct chat *c, const struct ibex_provider *p)
 
 /* ---- the turn's session ---- */
 
-static void session_digest(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
+/* The session cache's key: the session id's 16 bytes, its random half first (the cache hashes
+ * the first 8; session ids are UUIDv7, minted by ibex), then zeros. A session id is unique
+ * across tenants, so the key needs no tenant: the entry's value is the session's tenant. */
+static void session_key(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
 {
-    char key[2 * IBEX_ID_LEN + 2];
-    snprintf(key, sizeof(key), "%s/%s", c->tenant_id, c->session_id);
-    ibex_sha256(key, strlen(key), out);
+    uint8_t raw[16];
+    ibex_id_uuid_bytes(c->session_id, raw);
+    memcpy(out, raw + 8, 8);
+    memcpy(out + 8, raw, 8);
+    memset(out + 16, 0, IBEX_LRU_KEY_LEN - 16);
 }
 
 /* The turn belongs to c->session_id: say so in the response headers and send it. remember:
@@ -851,17 +880,12 @@ static void session_digest(const struct chat *c, uint8_t out[IBEX_LRU_KEY_LEN])
  * for SESSION_CACHE_TTL_MS (a hit is not renewed, so the store is read again that often). */
 static void session_ready(struct chat *c, bool remember)
 {
-    static const char fmt[] = "X-IBEX-Trace-ID: %s\r\nX-IBEX-Session-ID: %s\r\n";
-    size_t n = sizeof(fmt) + 2 * IBEX_UUID_LEN;
-    char *h = ibex_arena_alloc(c->req->arena, n);
-    snprintf(h, n, fmt, c->trace_id, c->session_id);
-    c->req->response_headers = h;
+    c->req->response_headers = ids_header(c->req->arena, c->trace_id, c->session_id);
     c->info.session_id = c->session_id;
     if (remember) {
         uint8_t key[IBEX_LRU_KEY_LEN];
-        session_digest(c, key);
-        char one = 1;
-        ibex_lru_put(c->w->sessions, key, &one,
+        session_key(c, key);
+        ibex_lru_put(c->w->sessions, key, c->tenant_id,
                      (int64_t)ibex_clock_wall_ms() + SESSION_CACHE_TTL_MS, 0);
     }
     send_turn(c);
@@ -937,8 +961,9 @@ static void resolve_session(struct chat *c)
     for (size_t i = 0; i < IBEX_ID_LEN; i++) /* ids are stored in lowercase */
         c->session_id[i] = (char)(h.p[i] >= 'A' && h.p[i] <= 'F' ? h.p[i] + 32 : h.p[i]);
     uint8_t key[IBEX_LRU_KEY_LEN];
-    session_digest(c, key);
-    if (ibex_lru_get(c->w->sessions, key, now, 0)) {
+    session_key(c, key);
+    const char *tenant = ibex_lru_get(c->w->sessions, key, now, 0);
+    if (tenant && strcmp(tenant, c->tenant_id) == 0) {
         session_ready(c, false);
         return;
     }
@@ -1095,10 +1120,7 @@ static void chat_authorized(struct ibex_worker *w, struct ibex_req *req,
     if (cfg->record_traces && w->rt->writer) {
         c->recorded = true;
         ibex_id_uuid7(ibex_clock_wall_ms(), c->trace_id);
-        size_t n = sizeof("X-IBEX-Trace-ID: \r\n") + IBEX_UUID_LEN;
-        char *h = ibex_arena_alloc(req->arena, n);
-        snprintf(h, n, "X-IBEX-Trace-ID: %s\r\n", c->trace_id);
-        req->response_headers = h;
+        req->response_headers = ids_header(req->arena, c->trace_id, NULL);
     }
     struct ibex_chat_error e;
     ibex_chat_error_init(&e);

@@ -52,7 +52,8 @@ struct ibex_worker {
     struct ibex_upstream *upstream;
     struct ibex_metrics *metrics;
     struct ibex_auth_caches auth_caches;
-    struct ibex_lru *sessions; /* sessions this worker saw active lately (chat.c) */
+    /* sessions this worker saw active lately: chat.c's session_key to the session's tenant id */
+    struct ibex_lru *sessions;
     /* the provider credential each (tenant, subject, provider) chose lately (chat.c), or NULL
      * when provider credentials are disabled */
     struct ibex_lru *credentials;

@@ -257,7 +257,7 @@ static int worker_init(struct ibex_worker *w, struct ibex_runtime *rt, size_t id
     uv_check_start(&w->log_flush, on_log_flush);
     w->metrics = ibex_metrics_register();
     ibex_auth_caches_init(&w->auth_caches, w->rt->auth);
-    w->sessions = ibex_lru_new((size_t)cfg->auth_cache_size, 1, NULL);
+    w->sessions = ibex_lru_new((size_t)cfg->auth_cache_size, IBEX_ID_LEN + 1, NULL);
     if (rt->vault)
         w->credentials =
             ibex_lru_new((size_t)cfg->auth_cache_size, sizeof(struct ibex_credential_choice),

@@ -1,4 +1,5 @@
-/* src/core/id.c: UUIDv4 text (format, version and variant bits, uniqueness), is_uuid, random. */
+/* src/core/id.c: UUIDv4 and v7 text (format, version and variant bits, uniqueness), a UUID's
+ * bytes, is_uuid, random. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,7 @@
 
 #include <cmocka.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <ctype.h>
 #include <string.h>
@@ -118,6 +120,28 @@ static void test_uuid7_ms(void **state)
     assert_int_equal(ibex_id_uuid7_ms("0189abcd-ef01-7xyz-8000-000000000000"), -1);
 }
 
+/* A UUID's 16 bytes from its text, either case; the text made from them again. */
+static void test_uuid_bytes(void **state)
+{
+    uint8_t b[16];
+    ibex_id_uuid_bytes("0123abcd-ABCD-7f09-8a00-ff10e2d3c4b5", b);
+    const uint8_t want[16] = {0x01, 0x23, 0xab, 0xcd, 0xab, 0xcd, 0x7f, 0x09,
+                              0x8a, 0x00, 0xff, 0x10, 0xe2, 0xd3, 0xc4, 0xb5};
+    assert_memory_equal(b, want, sizeof(want));
+    for (int i = 0; i < 100; i++) {
+        char u[IBEX_UUID_LEN + 1], back[IBEX_UUID_LEN + 1];
+        ibex_id_uuid7((uint64_t)i * 7919, u);
+        ibex_id_uuid_bytes(u, b);
+        size_t o = 0;
+        for (int k = 0; k < 16; k++) {
+            if (k == 4 || k == 6 || k == 8 || k == 10)
+                back[o++] = '-';
+            o += (size_t)snprintf(back + o, 3, "%02x", b[k]);
+        }
+        assert_string_equal(back, u);
+    }
+}
+
 static void test_is_uuid(void **state)
 {
     const char *good[] = {
@@ -190,7 +214,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid4_format), cmocka_unit_test(test_uuid4_unique_and_random),
         cmocka_unit_test(test_uuid7),        cmocka_unit_test(test_uuid7_ms),
-        cmocka_unit_test(test_is_uuid),      cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_uuid_bytes),   cmocka_unit_test(test_is_uuid),
+        cmocka_unit_test(test_random_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
