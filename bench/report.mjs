@@ -25,7 +25,9 @@ if (!run) {
   process.exit(2);
 }
 const cfg = run.config;
-const PATHS = ["direct", "ibex"];
+// direct, ibex, and ibex_off (recording off) when bench/run.sh compared recording on and off
+const PATHS = cfg.paths ?? ["direct", "ibex"];
+const isGw = (p) => p !== "direct" && cfg.gateway === "ibex";
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const f = (v, d = 3) => (num(v) === null ? "-" : v.toFixed(d));
 const signed = (v, d = 3) => (num(v) === null ? "-" : (v >= 0 ? "+" : "") + v.toFixed(d));
@@ -44,8 +46,11 @@ for (const p of PATHS) {
     : (e.connect || 0) + (e.read || 0) + (e.write || 0) + (e.status || 0) + (e.timeout || 0);
   const rps = w.requests && w.duration_us ? w.requests / (w.duration_us / 1e6) : null;
   const lat = w.latency_us || {};
-  const gw = p === "ibex" && cfg.gateway === "ibex";
+  const gw = isGw(p);
   const cpuUs = gw && w.requests ? (m.ibex_cpu_ticks / m.clk_tck) * 1e6 / w.requests : null;
+  // the store writer's share, by thread name (absent from runs before threads had names)
+  const writerTicks = m.ibex_thread_cpu_ticks?.["ibex-writer"];
+  const writerUs = gw && w.requests && writerTicks !== undefined ? (writerTicks / m.clk_tck) * 1e6 / w.requests : null;
   const cpuSchedUs = gw && w.requests && m.ibex_cpu_sched_ns ? m.ibex_cpu_sched_ns / 1e3 / w.requests : null;
   sat[p] = {
     requests: w.requests ?? null, rps, p50_ms: num(lat.p50) === null ? null : lat.p50 / 1e3,
@@ -53,6 +58,7 @@ for (const p of PATHS) {
     upstream_requests: m.upstream_requests ?? null,
     ibex_cpu_pct: gw && m.wall_ms ? (m.ibex_cpu_ticks / m.clk_tck) * 1e5 / m.wall_ms : null,
     ibex_cpu_us_per_req: cpuUs, ibex_cpu_us_per_req_schedstat: cpuSchedUs,
+    ibex_writer_cpu_us_per_req: writerUs,
     fakellm_cpu_pct: m.wall_ms ? (m.fakellm_cpu_ticks / m.clk_tck) * 1e5 / m.wall_ms : null,
     other_cpu_pct: m.other_cpu_pct ?? null,
   };
@@ -70,7 +76,7 @@ for (const r of cfg.rates) {
   for (const p of PATHS) {
     const j = read(`rate${r}-${p}.json`);
     const m = read(`rate${r}-${p}.meta.json`) || {};
-    const gw = p === "ibex" && cfg.gateway === "ibex";
+    const gw = isGw(p);
     if (!j) {
       problems.push(`rate ${r} ${p}: loadgen produced no result`);
       row[p] = null;
@@ -92,8 +98,11 @@ for (const r of cfg.rates) {
     if (j.send_lag_ms.p99 > 1)
       warnings.push(`rate ${r} ${p}: the load generator sent late (send lag p99 ${j.send_lag_ms.p99} ms): CPU ${cfg.cpu_load} was busy`);
   }
-  row.added_p50_ms = sub(row.ibex?.p50_ms, row.direct?.p50_ms);
-  row.added_p99_ms = sub(row.ibex?.p99_ms, row.direct?.p99_ms);
+  for (const p of PATHS.filter(isGw)) {
+    const x = p === "ibex" ? "" : `_${p.slice(5)}`; // added_p50_ms (ibex), added_p50_ms_off (ibex_off)
+    row[`added_p50_ms${x}`] = sub(row[p]?.p50_ms, row.direct?.p50_ms);
+    row[`added_p99_ms${x}`] = sub(row[p]?.p99_ms, row.direct?.p99_ms);
+  }
   rates.push(row);
 }
 
@@ -116,6 +125,9 @@ for (const p of PATHS) {
 }
 const ttftAdded = sub(streams.ibex?.ttft_p50_ms, streams.direct?.ttft_p50_ms);
 const totalAdded = sub(streams.ibex?.total_p50_ms, streams.direct?.total_p50_ms);
+const ttftAddedOff = sub(streams.ibex_off?.ttft_p50_ms, streams.direct?.ttft_p50_ms);
+const totalAddedOff = sub(streams.ibex_off?.total_p50_ms, streams.direct?.total_p50_ms);
+const addedOf = (p, on, off) => (p === "ibex" ? on : p === "ibex_off" ? off : null);
 
 // ------------------------------------------------------------------ RSS and held streams
 const hold = read("hold.meta.json");
@@ -204,6 +216,31 @@ const targets = [
   { name: `RSS with ${cfg.hold_streams} open streams`, unit: "MB", limit: t.rss_hold_mb,
     measured: gwRun ? mb(hold?.ibex_rss_kb) : null },
 ];
+
+// Recording on (ibex) against off (ibex_off), issue 4: each core figure within 10%. Costs may
+// grow by at most that much, throughput fall by at most that much; the store writer's share is
+// shown, not judged (it is part of the CPU per request).
+const RECORDING_LIMIT = 0.1;
+const recording = [];
+if (PATHS.includes("ibex_off")) {
+  const ratio = (on, off) => (num(on) === null || num(off) === null || off <= 0 ? null : on / off);
+  const requestPath = (x) => sub(x?.ibex_cpu_us_per_req, x?.ibex_writer_cpu_us_per_req);
+  const fig = (name, unit, d, off, on, judge) => ({ name, unit, d, off, on, ratio: ratio(on, off),
+    verdict: judge === null ? "-" : ratio(on, off) === null ? "n/a"
+      : (judge === "cost" ? ratio(on, off) <= 1 + RECORDING_LIMIT : ratio(on, off) >= 1 - RECORDING_LIMIT) ? "met" : "MISSED" });
+  recording.push(
+    fig("CPU per request at saturation", "us", 1, sat.ibex_off?.ibex_cpu_us_per_req, sat.ibex?.ibex_cpu_us_per_req, "cost"),
+    fig("of it, the request path (every thread but the store writer)", "us", 1, requestPath(sat.ibex_off), requestPath(sat.ibex), "cost"),
+    fig("of it, the store writer (ibex-writer)", "us", 1, sat.ibex_off?.ibex_writer_cpu_us_per_req, sat.ibex?.ibex_writer_cpu_us_per_req, null),
+    fig("req/s at saturation", "req/s", 0, sat.ibex_off?.rps, sat.ibex?.rps, "throughput"),
+    fig("added p50 at 2,000 req/s", "ms", 3, r2000?.added_p50_ms_off, r2000?.added_p50_ms, "cost"),
+    fig("added TTFT p50", "ms", 3, ttftAddedOff, ttftAdded, "cost"),
+  );
+  const judged = recording.filter((x) => x.verdict !== "-");
+  targets.push({ name: "recording on: each core figure within 10% of recording off", unit: "figures missed", limit: 0,
+    measured: judged.some((x) => x.verdict === "n/a") ? null : judged.filter((x) => x.verdict !== "met").length,
+    of: judged.length });
+}
 // after ibex died, the skipped phases are not separate problems
 if (died) {
   const first = problems.findIndex((p) => p.startsWith("ibex exited"));
@@ -233,20 +270,23 @@ out.push(`netns=${cfg.netns ? "private" : "host"}; pinning ${cfg.pin ? `load=cpu
   `ibex --workers ${cfg.workers}; gateway=${cfg.gateway}; body ~1.5 KB chat completion, model ${cfg.model}; ` +
   `wrk ${run.versions.wrk}, libuv ${run.versions.libuv}; other processes before start: ${run.preflight_other_cpu_pct ?? "-"}% of a core`);
 out.push("");
-out.push(`**Result: ${status}.** direct = load generator -> fakellm; ibex = load generator -> ibex -> fakellm; added = ibex - direct.`);
+out.push(`**Result: ${status}.** direct = load generator -> fakellm; ibex = load generator -> ibex -> fakellm; added = ibex - direct` +
+  `${PATHS.includes("ibex_off") ? "; ibex_off = the same with `--recording off`" : ""}.`);
 out.push("");
 out.push("## Targets");
 out.push("");
 out.push(table(["target", "limit", "measured", "verdict"], targets.map((x) =>
-  [x.name, `<= ${x.limit} ${x.unit}`, x.measured === null ? "-" : `${f(x.measured, x.unit === "ms" ? 3 : 1)} ${x.unit}`, x.verdict])));
+  [x.name, `<= ${x.limit} ${x.unit}`, x.measured === null ? "-" : x.of !== undefined ? `${x.measured} of ${x.of}`
+    : `${f(x.measured, x.unit === "ms" ? 3 : 1)} ${x.unit}`, x.verdict])));
 out.push("");
 out.push(`## Saturation (wrk, closed loop, ${cfg.sat_connections} connections, ${cfg.sat_duration_s} s)`);
 out.push("");
-out.push(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "upstream reqs", "ibex CPU", "ibex CPU us/req", "(schedstat)", "fakellm CPU", "other CPU"],
+out.push(table(["path", "req/s", "p50 ms", "p99 ms", "errors", "upstream reqs", "ibex CPU", "ibex CPU us/req", "(schedstat)", "of it, store writer", "fakellm CPU", "other CPU"],
   PATHS.map((p) => {
     const s = sat[p];
     return [p, f(s.rps, 0), f(s.p50_ms), f(s.p99_ms), errCell(s.errors), s.upstream_requests ?? "-", pct(s.ibex_cpu_pct),
-      f(s.ibex_cpu_us_per_req, 1), f(s.ibex_cpu_us_per_req_schedstat, 1), pct(s.fakellm_cpu_pct), pct(s.other_cpu_pct)];
+      f(s.ibex_cpu_us_per_req, 1), f(s.ibex_cpu_us_per_req_schedstat, 1), f(s.ibex_writer_cpu_us_per_req, 1),
+      pct(s.fakellm_cpu_pct), pct(s.other_cpu_pct)];
   })));
 out.push("");
 out.push(`req/s ratio ibex/direct: ${f(sat.ibex.rps && sat.direct.rps ? sat.ibex.rps / sat.direct.rps : null, 2)} ` +
@@ -260,7 +300,8 @@ for (const r of rates)
     const x = r[p];
     if (!x) { rateRows.push([r.rate, p, "-", "-", "-", "-", "-", "-", "no result", "-", "-", "-", "-", "-"]); continue; }
     rateRows.push([r.rate, p, f(x.achieved_rps, 0), f(x.p50_ms), f(x.p99_ms), f(x.p999_ms),
-      p === "ibex" ? signed(r.added_p50_ms) : "(base)", p === "ibex" ? signed(r.added_p99_ms) : "(base)",
+      isGw(p) ? signed(addedOf(p, r.added_p50_ms, r.added_p50_ms_off)) : "(base)",
+      isGw(p) ? signed(addedOf(p, r.added_p99_ms, r.added_p99_ms_off)) : "(base)",
       errCell(x.errors), pct(x.ibex_cpu_pct), f(x.ibex_cpu_us_per_req, 1), f(x.ibex_cpu_us_per_req_schedstat, 1),
       f(x.send_lag_p99_ms), pct(x.other_cpu_pct)]);
   }
@@ -272,10 +313,22 @@ out.push(table(["path", "TTFT p50 ms", "TTFT p99 ms", "added TTFT p50", "total p
   PATHS.map((p) => {
     const s = streams[p];
     if (!s) return [p, "-", "-", "-", "-", "-", "-", "-"];
-    return [p, f(s.ttft_p50_ms), f(s.ttft_p99_ms), p === "ibex" ? signed(ttftAdded) : "(base)", f(s.total_p50_ms, 2),
-      p === "ibex" ? signed(totalAdded, 2) : "(base)", `${s.done_seen}/${s.requests}`, errCell(s.errors)];
+    return [p, f(s.ttft_p50_ms), f(s.ttft_p99_ms), isGw(p) ? signed(addedOf(p, ttftAdded, ttftAddedOff)) : "(base)",
+      f(s.total_p50_ms, 2), isGw(p) ? signed(addedOf(p, totalAdded, totalAddedOff), 2) : "(base)",
+      `${s.done_seen}/${s.requests}`, errCell(s.errors)];
   })));
 out.push("");
+if (recording.length) {
+  out.push("## Recording on against off (one run)");
+  out.push("");
+  out.push("ibex records what its settings say (`recording: checkpoints` by default); ibex_off is the same binary with " +
+    "`--recording off`, measured in the same phases. Within 10%: a cost at most 1.10 x, throughput at least 0.90 x.");
+  out.push("");
+  out.push(table(["figure", "recording off", "recording on", "on / off", "within 10%"], recording.map((x) =>
+    [x.name, x.off === null || x.off === undefined ? "-" : `${f(x.off, x.d)} ${x.unit}`,
+      x.on === null || x.on === undefined ? "-" : `${f(x.on, x.d)} ${x.unit}`, f(x.ratio, 2), x.verdict])));
+  out.push("");
+}
 out.push("## ibex memory");
 out.push("");
 const kb = (v) => (num(v) === null || v === 0 ? "-" : `${(v / 1024).toFixed(1)} MB`);
@@ -312,7 +365,9 @@ const md = out.join("\n") + "\n";
 const doc = {
   ...run, result: problems.length ? "errors" : "ok", errors: problems, warnings, targets,
   saturation: sat, fixed_rate: rates,
-  streaming: { ...streams, ttft_added_p50_ms: ttftAdded, total_added_p50_ms: totalAdded },
+  streaming: { ...streams, ttft_added_p50_ms: ttftAdded, total_added_p50_ms: totalAdded,
+    ttft_added_p50_ms_off: ttftAddedOff, total_added_p50_ms_off: totalAddedOff },
+  recording,
   memory: { ...run.ibex, hold }, hold_run: holdRun, smoke, ibex_request_log: reqlog,
   raw_dir: runDir,
 };

@@ -4,7 +4,10 @@
 #
 # Phases: smoke, wrk saturation at 100 connections (throughput, ibex CPU us/request), open-loop
 # fixed rates (added latency, CPU), sequential SSE streams (TTFT overhead), ibex RSS idle and
-# with HOLD_STREAMS open streams. Writes bench/out/<timestamp>.json + .md (+ raw files in
+# with HOLD_STREAMS open streams. With RECORDING_AB=1 (the default) a second ibex with
+# `--recording off` ("ibex_off") runs the first three phases too, so the report compares the core
+# figures with recording on and off in one run (issue 4's target), CPU split by thread name into
+# the store writer and the rest. Writes bench/out/<timestamp>.json + .md (+ raw files in
 # bench/out/<timestamp>/) and prints the tables. Everything it starts it stops, by PID.
 # Exit status: 0 = ran with zero errors; 1 = some phase had errors; 2 = could not run.
 # Knobs are the environment variables below; see bench/README.md.
@@ -36,6 +39,8 @@ GATEWAY=${GATEWAY:-ibex}               # ibex | direct (tooling dry run: the "ib
 IBEX_BIN=${IBEX_BIN:-$REPO/ibex}
 FAKELLM_BIN=${FAKELLM_BIN:-$REPO/tools/fakellm/fakellm}
 IBEX_EXTRA_ARGS=${IBEX_EXTRA_ARGS:-}   # appended to `ibex serve ...`
+RECORDING_AB=${RECORDING_AB:-1}        # 1: also measure an ibex with --recording off (path ibex_off)
+IBEX_OFF_PORT=${IBEX_OFF_PORT:-18433}
 IBEX_RENAME=${IBEX_RENAME:-0}          # 1: run a copy named "bench-gw" (out of reach of `pkill ibex`)
 FAKELLM_ARGS=${FAKELLM_ARGS:-}         # appended to fakellm's command line, e.g. "--delay-ms 20"
 MODEL=${MODEL:-gpt-4o-mini}            # forwarded unchanged (never "mock": ibex answers that itself)
@@ -129,7 +134,26 @@ PIDS+=("$FAKELLM_PID")
 wait_health fakellm "$UPSTREAM/health" "$FAKELLM_PID" || die "fakellm did not start (see $RUN/fakellm.log)"
 log "fakellm pid=$FAKELLM_PID on $UPSTREAM"
 
+# start_ibex PORT NAME ARGS...: ibex on PORT, pinned, with its own SQLite store, command line in
+# $RUN/NAME.cmd and output in $RUN/NAME.{stdout,log}; its PID in STARTED_PID.
+start_ibex() {
+  local port=$1 name=$2 auth=(--dev --store-url "sqlite://$RUN/$2.db")
+  shift 2
+  [[ "$BENCH_AUTH" == 1 ]] || auth=()
+  # --dev with a pinned key and agent: authentication is on, as in production (a fresh SQLite
+  # store per run; every request after the first is a credential-cache hit)
+  # shellcheck disable=SC2206  # IBEX_EXTRA_ARGS is a word list on purpose
+  local cmd=("$IBEX_BIN" serve --listen "127.0.0.1:$port" --workers "$WORKERS" --forward-headers 'x-fakellm-*'
+             "${auth[@]}" $IBEX_EXTRA_ARGS "$@")
+  echo "OPENAI_API_KEY=bench OPENAI_BASE_URL=$UPSTREAM/v1 ${cmd[*]}" >"$RUN/$name.cmd"
+  "${PIN_IBEX[@]}" env OPENAI_API_KEY=bench OPENAI_BASE_URL="$UPSTREAM/v1" IBEX_DEV_TOKEN="$CLIENT_KEY" \
+    IBEX_DEV_AGENT_ID="$BENCH_AGENT_ID" "${cmd[@]}" >"$RUN/$name.stdout" 2>"$RUN/$name.log" 3>&- &
+  STARTED_PID=$!
+  PIDS+=("$STARTED_PID")
+}
+
 IBEX_PID=""
+IBEX_OFF_PID=""
 IBEX_START_MS=0
 IBEX_READY_MS=0
 if [[ "$GATEWAY" == ibex ]]; then
@@ -138,22 +162,19 @@ if [[ "$GATEWAY" == ibex ]]; then
     cp "$IBEX_BIN" "$RUN/bench-gw" || die "cannot copy $IBEX_BIN"
     IBEX_BIN="$RUN/bench-gw"
   fi
-  # shellcheck disable=SC2086  # IBEX_EXTRA_ARGS is a word list on purpose
-  # --dev with a pinned key and agent: authentication is on, as in production (a fresh SQLite
-  # store per run; every request after the first is a credential-cache hit)
-  AUTH_ARGS=(--dev --store-url "sqlite://$RUN/ibex.db")
-  [[ "$BENCH_AUTH" == 1 ]] || AUTH_ARGS=()
-  IBEX_CMD=("$IBEX_BIN" serve --listen "127.0.0.1:$IBEX_PORT" --workers "$WORKERS" --forward-headers 'x-fakellm-*'
-            "${AUTH_ARGS[@]}" $IBEX_EXTRA_ARGS)
-  echo "OPENAI_API_KEY=bench OPENAI_BASE_URL=$UPSTREAM/v1 ${IBEX_CMD[*]}" >"$RUN/ibex.cmd"
   IBEX_START_MS=$(now_ms)
-  "${PIN_IBEX[@]}" env OPENAI_API_KEY=bench OPENAI_BASE_URL="$UPSTREAM/v1" IBEX_DEV_TOKEN="$CLIENT_KEY" \
-    IBEX_DEV_AGENT_ID="$BENCH_AGENT_ID" "${IBEX_CMD[@]}" >"$RUN/ibex.stdout" 2>"$RUN/ibex.log" 3>&- &
-  IBEX_PID=$!
-  PIDS+=("$IBEX_PID")
+  start_ibex "$IBEX_PORT" ibex
+  IBEX_PID=$STARTED_PID
   wait_health ibex "$GW/health" "$IBEX_PID" || die "ibex did not start (see $RUN/ibex.log)"
   IBEX_READY_MS=$(( $(now_ms) - IBEX_START_MS ))
   log "ibex pid=$IBEX_PID on $GW (healthy after ${IBEX_READY_MS} ms)"
+  if [[ "$RECORDING_AB" == 1 ]]; then
+    start_ibex "$IBEX_OFF_PORT" ibex-off --recording off
+    IBEX_OFF_PID=$STARTED_PID
+    wait_health ibex-off "http://127.0.0.1:$IBEX_OFF_PORT/health" "$IBEX_OFF_PID" ||
+      die "ibex --recording off did not start (see $RUN/ibex-off.log)"
+    log "ibex --recording off pid=$IBEX_OFF_PID on port $IBEX_OFF_PORT"
+  fi
 else
   GW="$UPSTREAM"
   log "GATEWAY=direct: the 'ibex' rows are fakellm again (tooling dry run, no CPU/RSS figures)"
@@ -166,7 +187,11 @@ log "ibex idle RSS: ${RSS_IDLE_KB} kB"
 
 PATHS_URL_direct="$UPSTREAM/v1/chat/completions"
 PATHS_URL_ibex="$GW/v1/chat/completions"
+PATHS_URL_ibex_off="http://127.0.0.1:$IBEX_OFF_PORT/v1/chat/completions"
 url_of() { local v="PATHS_URL_$1"; echo "${!v}"; }
+PATHS=(direct ibex)
+[[ -n "$IBEX_OFF_PID" ]] && PATHS=(direct ibex_off ibex)
+pid_of() { if [[ "$1" == ibex_off ]]; then echo "$IBEX_OFF_PID"; else echo "$IBEX_PID"; fi; }
 
 BODY="$RUN/chat.json"
 BODY_STREAM="$RUN/chat_stream.json"
@@ -201,8 +226,7 @@ smoke() {   # PATH -> $RUN/smoke-PATH.json
   jq -n --argjson a "$ok_ns" --argjson b "$ok_s" '{non_stream_ok:$a, stream_ok:$b}' >"$RUN/smoke-$p.json"
   log "smoke $p: non-stream=$ok_ns stream=$ok_s"
 }
-smoke direct
-smoke ibex
+for p in "${PATHS[@]}"; do smoke "$p"; done
 
 # ---------------------------------------------------------------- measurement helpers
 # Each phase writes $RUN/<phase>-<path>.meta.json with CPU, upstream counters and noise.
@@ -211,10 +235,21 @@ steal_ticks() {   # VM steal time of all CPUs, clock ticks (/proc/stat)
   read -r _c u n sy id io irq sirq steal _r </proc/stat
   echo "${steal:-0}"
 }
-phase_begin() {
+thread_ticks() {   # PID -> "name ticks" per thread name (comm), summed
+  local t n c
+  [[ -n "$1" ]] || return 0
+  for t in /proc/"$1"/task/*; do
+    read -r n 2>/dev/null <"$t/comm" || continue
+    c=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "$t/stat" 2>/dev/null) || continue
+    echo "$n ${c:-0}"
+  done | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }'
+}
+phase_begin() {   # PATH: the ibex whose CPU is counted (direct: the main one, idle meanwhile)
+  PH_PID=$(pid_of "$1")
   PH_S0=$(steal_ticks)
   foreign_snapshot
-  PH_T0=$(now_ms); PH_C0=$(cpu_ticks "$IBEX_PID"); PH_N0=$(cpu_ns "$IBEX_PID")
+  PH_T0=$(now_ms); PH_C0=$(cpu_ticks "$PH_PID"); PH_N0=$(cpu_ns "$PH_PID")
+  PH_TH0=$(thread_ticks "$PH_PID")
   PH_F0=$(cpu_ticks "$FAKELLM_PID"); PH_U0=$(stat_of chat)
 }
 IBEX_DIED=""      # phase during which ibex exited on its own (the rest of the run is skipped)
@@ -233,11 +268,13 @@ phase_end() {   # NAME
   local t1 c1 n1 f1 u1 fp s1
   gw_alive "$1"
   fp=$(foreign_pct); s1=$(steal_ticks)
-  t1=$(now_ms); c1=$(cpu_ticks "$IBEX_PID"); n1=$(cpu_ns "$IBEX_PID"); f1=$(cpu_ticks "$FAKELLM_PID"); u1=$(stat_of chat)
-  jq -n --argjson wall "$((t1 - PH_T0))" --argjson ticks "$((c1 - PH_C0))" --argjson ns "$((n1 - PH_N0))" \
+  t1=$(now_ms); c1=$(cpu_ticks "$PH_PID"); n1=$(cpu_ns "$PH_PID"); f1=$(cpu_ticks "$FAKELLM_PID"); u1=$(stat_of chat)
+  threads=$(join <(echo "$PH_TH0" | sort) <(thread_ticks "$PH_PID" | sort) |
+    jq -R -s 'split("\n") | map(select(length > 0) | split(" ")) | map({(.[0]): ((.[2] | tonumber) - (.[1] | tonumber))}) | add // {}')
+  jq -n --argjson threads "$threads" --argjson wall "$((t1 - PH_T0))" --argjson ticks "$((c1 - PH_C0))" --argjson ns "$((n1 - PH_N0))" \
     --argjson fticks "$((f1 - PH_F0))" --argjson up "$((u1 - PH_U0))" --argjson other "$fp" \
-    --argjson tck "$CLK_TCK" --argjson steal "$((s1 - PH_S0))" --argjson rss "$( [[ -n "$IBEX_PID" ]] && rss_kb "$IBEX_PID" || echo 0)" \
-    '{wall_ms:$wall, ibex_cpu_ticks:$ticks, ibex_cpu_sched_ns:$ns, fakellm_cpu_ticks:$fticks,
+    --argjson tck "$CLK_TCK" --argjson steal "$((s1 - PH_S0))" --argjson rss "$( [[ -n "$PH_PID" ]] && rss_kb "$PH_PID" || echo 0)" \
+    '{wall_ms:$wall, ibex_cpu_ticks:$ticks, ibex_cpu_sched_ns:$ns, ibex_thread_cpu_ticks:$threads, fakellm_cpu_ticks:$fticks,
       upstream_requests:$up, other_cpu_pct:$other, steal_ticks:$steal, clk_tck:$tck, ibex_rss_kb_after:$rss}' >"$RUN/$1.meta.json"
   ((fp > 20)) && log "WARNING: other processes used ${fp}% of a core during $1"
   return 0
@@ -251,17 +288,17 @@ wrk_run() {   # PATH SECONDS OUTFILE
 }
 
 # ---------------------------------------------------------------- 1. saturation (wrk)
-for p in direct ibex; do
+for p in "${PATHS[@]}"; do
   gw_alive "warm-up" || break
   if ((WARMUP > 0)); then
     log "warm-up $p: wrk -c$SAT_CONNS ${WARMUP}s"
     wrk_run "$p" "$WARMUP" "$RUN/warmup-$p"
   fi
 done
-for p in direct ibex; do
+for p in "${PATHS[@]}"; do
   gw_alive "saturation" || break
   log "saturation $p: wrk -c$SAT_CONNS ${SAT_DURATION}s"
-  phase_begin
+  phase_begin "$p"
   wrk_run "$p" "$SAT_DURATION" "$RUN/sat-$p"
   phase_end "sat-$p"
 done
@@ -269,10 +306,10 @@ done
 # ---------------------------------------------------------------- 2. fixed rates (loadgen)
 for r in $RATES; do
   ((r > 0)) || continue
-  for p in direct ibex; do
+  for p in "${PATHS[@]}"; do
     gw_alive "fixed rate $r" || break
     log "fixed rate $r req/s $p: ${RATE_DURATION}s"
-    phase_begin
+    phase_begin "$p"
     run_fg "${PIN_LOAD[@]}" timeout $((RATE_DURATION + 60)) "$LOADGEN" --url "$(url_of "$p")" --body "$BODY" \
       "${HDRS[@]}" --rate "$r" --duration "$RATE_DURATION" --timeout 10 --label "$p-rate-$r" \
       >"$RUN/rate$r-$p.json" 2>"$RUN/rate$r-$p.err"
@@ -282,10 +319,10 @@ done
 
 # ---------------------------------------------------------------- 3. streaming TTFT
 if ((STREAM_N > 0)); then
-  for p in direct ibex; do
+  for p in "${PATHS[@]}"; do
     gw_alive "streams" || break
     log "streams $p: $STREAM_N sequential ($STREAM_CHUNKS chunks x ${STREAM_INTERVAL_MS} ms)"
-    phase_begin
+    phase_begin "$p"
     run_fg "${PIN_LOAD[@]}" timeout 300 "$LOADGEN" --url "$(url_of "$p")" --body "$BODY_STREAM" "${HDRS[@]}" \
       "${STREAM_HDRS[@]}" --concurrency 1 --requests "$STREAM_N" --timeout 30 --label "$p-stream" \
       >"$RUN/stream-$p.json" 2>"$RUN/stream-$p.err"
@@ -369,11 +406,12 @@ jq -n \
   --argjson rss_idle "$RSS_IDLE_KB" --argjson rss_after "$RSS_AFTER_LOAD_KB" --argjson rss_end "$RSS_END_KB" \
   --arg died "$IBEX_DIED" --argjson died_status "$IBEX_DIED_STATUS" --argjson ready_ms "$IBEX_READY_MS" --argjson idle_cpu "$IDLE_CPU_PCT" --argjson idle_ms "$IDLE_WINDOW_MS" --argjson exit "$IBEX_EXIT" --argjson stop_ms "$IBEX_STOP_MS" \
   --argjson fstats "$FINAL_STATS" --arg cmd "$(cat "$RUN/ibex.cmd" 2>/dev/null)" --arg fargs "$FAKELLM_ARGS" \
+  --arg paths "${PATHS[*]}" --arg cmd_off "$(cat "$RUN/ibex-off.cmd" 2>/dev/null)" \
   --argjson t_cpu "$TARGET_CPU_US" --argjson t_lat "$TARGET_ADDED_P50_MS" --argjson t_ttft "$TARGET_TTFT_MS" \
   --argjson t_idle "$TARGET_RSS_IDLE_MB" --argjson t_hold "$TARGET_RSS_HOLD_MB" \
   '{timestamp:$ts, date:$date, machine:{host:$host, nproc:$nproc, cpu:$cpu, kernel:$kernel},
     git:{commit:$commit, dirty:$dirty}, ibex_version:$ibex_version, versions:{wrk:$wrk, libuv:$libuv},
-    config:{gateway:$gateway, ibex_cmd:$cmd, fakellm_args:$fargs, netns:($netns==1), pin:($pin==1), cpu_load:$cpu_load,
+    config:{gateway:$gateway, paths:($paths|split(" ")), ibex_cmd:$cmd, ibex_off_cmd:(if $cmd_off == "" then null else $cmd_off end), fakellm_args:$fargs, netns:($netns==1), pin:($pin==1), cpu_load:$cpu_load,
       cpu_upstream:$cpu_up, cpu_ibex:$cpu_ibex, workers:$workers,
       rates:($rates|split(" ")|map(select(length>0)|tonumber)), rate_duration_s:$rate_s,
       sat_duration_s:$sat_s, sat_connections:$conns, warmup_s:$warm, stream_n:$stream_n,

@@ -245,6 +245,7 @@ static int subscribe_once(struct ibex_revocation *r, bool *subscribed, struct st
 static void *subscriber_main(void *arg)
 {
     struct ibex_revocation *r = arg;
+    pthread_setname_np(pthread_self(), "ibex-revoke-sub");
     struct streak sub_streak = {0}, bad = {0};
     uint64_t backoff = BACKOFF_MIN_MS;
     for (;;) {
@@ -327,6 +328,7 @@ static void poll_once(struct ibex_revocation *r)
 static void *poller_main(void *arg)
 {
     struct ibex_revocation *r = arg;
+    pthread_setname_np(pthread_self(), "ibex-revoke");
     pthread_mutex_lock(&r->mu);
     for (;;) {
         uint64_t deadline = ibex_clock_mono_ns() + r->interval_ms * 1000000;

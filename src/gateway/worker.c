@@ -9,6 +9,7 @@
  * At drain_timeout the main thread tells the workers to close what is left. A second signal
  * forces the same at once. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,7 @@ static void on_worker_exit(uv_async_t *a)
 static void worker_thread(void *arg)
 {
     struct ibex_worker *w = arg;
+    pthread_setname_np(pthread_self(), "ibex-worker");
     uv_run(&w->loop, UV_RUN_DEFAULT);
     struct serve *s = w->owner;
     atomic_fetch_add(&s->exited, 1);

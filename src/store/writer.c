@@ -203,6 +203,7 @@ static void commit_range(struct ibex_store_writer *w, const struct ibex_store_st
 static void *run(void *arg)
 {
     struct ibex_store_writer *w = arg;
+    pthread_setname_np(pthread_self(), "ibex-writer");
     struct rec **recs = ibex_xcalloc(w->batch_max, sizeof(*recs));
     struct ibex_store_stmt *stmts = ibex_xcalloc(w->batch_max, sizeof(*stmts));
     for (;;) {
