@@ -97,7 +97,12 @@ int ibex_store_pool_call(struct ibex_store_pool *p, ibex_store_job_run_fn fn,
 
 static void work_cb(uv_work_t *w)
 {
+    static _Thread_local bool named;
     struct ibex_store_job *job = w->data;
+    if (!named) { /* one of libuv's pool threads, which run only store jobs */
+        pthread_setname_np(pthread_self(), "ibex-store");
+        named = true;
+    }
     job->rc = ibex_store_pool_call(job->pool, job->run, job);
 }
 
