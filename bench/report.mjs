@@ -225,7 +225,7 @@ const recording = [];
 if (PATHS.includes("ibex_off")) {
   const ratio = (on, off) => (num(on) === null || num(off) === null || off <= 0 ? null : on / off);
   const requestPath = (x) => sub(x?.ibex_cpu_us_per_req, x?.ibex_writer_cpu_us_per_req);
-  const fig = (name, unit, d, off, on, judge) => ({ name, unit, d, off, on, ratio: ratio(on, off),
+  const fig = (name, unit, d, off, on, judge) => ({ name, unit, d, off, on, ratio: judge === null ? null : ratio(on, off),
     verdict: judge === null ? "-" : ratio(on, off) === null ? "n/a"
       : (judge === "cost" ? ratio(on, off) <= 1 + RECORDING_LIMIT : ratio(on, off) >= 1 - RECORDING_LIMIT) ? "met" : "MISSED" });
   recording.push(
