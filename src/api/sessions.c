@@ -152,12 +152,16 @@ int ibex_session_update(struct ibex_store *s, const struct ibex_actor *a, const 
         return ibex_api_invalid(r, "status",
                                 "must be pending, active, completed, failed or cancelled");
 
+    /* The state is read by a no-op UPDATE, which locks the row until the commit (Postgres:
+     * a concurrent change waits, then reads the state this one leaves), as tasks.c does. */
     char current[16] = "";
     struct ibex_store_value q[] = {ibex_store_text(id), ibex_store_text(a->tenant_id)};
     int rc = ibex_store_begin(s);
     if (rc == 0)
-        rc = ibex_store_exec(s, "SELECT state FROM sessions WHERE id = $1 AND tenant_id = $2", q, 2,
-                             row_state, current);
+        rc = ibex_store_exec(s,
+                             "UPDATE sessions SET updated_at = updated_at WHERE id = $1 AND "
+                             "tenant_id = $2 RETURNING state",
+                             q, 2, row_state, current);
     if (rc == 0 && current[0] == '\0') {
         ibex_store_rollback(s);
         return ibex_api_not_found(s, a, "sessions", id, "session", "SESSION_NOT_FOUND", r);

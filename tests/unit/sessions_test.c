@@ -6,7 +6,8 @@
  *
  * Covers session create (shape, agent_id of the tenant only, one answer for every agent id that
  * is not), get (tenant isolation, malformed ids), update (the whole state machine, 5 x 5, with
- * the session unchanged after a refusal; metadata-only and validation), the list query parser and
+ * the session unchanged after a refusal; two handles ending one session at once; metadata-only and
+ * validation), the list query parser and
  * the list (pagination newest first, filters, isolation); and traces written through a real
  * store writer and read back with ibex_trace_get. */
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 
 #include <cmocka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -441,6 +443,80 @@ static void test_session_transitions(void **state)
     assert_int_equal(refused_n, 15);
     ibex_buf_dispose(&before);
     ibex_buf_dispose(&after);
+}
+
+/* One change of state on a store handle of its own, started together with another. */
+struct state_racer {
+    struct fx *f;
+    const char *tenant, *session, *to;
+    pthread_barrier_t *start;
+    int status; /* what the call returned; the thread never asserts */
+    char code[40];
+};
+
+static void *race_state(void *data)
+{
+    struct state_racer *w = data;
+    struct ibex_store *st = NULL;
+    char err[512];
+    w->status = -1;
+    if (ibex_store_open(w->f->url, &st, err, sizeof(err)) != 0) {
+        pthread_barrier_wait(w->start);
+        return NULL;
+    }
+    struct ibex_actor a = {.tenant_id = w->tenant};
+    struct ibex_api_result r;
+    ibex_api_result_init(&r);
+    struct ibex_buf out;
+    ibex_buf_init(&out);
+    json_object *b = jbody("{\"status\":\"%s\"}", w->to);
+    pthread_barrier_wait(w->start);
+    w->status = ibex_session_update(st, &a, w->session, b, &out, &r);
+    snprintf(w->code, sizeof(w->code), "%s", r.code ? r.code : "");
+    json_object_put(b);
+    ibex_buf_dispose(&out);
+    ibex_api_result_dispose(&r);
+    ibex_store_close(st);
+    return NULL;
+}
+
+/* An active session ended at once by two handles, one completing it and one failing it: the
+ * state read for the check is the one the update replaces, so exactly one wins and the other is
+ * refused as a transition from the winner's state. */
+static void test_session_concurrent_transitions(void **state)
+{
+    struct fx *f = *state;
+    char T[ID_BUF];
+    fx_tenant_new(f, "t", T);
+    struct ibex_actor ta = actor_of(T);
+    for (int round = 0; round < 20; round++) {
+        char S[ID_BUF];
+        session_new(f, &ta, "racer", NULL, S);
+        session_set(f, &ta, S, "active");
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        struct state_racer w[2] = {{f, T, S, "completed", &start, 0, ""},
+                                   {f, T, S, "failed", &start, 0, ""}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, race_state, &w[i]), 0);
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&start);
+        int winner = w[0].status == 200 ? 0 : 1, loser = 1 - winner;
+        if (w[winner].status != 200 || w[loser].status != 422 ||
+            strcmp(w[loser].code, "INVALID_STATE_TRANSITION") != 0)
+            fail_msg("round %d: completed %d %s, failed %d %s", round, w[0].status, w[0].code,
+                     w[1].status, w[1].code);
+        struct ibex_buf now;
+        ibex_buf_init(&now);
+        session_snapshot(f, &ta, S, &now);
+        json_object *g = tu_parse_json(now.p, now.len);
+        assert_non_null(g);
+        assert_string_equal(jstr(g, "state"), w[winner].to);
+        json_object_put(g);
+        ibex_buf_dispose(&now);
+    }
 }
 
 static void test_session_update_validation(void **state)
@@ -1065,6 +1141,7 @@ int main(void)
         BOTH(test_session_create_validation),
         BOTH(test_session_get),
         BOTH(test_session_transitions),
+        BOTH(test_session_concurrent_transitions),
         BOTH(test_session_update_validation),
         BOTH(test_session_list),
         BOTH(test_trace_record_and_get),
