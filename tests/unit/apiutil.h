@@ -1,16 +1,19 @@
 /* Fixtures and result helpers of the suites that drive the control-plane API on a real store
- * (identity_test, sessions_test, tasks_test); include after cmocka.h, testutil.h and storeutil.h,
- * with TU_API_SUITE defined to a short name (temp files and Postgres schemas carry it).
+ * (identity_test, sessions_test, tasks_test, credentials_test, idempotency_test); include after
+ * cmocka.h, testutil.h and storeutil.h, with TU_API_SUITE defined to a short name (temp files and
+ * Postgres schemas carry it).
  * - setup_sqlite / setup_pg / teardown: a migrated store per case; on Postgres in a schema of
  *   its own (search_path in the URL), since the database is shared with other suites.
  * - sql_int: one integer from raw SQL. struct res, expect, expect_field: a call's result;
  *   expect_same_error, expect_same_text: two answers alike (a refusal changed nothing).
  * - jbody, jstr, jget, jis_null, jint, expect_json_equal: JSON in and out. now_s, sleep_ms,
  *   operator_actor.
+ * - race_two: two calls started together, each on a store handle of its own.
  * Functions are static inline, so a suite need not use all of them. */
 #ifndef IBEX_TESTS_UNIT_APIUTIL_H
 #define IBEX_TESTS_UNIT_APIUTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <time.h>
 #include <unistd.h>
@@ -266,6 +269,63 @@ static inline struct ibex_actor operator_actor(void)
 }
 
 #define ID_BUF (IBEX_ID_LEN + 1)
+
+/* ---- races ---- */
+
+/* One side of a race: call(st, arg, out, r) on a store handle of its own; status is what it
+ * returned (-1: the handle did not open) and code the result's code ("" for none). */
+struct race_side {
+    int (*call)(struct ibex_store *st, void *arg, struct ibex_buf *out, struct ibex_api_result *r);
+    void *arg;
+    int status;
+    char code[40];
+};
+
+struct race_run {
+    const char *url;
+    struct race_side *side;
+    pthread_barrier_t *start;
+};
+
+static inline void *race_thread(void *data)
+{
+    struct race_run *run = data;
+    struct race_side *s = run->side;
+    struct ibex_store *st = NULL;
+    char err[512];
+    s->status = -1;
+    s->code[0] = '\0';
+    if (ibex_store_open(run->url, &st, err, sizeof(err)) != 0) {
+        pthread_barrier_wait(run->start);
+        return NULL;
+    }
+    struct ibex_api_result r;
+    ibex_api_result_init(&r);
+    struct ibex_buf out;
+    ibex_buf_init(&out);
+    pthread_barrier_wait(run->start);
+    s->status = s->call(st, s->arg, &out, &r);
+    snprintf(s->code, sizeof(s->code), "%s", r.code ? r.code : "");
+    ibex_buf_dispose(&out);
+    ibex_api_result_dispose(&r);
+    ibex_store_close(st);
+    return NULL;
+}
+
+/* Runs both sides at once (a barrier), each on its own thread and store handle opened on the
+ * fixture's URL. The threads never assert: the caller judges the statuses and codes. */
+static inline void race_two(struct fx *f, struct race_side side[2])
+{
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    struct race_run run[2] = {{f->url, &side[0], &start}, {f->url, &side[1], &start}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_thread, &run[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+}
 
 /* A new tenant "<base>-<run>", created by the operator; its id in id. */
 static inline void fx_tenant_new(struct fx *f, const char *base, char id[ID_BUF])

@@ -1273,36 +1273,16 @@ static void test_defaults(void **state)
 
 /* Two handles making two credentials the default at once: both succeed, one after the other,
  * and exactly one default is left (the siblings are locked before the change). */
-struct default_racer {
-    struct fx *f;
+struct default_change {
     const char *tenant, *id;
-    pthread_barrier_t *start;
-    int status;
-    char code[40];
 };
 
-static void *default_race(void *data)
+static int make_default(struct ibex_store *st, void *arg, struct ibex_buf *out,
+                        struct ibex_api_result *r)
 {
-    struct default_racer *w = data;
-    struct ibex_store *st = NULL;
-    char err[512];
-    w->status = -1;
-    if (ibex_store_open(w->f->url, &st, err, sizeof(err)) != 0) {
-        pthread_barrier_wait(w->start);
-        return NULL;
-    }
-    struct ibex_actor a = actor(w->tenant, "boss", CADMIN);
-    struct ibex_api_result r;
-    ibex_api_result_init(&r);
-    struct ibex_buf out;
-    ibex_buf_init(&out);
-    pthread_barrier_wait(w->start);
-    w->status = ibex_credentials_make_default(st, &a, w->id, &out, &r);
-    snprintf(w->code, sizeof(w->code), "%s", r.code ? r.code : "");
-    ibex_buf_dispose(&out);
-    ibex_api_result_dispose(&r);
-    ibex_store_close(st);
-    return NULL;
+    struct default_change *d = arg;
+    struct ibex_actor a = actor(d->tenant, "boss", CADMIN);
+    return ibex_credentials_make_default(st, &a, d->id, out, r);
 }
 
 static void test_default_race(void **state)
@@ -1318,15 +1298,10 @@ static void test_default_race(void **state)
         const char *provider = round % 2 ? "anthropic" : "openai";
         cred_new(f, &e, &admin, provider, "sk-race-xxxxxxxx", true, X);
         cred_new(f, &e, &admin, provider, "sk-race-yyyyyyyy", true, Y);
-        pthread_barrier_t start;
-        pthread_barrier_init(&start, NULL, 2);
-        struct default_racer w[2] = {{f, T, X, &start, 0, ""}, {f, T, Y, &start, 0, ""}};
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, default_race, &w[i]), 0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&start);
+        struct default_change d[2] = {{T, X}, {T, Y}};
+        struct race_side w[2] = {{.call = make_default, .arg = &d[0]},
+                                 {.call = make_default, .arg = &d[1]}};
+        race_two(f, w);
         if (w[0].status != 200 || w[1].status != 200)
             fail_msg("round %d: %d %s / %d %s", round, w[0].status, w[0].code, w[1].status,
                      w[1].code);

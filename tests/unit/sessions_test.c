@@ -17,7 +17,6 @@
 
 #include <cmocka.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -445,39 +444,20 @@ static void test_session_transitions(void **state)
     ibex_buf_dispose(&after);
 }
 
-/* One change of state on a store handle of its own, started together with another. */
-struct state_racer {
-    struct fx *f;
+/* A PUT of a session's status, as one side of a race. */
+struct state_change {
     const char *tenant, *session, *to;
-    pthread_barrier_t *start;
-    int status; /* what the call returned; the thread never asserts */
-    char code[40];
 };
 
-static void *race_state(void *data)
+static int change_state(struct ibex_store *st, void *arg, struct ibex_buf *out,
+                        struct ibex_api_result *r)
 {
-    struct state_racer *w = data;
-    struct ibex_store *st = NULL;
-    char err[512];
-    w->status = -1;
-    if (ibex_store_open(w->f->url, &st, err, sizeof(err)) != 0) {
-        pthread_barrier_wait(w->start);
-        return NULL;
-    }
-    struct ibex_actor a = {.tenant_id = w->tenant};
-    struct ibex_api_result r;
-    ibex_api_result_init(&r);
-    struct ibex_buf out;
-    ibex_buf_init(&out);
-    json_object *b = jbody("{\"status\":\"%s\"}", w->to);
-    pthread_barrier_wait(w->start);
-    w->status = ibex_session_update(st, &a, w->session, b, &out, &r);
-    snprintf(w->code, sizeof(w->code), "%s", r.code ? r.code : "");
+    struct state_change *c = arg;
+    struct ibex_actor a = {.tenant_id = c->tenant};
+    json_object *b = jbody("{\"status\":\"%s\"}", c->to);
+    int rc = ibex_session_update(st, &a, c->session, b, out, r);
     json_object_put(b);
-    ibex_buf_dispose(&out);
-    ibex_api_result_dispose(&r);
-    ibex_store_close(st);
-    return NULL;
+    return rc;
 }
 
 /* An active session ended at once by two handles, one completing it and one failing it: the
@@ -493,16 +473,10 @@ static void test_session_concurrent_transitions(void **state)
         char S[ID_BUF];
         session_new(f, &ta, "racer", NULL, S);
         session_set(f, &ta, S, "active");
-        pthread_barrier_t start;
-        pthread_barrier_init(&start, NULL, 2);
-        struct state_racer w[2] = {{f, T, S, "completed", &start, 0, ""},
-                                   {f, T, S, "failed", &start, 0, ""}};
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, race_state, &w[i]), 0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&start);
+        struct state_change c[2] = {{T, S, "completed"}, {T, S, "failed"}};
+        struct race_side w[2] = {{.call = change_state, .arg = &c[0]},
+                                 {.call = change_state, .arg = &c[1]}};
+        race_two(f, w);
         int winner = w[0].status == 200 ? 0 : 1, loser = 1 - winner;
         if (w[winner].status != 200 || w[loser].status != 422 ||
             strcmp(w[loser].code, "INVALID_STATE_TRANSITION") != 0)
@@ -513,7 +487,7 @@ static void test_session_concurrent_transitions(void **state)
         session_snapshot(f, &ta, S, &now);
         json_object *g = tu_parse_json(now.p, now.len);
         assert_non_null(g);
-        assert_string_equal(jstr(g, "state"), w[winner].to);
+        assert_string_equal(jstr(g, "state"), c[winner].to);
         json_object_put(g);
         ibex_buf_dispose(&now);
     }

@@ -16,7 +16,6 @@
 #include <stdint.h>
 
 #include <cmocka.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1957,41 +1956,22 @@ static void test_approval_isolation_and_list(void **state)
 
 /* ---- concurrency ---- */
 
-/* One decision on a handle of its own, started together with the others. */
-struct racer {
-    struct fx *f;
+/* An approval's decision by one subject, as one side of a race. */
+struct decision {
     const char *tenant, *approval;
     bool approve;
-    pthread_barrier_t *start;
-    int status; /* what the call returned; the thread never asserts */
-    char code[40];
 };
 
-static void *race(void *data)
+static int decide_race(struct ibex_store *st, void *arg, struct ibex_buf *out,
+                       struct ibex_api_result *r)
 {
-    struct racer *w = data;
-    struct ibex_store *st = NULL;
-    char err[512];
-    w->status = -1;
-    if (ibex_store_open(w->f->url, &st, err, sizeof(err)) != 0) {
-        pthread_barrier_wait(w->start);
-        return NULL;
-    }
-    struct ibex_actor a = {.tenant_id = w->tenant, .subject = w->approve ? "yes" : "no"};
-    struct ibex_api_result r;
-    ibex_api_result_init(&r);
-    struct ibex_buf out;
-    ibex_buf_init(&out);
+    struct decision *d = arg;
+    struct ibex_actor a = {.tenant_id = d->tenant, .subject = d->approve ? "yes" : "no"};
     json_object *b = json_tokener_parse("{\"reason\":\"race\"}");
-    pthread_barrier_wait(w->start);
-    w->status = w->approve ? ibex_approval_approve(st, &a, w->approval, b, &out, &r)
-                           : ibex_approval_reject(st, &a, w->approval, b, &out, &r);
-    snprintf(w->code, sizeof(w->code), "%s", r.code ? r.code : "");
+    int rc = d->approve ? ibex_approval_approve(st, &a, d->approval, b, out, r)
+                        : ibex_approval_reject(st, &a, d->approval, b, out, r);
     json_object_put(b);
-    ibex_buf_dispose(&out);
-    ibex_api_result_dispose(&r);
-    ibex_store_close(st);
-    return NULL;
+    return rc;
 }
 
 /* An approval decided at once by two handles: exactly one decision wins, and the task follows
@@ -2007,15 +1987,10 @@ static void test_approval_concurrent_decisions(void **state)
         task_new(f, &ta, "r", X);
         task_set(f, &ta, X, "running");
         approval_for(f, &ta, X, ap);
-        pthread_barrier_t start;
-        pthread_barrier_init(&start, NULL, 2);
-        struct racer w[2] = {{f, T, ap, true, &start, 0, ""}, {f, T, ap, false, &start, 0, ""}};
-        pthread_t th[2];
-        for (int i = 0; i < 2; i++)
-            assert_int_equal(pthread_create(&th[i], NULL, race, &w[i]), 0);
-        for (int i = 0; i < 2; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&start);
+        struct decision d[2] = {{T, ap, true}, {T, ap, false}};
+        struct race_side w[2] = {{.call = decide_race, .arg = &d[0]},
+                                 {.call = decide_race, .arg = &d[1]}};
+        race_two(f, w);
         int winner = w[0].status == 200 ? 0 : 1, loser = 1 - winner;
         if (w[winner].status != 200 || w[loser].status != 409 ||
             strcmp(w[loser].code, "APPROVAL_ALREADY_DECIDED") != 0)
@@ -2023,9 +1998,9 @@ static void test_approval_concurrent_decisions(void **state)
                      w[1].status, w[1].code);
         json_object *o = approval_json(f, &ta, ap);
         json_object *t = task_json(f, &ta, X);
-        assert_string_equal(jstr(o, "state"), w[winner].approve ? "approved" : "rejected");
-        assert_string_equal(jstr(o, "decided_by"), w[winner].approve ? "yes" : "no");
-        assert_string_equal(jstr(t, "state"), w[winner].approve ? "running" : "failed");
+        assert_string_equal(jstr(o, "state"), d[winner].approve ? "approved" : "rejected");
+        assert_string_equal(jstr(o, "decided_by"), d[winner].approve ? "yes" : "no");
+        assert_string_equal(jstr(t, "state"), d[winner].approve ? "running" : "failed");
         assert_true(jis_null(t, "approval_id"));
         json_object_put(o);
         json_object_put(t);
