@@ -1314,6 +1314,59 @@ static void test_default_race(void **state)
     env_dispose(&e);
 }
 
+/* An update (to inactive) or a delete of one credential, as one side of a race. */
+struct change {
+    struct env *e;
+    const char *tenant, *id;
+    bool delete;
+};
+
+static int change_credential(struct ibex_store *st, void *arg, struct ibex_buf *out,
+                             struct ibex_api_result *r)
+{
+    struct change *c = arg;
+    struct ibex_actor a = actor(c->tenant, "boss", CADMIN);
+    if (c->delete)
+        return ibex_credentials_delete(st, &c->e->e, &a, c->id, out, r);
+    json_object *b = json_tokener_parse("{\"state\":\"inactive\"}");
+    int rc = ibex_credentials_update(st, &c->e->e, &a, c->id, b, out, r);
+    json_object_put(b);
+    return rc;
+}
+
+/* A credential updated and deleted at once by two handles: the delete always sticks (state
+ * deleted, the ciphertext erased), whichever call came first; the update either went first
+ * (200) or found the credential deleted (409 CREDENTIAL_NOT_ACTIVE). Each change locks the row
+ * before it reads it. */
+static void test_update_delete_race(void **state)
+{
+    struct fx *f = *state;
+    struct env e;
+    env_init(&e, HEX_A);
+    char T[ID_BUF];
+    fx_tenant_new(f, "t", T);
+    struct ibex_actor admin = actor(T, "boss", CADMIN);
+    for (int round = 0; round < 40; round++) {
+        char X[ID_BUF];
+        cred_new(f, &e, &admin, "openai", "sk-race-xxxxxxxx", true, X);
+        struct change c[2] = {{&e, T, X, false}, {&e, T, X, true}};
+        struct race_side w[2] = {{.call = change_credential, .arg = &c[0]},
+                                 {.call = change_credential, .arg = &c[1]}};
+        race_two(f, w);
+        if (w[1].status != 200 ||
+            (w[0].status != 200 &&
+             (w[0].status != 409 || strcmp(w[0].code, "CREDENTIAL_NOT_ACTIVE") != 0)))
+            fail_msg("round %d: update %d %s, delete %d %s", round, w[0].status, w[0].code,
+                     w[1].status, w[1].code);
+        assert_int_equal(sql_int(f,
+                                 "SELECT count(*) FROM credentials WHERE id = $1 AND state = "
+                                 "'deleted' AND ciphertext IS NULL",
+                                 X, NULL),
+                         1);
+    }
+    env_dispose(&e);
+}
+
 /* Another tenant's credential, another subject's own, and (without credentials:admin) a
  * tenant-wide one answer exactly like an id that does not exist, on every operation. */
 static void test_isolation(void **state)
@@ -2103,6 +2156,7 @@ int main(void)
         BOTH(test_at_rest),
         BOTH(test_defaults),
         BOTH(test_default_race),
+        BOTH(test_update_delete_race),
         BOTH(test_isolation),
         BOTH(test_resolve),
         BOTH(test_resolve_cache),
