@@ -115,11 +115,14 @@ static int sq_open(const char *target, void **conn, char *err, size_t errlen)
         return IBEX_ECONN;
     }
     sqlite3_extended_result_codes(c->db, 1);
-    /* WAL lets readers run while the writer commits; NORMAL syncs at checkpoints only, which
-     * in WAL mode loses no committed transaction on a process crash. */
+    /* 16 KiB pages, for a new database only (an existing one keeps the size it was made
+     * with): a checkpoint row is 1.5-2 KB, two to a 4 KiB page, and there the store writer
+     * spent about twice the CPU per row (bench/RESULTS.md, issue 4). WAL lets readers run
+     * while the writer commits; NORMAL syncs at checkpoints only, which in WAL mode loses no
+     * committed transaction on a process crash. */
     const char *pragmas = memory ? "PRAGMA foreign_keys=ON;"
-                                 : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                                   "PRAGMA foreign_keys=ON;";
+                                 : "PRAGMA page_size=16384; PRAGMA journal_mode=WAL;"
+                                   "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
     sqlite3_busy_timeout(c->db, 5000);
     int rc = sq_script(c, pragmas, err, errlen);
     if (rc) {

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -381,6 +382,42 @@ static void test_batch_atomic(void **state)
     free(many);
 }
 
+/* ---- SQLite's file format ---- */
+
+/* A new database gets 16 KiB pages in WAL mode; one made elsewhere with another page size keeps
+ * it (a page size is fixed when the file is made) and is written as usual. */
+static void test_sqlite_pages(void **state)
+{
+    struct fx *f = *state;
+    if (f->pg)
+        return;
+    assert_int_equal(count(f->st, "PRAGMA page_size"), 16384);
+    struct rows r = {0};
+    tu_store_must(f->st, ibex_store_exec(f->st, "PRAGMA journal_mode", NULL, 0, collect, &r));
+    expect_bytes(&r.v[0][0], IBEX_STORE_TEXT, "wal", 3);
+    rows_free(&r);
+
+    char path[64] = "/tmp/ibex-store-test-4k-XXXXXX", url[96], err[512];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE t (v INTEGER)", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    struct ibex_store *st;
+    snprintf(url, sizeof(url), "sqlite://%s", path);
+    if (ibex_store_open(url, &st, err, sizeof(err)) != 0)
+        fail_msg("open: %s", err);
+    assert_int_equal(count(st, "PRAGMA page_size"), 4096);
+    tu_store_must(st, ibex_store_exec(st, "INSERT INTO t (v) VALUES (7)", NULL, 0, NULL, NULL));
+    assert_int_equal(count(st, "SELECT sum(v) FROM t"), 7);
+    ibex_store_close(st);
+    tu_remove_sqlite_files(path);
+}
+
 /* ---- errors ---- */
 
 static void test_errors_without_password(void **state)
@@ -606,6 +643,7 @@ int main(void)
         BOTH(test_exec_callback_stops),
         BOTH(test_roundtrip_text_and_blob),
         BOTH(test_batch_atomic),
+        BOTH(test_sqlite_pages),
         BOTH(test_errors_without_password),
         BOTH(test_writer_concurrent),
         BOTH(test_writer_full_queue),
